@@ -1,0 +1,1 @@
+"""Embedding a corpus into a FAISS index directory."""

@@ -1,0 +1,5 @@
+import sys
+
+from atri.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The bundled demo corpus: real soundfont samples rendered into clips with parallel captions."""
