@@ -1,0 +1,144 @@
+"""`atri corpus build`: plan, check, render (worker processes, fixed shards) and write
+the train/val/test/test-xfont manifests of the demo corpus."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from atri.training.corpus.melody import melody_split
+from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, xfont_copy
+from atri.training.corpus.render import audio_relpath, render_shard
+from atri.training.corpus.schema import ATTRIBUTES, LANGS
+from atri.training.manifest import ClipRecord, atomic_write_text, write_manifest
+from atri.training.progress import Progress
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = 1
+SHARD_SIZE = 100  # clips per synth; fixed, so output never depends on the worker count
+SPLITS = ("train", "val", "test", "test-xfont")
+XFONT = "timgm6mb"
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    train: int
+    val: int
+    test: int  # test-xfont re-renders the whole test split
+
+
+SIZES: dict[str, SizeSpec] = {
+    "tiny": SizeSpec(train=120, val=36, test=36),
+    "small": SizeSpec(train=1400, val=200, test=300),
+    "default": SizeSpec(train=10_000, val=1000, test=1200),
+}
+
+
+def plan_corpus(size: str, seed: int) -> dict[str, list[ClipPlan]]:
+    spec = SIZES[size]
+    # One stream per split: the test plan does not shift when the train size changes.
+    test = plan_eval(spec.test, "test", random.Random(f"{seed}:test"), "te")
+    return {
+        "train": plan_train(spec.train, random.Random(f"{seed}:train"), "tr"),
+        "val": plan_eval(spec.val, "val", random.Random(f"{seed}:val"), "va"),
+        "test": test,
+        "test-xfont": xfont_copy(test, "xf", XFONT),
+    }
+
+
+def check_plan(plans: dict[str, list[ClipPlan]]) -> None:
+    """The corpus's promises, asserted before anything is rendered."""
+    train_melodies = {p.melody.key for p in plans["train"]}
+    for split, items in plans.items():
+        home = "test" if split == "test-xfont" else split
+        for p in items:
+            if melody_split(p.melody.pitches) != home:
+                raise AssertionError(f"{p.id}: melody {p.melody.key} belongs to another split")
+        if split != "train":
+            leaked = train_melodies & {p.melody.key for p in items}
+            if leaked:
+                raise AssertionError(f"{split} melodies occur in train: {sorted(leaked)[:5]}")
+            for lang in LANGS:
+                texts = [c for p in items for c in p.captions[lang]]
+                dupes = [t for t, n in Counter(texts).items() if n > 1]
+                if dupes:
+                    raise AssertionError(f"{split}/{lang}: repeated captions {dupes[:3]}")
+
+
+def statistics(plans: dict[str, list[ClipPlan]]) -> dict:
+    stats: dict = {"clips": {s: len(p) for s, p in plans.items()}, "attributes": {}}
+    for name in ATTRIBUTES:
+        stats["attributes"][name] = {
+            s: dict(Counter(str(getattr(p.attrs, name)) for p in items))
+            for s, items in plans.items()
+        }
+    stats["captions"] = {
+        s: {lang: sum(len(p.captions[lang]) for p in items) for lang in LANGS}
+        for s, items in plans.items()
+    }
+    stats["clusters"] = {s: len({p.cluster for p in items if p.cluster}) for s, items in plans.items()}
+    return stats
+
+
+def format_statistics(stats: dict) -> str:
+    splits = list(stats["clips"])
+    head = f"{'':<28}" + "".join(f"{s:>11}" for s in splits)
+    rows = [head, f"{'clips':<28}" + "".join(f"{stats['clips'][s]:>11}" for s in splits)]
+    rows.append(f"{'clusters':<28}" + "".join(f"{stats['clusters'][s]:>11}" for s in splits))
+    for name, values in ATTRIBUTES.items():
+        for value in values:
+            label = f"{name}={value}"
+            counts = [stats["attributes"][name][s].get(str(value), 0) for s in splits]
+            rows.append(f"{label:<28}" + "".join(f"{c:>11}" for c in counts))
+    for lang in LANGS:
+        counts = [stats["captions"][s][lang] for s in splits]
+        rows.append(f"{'captions/' + lang:<28}" + "".join(f"{c:>11}" for c in counts))
+    return "\n".join(rows)
+
+
+def render_all(plans: dict[str, list[ClipPlan]], out_dir: Path, workers: int) -> None:
+    shards = [
+        (items[i : i + SHARD_SIZE], str(out_dir))
+        for items in plans.values()
+        for i in range(0, len(items), SHARD_SIZE)
+    ]
+    total = sum(len(items) for items in plans.values())
+    with Progress(total, "rendering clips", unit="clip") as bar:
+        if workers <= 1:
+            for shard in shards:
+                bar.update(len(render_shard(shard)))
+            return
+        # spawn: fluidsynth's C state must never be inherited through fork
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for ids in pool.imap_unordered(render_shard, shards):
+                bar.update(len(ids))
+
+
+def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2) -> dict:
+    """Build the corpus into out_dir; returns its statistics. A finished corpus with the
+    same size, seed and builder version is not rendered again."""
+    out_dir = Path(out_dir)
+    stamp = {"builder_version": BUILDER_VERSION, "size": size, "seed": seed}
+    done_file = out_dir / "corpus.json"
+    plans = plan_corpus(size, seed)
+    check_plan(plans)
+    stats = statistics(plans)
+    if done_file.is_file() and json.loads(done_file.read_text()).get("stamp") == stamp:
+        log.info("%s already holds this corpus (size=%s seed=%d)", out_dir, size, seed)
+        return stats
+    done_file.unlink(missing_ok=True)  # a half-rebuilt corpus must not look finished
+    render_all(plans, out_dir, workers)
+    for split, items in plans.items():
+        records = [
+            ClipRecord(id=p.id, audio=audio_relpath(p), captions=p.captions, meta=p.meta())
+            for p in items
+        ]
+        write_manifest(out_dir / f"{split}.jsonl", records)
+    atomic_write_text(done_file, json.dumps({"stamp": stamp, "statistics": stats}, indent=1))
+    return stats

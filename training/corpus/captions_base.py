@@ -1,0 +1,86 @@
+"""What every language's caption grammar shares: the lexicon, the rendering context
+(attributes, what to mention, which synonym) and small string helpers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from atri.training.corpus.schema import ClipAttributes
+
+
+@cache
+def lexicon() -> dict[str, dict[str, Any]]:
+    """lexicon.json: language -> table -> canonical value -> word. A list holds synonyms."""
+    text = resources.files("atri.training.corpus").joinpath("lexicon.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def pick(entry: Any, variant: int) -> Any:
+    """One synonym: the same index for every table, so a variant is a stable choice."""
+    return entry[variant % len(entry)] if isinstance(entry, list) else entry
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """One caption to render: a clip's attributes, the ones to mention, the synonym variant."""
+
+    attrs: ClipAttributes
+    mention: frozenset[str]
+    words: dict[str, Any]  # this language's lexicon
+    variant: int = 0
+
+    def get(self, name: str) -> Any:
+        """The attribute's value if the caption mentions it, else None."""
+        return getattr(self.attrs, name) if name in self.mention else None
+
+    def word(self, table: str, value: Any = None) -> Any:
+        entry = self.words[table] if value is None else self.words[table][str(value)]
+        return pick(entry, self.variant)
+
+    def opt(self, table: str, name: str) -> str | None:
+        """The word for attribute `name` from `table`, or None if it is not mentioned."""
+        value = self.get(name)
+        return None if value is None else self.word(table, value)
+
+    @property
+    def inst(self) -> dict[str, Any]:
+        return self.word("instrument", self.attrs.instrument)
+
+    @property
+    def alone(self) -> bool:
+        """Background 'none', mentioned: templates that say "alone" use this."""
+        return self.get("background") == "none"
+
+
+def words(*parts: str | None, sep: str = " ") -> str:
+    return sep.join(p for p in parts if p)
+
+
+def sentence(text: str, end: str = ".") -> str:
+    return text[:1].upper() + text[1:] + end
+
+
+def is_phrase(word: str) -> bool:
+    """Multi-word modifiers ("au tempo modéré") follow the single adjectives and take no
+    conjunction; the lexicon's single adjectives are single words."""
+    return " " in word
+
+
+class Realizer:
+    """A language's grammar: one method per template, each returning one sentence."""
+
+    def t0(self, c: Ctx) -> str:
+        raise NotImplementedError
+
+    def t1(self, c: Ctx) -> str:
+        raise NotImplementedError
+
+    def t2(self, c: Ctx) -> str:
+        raise NotImplementedError
+
+    def render(self, template: int, c: Ctx) -> str:
+        return (self.t0, self.t1, self.t2)[template](c)

@@ -1,0 +1,70 @@
+"""`atri corpus build` and `atri corpus import-csv` (shared spec cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from atri.training.manifest import ManifestError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atri corpus")
+    sub = parser.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help="render the demo corpus (shared spec corpus.md)")
+    build.add_argument("out_dir", type=Path)
+    build.add_argument("--size", choices=("tiny", "small", "default"), default="small")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    imp = sub.add_parser("import-csv", help="AudioCaps/Clotho CSVs (+ translations) to a manifest")
+    imp.add_argument("--format", choices=("audiocaps", "clotho"), required=True)
+    imp.add_argument("--csv", type=Path, required=True)
+    imp.add_argument("--audio-dir", type=Path, required=True)
+    imp.add_argument("--translation", action="append", default=[], metavar="LANG=F")
+    imp.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _translations(items: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in items:
+        lang, sep, path = item.partition("=")
+        if not sep or not lang or not path:
+            raise ValueError(f"--translation {item!r}: expected LANG=FILE")
+        if lang in out:
+            raise ValueError(f"--translation {lang}: given twice")
+        out[lang] = Path(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
+        return int(exc.code or 0)
+    try:
+        if args.action == "build":
+            from atri.training.corpus.build import build, format_statistics
+
+            if args.workers < 1:
+                raise ValueError("--workers must be at least 1")
+            start = time.monotonic()
+            stats = build(args.out_dir, size=args.size, seed=args.seed, workers=args.workers)
+            print(format_statistics(stats))
+            print(f"corpus {args.size} (seed {args.seed}) in {args.out_dir} "
+                  f"[{time.monotonic() - start:.1f} s]")
+        else:
+            from atri.training.corpus.import_csv import import_csv
+
+            records = import_csv(args.format, args.csv, args.audio_dir,
+                                 _translations(args.translation), args.out)
+            print(f"wrote {len(records)} clips to {args.out}")
+    except (ValueError, ManifestError, FileNotFoundError) as exc:
+        print(f"atri corpus: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
