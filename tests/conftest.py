@@ -28,3 +28,13 @@ def spec_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared spec folder not found at {path} (set ATRI_SHARED)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny` demo corpus (~280 real rendered clips), built once per test session."""
+    from atri.training.corpus.build import build
+
+    out = tmp_path_factory.mktemp("tiny-corpus")
+    build(out, size="tiny", seed=0, workers=2)
+    return out

@@ -9,6 +9,9 @@ import sys
 # subcommand -> (module exposing `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("atri.training.corpus.cli", "build the demo corpus or import AudioCaps/Clotho CSVs"),
+    "train": ("atri.training.train", "train a model (mlclap, mlclap-mixture, cacl, kcl, kcl-balanced)"),
+    "eval": ("atri.training.evaluate", "evaluate a checkpoint on a manifest: metrics.json, report.md"),
+    "embed": ("atri.training.embed", "export audio or text embeddings to .npz"),
 }
 
 USAGE = "usage: atri COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(

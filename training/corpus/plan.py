@@ -17,7 +17,7 @@ import itertools
 import random
 from dataclasses import dataclass, replace
 
-from atri.training.corpus.captions import N_TEMPLATES, describe
+from atri.training.corpus.captions import N_TEMPLATES, N_VARIANTS, describe
 from atri.training.corpus.melody import Melody, draw_melody
 from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
 
@@ -70,8 +70,9 @@ def random_attributes(rng: random.Random) -> ClipAttributes:
 def make_captions(
     attrs: ClipAttributes, rng: random.Random, full: bool
 ) -> dict[str, list[str]]:
-    """CAPTIONS_PER_CLIP parallel captions per language: distinct templates, and for
-    training captions a random subset of attributes (the instrument always)."""
+    """CAPTIONS_PER_CLIP parallel captions per language: distinct templates, a synonym
+    variant each, and for training captions a random subset of attributes (the
+    instrument always). The same choices serve every language, so captions stay parallel."""
     templates = rng.sample(range(N_TEMPLATES), CAPTIONS_PER_CLIP)
     plans = []
     for template in templates:
@@ -80,8 +81,8 @@ def make_captions(
         else:
             extra = {a for a in ATTRIBUTES if a != "instrument" and rng.random() < MENTION_PROB}
             mention = frozenset({"instrument"} | extra)
-        plans.append((template, mention))
-    return {lang: [describe(attrs, lang, t, m) for t, m in plans] for lang in LANGS}
+        plans.append((template, mention, rng.randrange(N_VARIANTS)))  # variant: synonyms
+    return {lang: [describe(attrs, lang, t, m, v) for t, m, v in plans] for lang in LANGS}
 
 
 def _render_params(attrs: ClipAttributes, rng: random.Random) -> dict:

@@ -26,7 +26,7 @@ SOUNDFONTS = {
     "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",  # Debian timgm6mb-soundfont (GPL-2)
 }
 MELODY_CH, BACKGROUND_CH, DRUM_CH = 0, 1, 9
-SYNTH_GAIN = 0.4
+SYNTH_GAIN = 0.8  # loud clips peak near -6 dBFS; soft ones stay well above 16-bit noise
 LEGATO = 0.9  # a note sounds for this fraction of the inter-onset interval
 PEAK_LIMIT = 0.98
 
