@@ -24,6 +24,9 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
+# Some machines' pip config lists local mirror folders that do not exist: pip warns
+# once per package. Keep the log readable; real errors still pass through.
+exec 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # The CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
 "${PIP[@]}" "torch==${ATRI_TORCH_VERSION:-2.13.0}"
 "${PIP[@]}" -e ".[dev]"

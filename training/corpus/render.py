@@ -5,6 +5,11 @@ mixed 6-12 dB under it, written as 16-bit mono FLAC.
 FluidSynth keeps state between notes (voices, envelopes, LFO phases), so each fixed
 shard of clips gets its own freshly made synth with chorus and reverb off: a clip then
 depends only on its shard's earlier clips, never on which worker rendered it.
+
+Backgrounds come from a pool rendered once per process by its own fresh synth in a
+fixed order (identical in every worker): a clip takes one of POOL_VARIANTS recordings
+per background and a window of it at an offset drawn from its seed. Rendering every
+background anew would double the cost of the corpus for no audible gain.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ MELODY_CH, BACKGROUND_CH, DRUM_CH = 0, 1, 9
 SYNTH_GAIN = 0.8  # loud clips peak near -6 dBFS; soft ones stay well above 16-bit noise
 LEGATO = 0.9  # a note sounds for this fraction of the inter-onset interval
 PEAK_LIMIT = 0.98
+POOL_VARIANTS = 8
+POOL_SECONDS = 8.0
+_pools: dict[str, dict[str, np.ndarray]] = {}  # soundfont -> background -> (V, N); per process
 
 
 class Renderer:
@@ -48,6 +56,7 @@ class Renderer:
             samplerate=SAMPLE_RATE,
             **{"synth.chorus.active": 0, "synth.reverb.active": 0, "synth.cpu-cores": 1},
         )
+        self.soundfont = soundfont
         self.sfid = self.synth.sfload(path)
         if self.sfid < 0:
             raise RuntimeError(f"FluidSynth could not load {path}")
@@ -55,9 +64,11 @@ class Renderer:
     def close(self) -> None:
         self.synth.delete()
 
-    def _play(self, events: list[tuple[float, int, int, int, int]]) -> np.ndarray:
+    def _play(
+        self, events: list[tuple[float, int, int, int, int]], seconds: float = CLIP_SECONDS
+    ) -> np.ndarray:
         """events: (time s, kind 1=on/0=off, channel, key, velocity) -> (N,) float32 mono."""
-        total = int(CLIP_SECONDS * SAMPLE_RATE)
+        total = int(seconds * SAMPLE_RATE)
         chunks, pos = [], 0
         for t, kind, chan, key, vel in sorted(events):
             at = min(int(t * SAMPLE_RATE), total)
@@ -85,16 +96,21 @@ class Renderer:
             events.append((start + LEGATO * plan.note_seconds, 0, MELODY_CH, key, 0))
         return self._play(events)
 
+    def record_background(self, name: str, rng: random.Random, seconds: float) -> np.ndarray:
+        if name == "drum beat":
+            self.synth.program_select(DRUM_CH, self.sfid, 128, 0)
+            return self._play(drum_events(rng, seconds), seconds)
+        self.synth.program_select(BACKGROUND_CH, self.sfid, 0, BACKGROUNDS[name])
+        return self._play(effect_events(name, rng, seconds), seconds)
+
     def background(self, plan: ClipPlan) -> np.ndarray | None:
         name = plan.attrs.background
         if name == "none":
             return None
-        rng = random.Random(plan.bg_seed)
-        if name == "drum beat":
-            self.synth.program_select(DRUM_CH, self.sfid, 128, 0)
-            return self._play(drum_events(rng))
-        self.synth.program_select(BACKGROUND_CH, self.sfid, 0, BACKGROUNDS[name])
-        return self._play(effect_events(name, rng))
+        takes = background_pool(self.soundfont)[name]  # (V, N)
+        total = int(CLIP_SECONDS * SAMPLE_RATE)
+        offset = (plan.bg_seed // POOL_VARIANTS) % (takes.shape[1] - total)
+        return takes[plan.bg_seed % POOL_VARIANTS, offset : offset + total]
 
     def render(self, plan: ClipPlan) -> np.ndarray:
         """The finished clip, (N,) float32 in [-1, 1]."""
@@ -108,6 +124,25 @@ class Renderer:
         return wave
 
 
+def background_pool(soundfont: str) -> dict[str, np.ndarray]:
+    """Every background recorded POOL_VARIANTS times, (V, N) each: the same in every
+    process, since a fresh synth renders it in a fixed order from fixed seeds."""
+    if soundfont not in _pools:
+        recorder = Renderer(soundfont)
+        try:
+            _pools[soundfont] = {
+                name: np.stack([
+                    recorder.record_background(name, random.Random(f"bg:{name}:{v}"), POOL_SECONDS)
+                    for v in range(POOL_VARIANTS)
+                ])
+                for name in BACKGROUNDS
+                if name != "none"
+            }
+        finally:
+            recorder.close()
+    return _pools[soundfont]
+
+
 def background_gain(melody: np.ndarray, background: np.ndarray, snr_db: float) -> float:
     """Gain that puts the background's RMS snr_db below the melody's."""
     rms_m = float(np.sqrt(np.mean(melody.astype(np.float64) ** 2)))
@@ -117,8 +152,10 @@ def background_gain(melody: np.ndarray, background: np.ndarray, snr_db: float) -
     return rms_m / rms_b * 10 ** (-snr_db / 20)
 
 
-def effect_events(name: str, rng: random.Random) -> list[tuple[float, int, int, int, int]]:
-    ch, end = BACKGROUND_CH, CLIP_SECONDS
+def effect_events(
+    name: str, rng: random.Random, seconds: float
+) -> list[tuple[float, int, int, int, int]]:
+    ch, end = BACKGROUND_CH, seconds
     if name == "birdsong":
         events, t = [], rng.uniform(0.0, 0.3)
         while t < end:
@@ -136,11 +173,11 @@ def effect_events(name: str, rng: random.Random) -> list[tuple[float, int, int, 
     return [(0.0, 1, ch, key, 100), (end, 0, ch, key, 0)]
 
 
-def drum_events(rng: random.Random) -> list[tuple[float, int, int, int, int]]:
+def drum_events(rng: random.Random, seconds: float) -> list[tuple[float, int, int, int, int]]:
     """A rock beat: kick on 1 and 3, snare on 2 and 4, closed hi-hat on eighths."""
     beat = 60.0 / rng.uniform(88, 132)
     events, t, i = [], rng.uniform(0.0, 0.2), 0
-    while t < CLIP_SECONDS:
+    while t < seconds:
         keys = [42] + ([36] if i % 4 in (0, 2) else []) + ([38] if i % 4 in (1, 3) else [])
         for key in keys:
             events += [(t, 1, DRUM_CH, key, 100), (t + 0.1, 0, DRUM_CH, key, 0)]
