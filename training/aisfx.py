@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from atri.training.strict_load import load_state_dict_strict
+
 logger = logging.getLogger(__name__)
 
 # sha256 of aisfx-0.1.2's models/checkpoint.pth, the file the parity tests were made with
@@ -199,20 +201,7 @@ class AisfxCNN(nn.Module):
 
 def load_cnn_state(cnn: AisfxCNN, state: Mapping[str, Tensor]) -> None:
     """Strict load; a missing, unexpected or mis-shaped key raises ValueError naming it."""
-    own = cnn.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"aisfx weights do not fit the CNN: missing={missing} unexpected={unexpected} "
-            f"shape mismatches={shapes}"
-        )
-    cnn.load_state_dict(dict(state), strict=True)
+    load_state_dict_strict(cnn, state, "the aisfx CNN")
 
 
 # ---------------------------------------------------------------- checkpoint

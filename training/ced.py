@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atri.training.frontend import CedLogMel, LogMelConfig
+from atri.training.strict_load import CheckpointMismatchError as CheckpointMismatchError
+from atri.training.strict_load import load_state_dict_strict
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,6 @@ CED_CONFIGS: dict[str, CedConfig] = {
     "ced-small": CedConfig("ced-small", embed_dim=384, num_heads=6),
     "ced-base": CedConfig("ced-base", embed_dim=768, num_heads=12),
 }
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict does not fit the model; the message names every offending key."""
 
 
 @dataclass(frozen=True)
@@ -313,25 +311,6 @@ def read_ced_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], bool]:
             state = state["model"]
     is_hf = any(key.startswith(_HF_PREFIXES) for key in state)
     return (hf_to_original_keys(state) if is_hf else dict(state)), is_hf
-
-
-def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """`load_state_dict(strict=True)` whose error lists every missing, unexpected and
-    wrongly shaped key up front."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointMismatchError(
-            f"state dict does not fit {type(model).__name__}: missing keys {missing}, "
-            f"unexpected keys {unexpected}, shape mismatches {shapes}"
-        )
-    model.load_state_dict(state, strict=True)
 
 
 def load_ced(name: str, path: str | Path, **overrides: object) -> CedEncoder:
