@@ -1,0 +1,189 @@
+"""`atri index`: build an index directory from a manifest or an audio folder, check
+one, or fold its live changes into a new version (docs/index.md).
+
+    atri index build --checkpoint C (--manifest M | --audio-dir D) --out INDEX_DIR [--factory STR]
+    atri index validate INDEX_DIR
+    atri index compact INDEX_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from atri.index import faiss_util
+from atri.index.errors import IndexStoreError
+from atri.training.audio_io import AudioDecodeError
+from atri.training.corpus.import_csv import AUDIO_SUFFIXES, clip_id
+from atri.training.manifest import ClipRecord, ManifestError, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+class BadInput(ValueError):
+    """A problem with what the user passed (exit code 2); the message names it."""
+
+
+def manifest_records(path: Path) -> list[ClipRecord]:
+    """The manifest's records with audio paths made absolute."""
+    manifest = read_manifest(path)
+    return [
+        ClipRecord(r.id, str(manifest.audio_path(r).resolve()), r.captions, r.meta)
+        for r in manifest
+    ]
+
+
+def audio_dir_records(folder: Path) -> list[ClipRecord]:
+    """Every audio file below `folder`, no captions; the id is the relative path when it
+    fits manifest.md's pattern, else a slug plus a short hash, the path kept in meta."""
+    if not folder.is_dir():
+        raise BadInput(f"--audio-dir {folder}: not a directory")
+    records: list[ClipRecord] = []
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        cid = clip_id(rel)
+        if cid in seen:
+            raise BadInput(f"{rel} and {seen[cid]} map to the same clip id {cid!r}")
+        seen[cid] = rel
+        records.append(
+            ClipRecord(cid, str(path.resolve()), {}, {} if cid == rel else {"path": rel})
+        )
+    if not records:
+        raise BadInput(
+            f"--audio-dir {folder}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})"
+        )
+    return records
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_checkpoint(spec: str) -> tuple[Any, dict[str, Any]]:
+    """(model, info) of a checkpoint directory, file, or 'default'."""
+    if spec != "default" and not Path(spec).exists():
+        raise BadInput(f"--checkpoint {spec}: not found")
+    from atri.training.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(spec)
+    except (CheckpointError, UnsafeCheckpointError, FileNotFoundError) as exc:
+        raise BadInput(f"--checkpoint {spec}: {exc}") from exc
+
+
+def _json_safe(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def build(args: argparse.Namespace) -> int:
+    from atri.index.build import build_index
+
+    if args.manifest is not None:
+        try:
+            records = manifest_records(args.manifest)
+        except ManifestError as exc:
+            raise BadInput(str(exc)) from exc
+        source = {
+            "manifest": str(args.manifest.resolve()),
+            "manifest_sha256": file_sha256(args.manifest),
+        }
+    else:
+        records = audio_dir_records(args.audio_dir)
+        source = {"audio_dir": str(args.audio_dir.resolve())}
+    if not records:
+        raise BadInput(f"{args.manifest}: no clips")
+    if args.batch_size < 1:
+        raise BadInput("--batch-size must be at least 1")
+    model, info = open_checkpoint(args.checkpoint)
+    if args.factory is not None:
+        try:
+            faiss_util.new_index(args.factory, int(model.config.embed_dim))
+        except RuntimeError as exc:
+            raise BadInput(f"--factory {args.factory!r}: FAISS cannot build it ({exc})") from exc
+    checkpoint = {
+        "path": args.checkpoint
+        if args.checkpoint == "default"
+        else str(Path(args.checkpoint).resolve()),
+        "info": _json_safe(info),
+    }
+    version = build_index(
+        model,
+        records,
+        args.out,
+        factory=args.factory,
+        audio_batch=args.batch_size,
+        meta={"checkpoint": checkpoint, "source": source},
+    )
+    print(f"{args.out}: version {version} with {len(records)} clips")
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    from atri.index.validate import validate as check
+
+    problems = check(args.index)
+    for problem in problems:
+        print(problem)
+    print(f"{args.index}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def compact(args: argparse.Namespace) -> int:
+    from atri.index.store import IndexStore
+
+    store = IndexStore.open(args.index)
+    before = store.version
+    version = store.compact()
+    print(
+        f"{args.index}: version {version}" + (" (nothing to compact)" if version == before else "")
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atri index", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="embed clips and captions into an index directory")
+    b.add_argument("--checkpoint", required=True, help="checkpoint directory or 'default'")
+    source = b.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path, help="manifest .jsonl (clips and captions)")
+    source.add_argument("--audio-dir", type=Path, help="index every audio file below this folder")
+    b.add_argument("--out", type=Path, required=True, help="index directory")
+    b.add_argument("--factory", help="FAISS factory string (default: chosen by size)")
+    b.add_argument("--batch-size", type=int, default=16, help="clips per forward")
+    b.set_defaults(run=build)
+    v = sub.add_parser("validate", help="check an index directory")
+    v.add_argument("index", type=Path)
+    v.set_defaults(run=validate)
+    c = sub.add_parser("compact", help="fold live changes into a new version")
+    c.add_argument("index", type=Path)
+    c.set_defaults(run=compact)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return int(args.run(args))
+    except (BadInput, AudioDecodeError) as exc:
+        print(f"atri index {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except IndexStoreError as exc:
+        print(f"atri index {args.command}: error: {exc}", file=sys.stderr)
+        return 1

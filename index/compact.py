@@ -1,0 +1,79 @@
+"""Compaction: a version plus its live changes (tombstones removed, added clips and
+captions appended) written as a new, complete version. Surviving base clips keep their
+order and come first, added clips follow, so exact ranks and ties are unchanged. The
+vectors are copied, never re-embedded; the FAISS indices are rebuilt and re-tuned (the
+kind re-chosen by size unless the index was built with an explicit `--factory`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atri.index.live import LangDelta, LiveState
+from atri.index.version import CHUNK, CaptionSource, Version, write_version
+from atri.training.manifest import ClipRecord
+
+CARRIED = ("model", "checkpoint", "source")  # meta.json fields a new version inherits
+
+
+def _masked_rows(vectors: np.ndarray, keep: np.ndarray, extra: np.ndarray) -> Iterator[np.ndarray]:
+    """Chunks of vectors[keep] (float32), then `extra`."""
+    for start in range(0, len(vectors), CHUNK):
+        mask = keep[start : start + CHUNK]
+        if mask.any():
+            yield np.asarray(vectors[start : start + CHUNK][mask], dtype=np.float32)
+    if len(extra):
+        yield extra
+
+
+def _records(base: Version, state: LiveState) -> Iterator[ClipRecord]:
+    for record in base.iter_records():
+        if record.id not in state.tombstones:
+            yield record
+    for clip_id in state.ids:
+        yield state.records[clip_id]
+
+
+def _captions(base: Version, state: LiveState, lang: str) -> CaptionSource:
+    ld: LangDelta = state.lang(lang)
+    texts: list[str] = []
+    clip_ids: list[list[str]] = []
+    index = base.captions.get(lang)
+    keep = np.zeros(len(index) if index is not None else 0, dtype=bool)
+    if index is not None:
+        for row, obj in enumerate(index.table):
+            if row in ld.dead_rows:
+                continue
+            clips = [c for c in obj["clip_ids"] if c not in state.tombstones]
+            clips += ld.base_extra.get(row, ())
+            keep[row] = True
+            texts.append(obj["text"])
+            clip_ids.append(clips)
+    texts += ld.texts
+    clip_ids += [list(c) for c in ld.clip_ids]
+    vectors = index.vectors if index is not None else np.zeros((0, state.dim), np.float16)
+    return CaptionSource(texts, clip_ids, _masked_rows(vectors, keep, ld.vectors))
+
+
+def write_compacted(out: Path, base: Version, state: LiveState) -> dict[str, Any]:
+    """Write base + state into the staging folder `out`; returns the new meta.json."""
+    keep = np.ones(len(base.ids), dtype=bool)
+    for clip_id in state.tombstones:
+        keep[base.position[clip_id]] = False
+    ids = [i for i, alive in zip(base.ids, keep, strict=True) if alive] + list(state.ids)
+    langs = sorted(set(base.captions) | set(state.captions))
+    meta = {key: base.meta[key] for key in CARRIED if key in base.meta}
+    meta["parent_version"] = base.number
+    return write_version(
+        out,
+        dim=base.dim,
+        ids=ids,
+        records=_records(base, state),
+        vectors=_masked_rows(base.vectors, keep, state.matrix),
+        captions={lang: _captions(base, state, lang) for lang in langs},
+        factory=None if base.meta.get("factory_auto", True) else base.meta["factory"],
+        meta=meta,
+    )

@@ -1,0 +1,179 @@
+"""The index directory on disk and its crash-safe primitives (docs/index.md):
+
+    INDEX_DIR/
+      CURRENT              the served version number, switched atomically
+      versions/<n>/        immutable, complete versions (version.py writes them)
+      live.log             changes since the current version (live.py)
+      .lock                flock'd by whoever changes CURRENT or live.log
+      .work/               resumable build shards
+
+A version is written under `versions/.tmp-*`, fsync'd, renamed to `versions/<n>` and
+only then named in CURRENT (temp file + os.replace + directory fsync), so a crash at
+any point leaves the previous version served.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from atri.index.errors import IndexCorrupt, IndexNotFound
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+LIVE_LOG = "live.log"
+LOCK = ".lock"
+WORK = ".work"
+KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still map it)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file and directory below `path` (before it is renamed into place)."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(Path(folder) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, os.replace, fsync the folder: after a crash
+    `path` holds either the old or the new content, and the new one once this returns."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def current_version(root: Path) -> int | None:
+    """The version CURRENT names, None when nothing was published yet."""
+    try:
+        text = (root / CURRENT).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    if not text.isdigit():
+        raise IndexCorrupt(f"{root / CURRENT}: expected a version number, got {text[:40]!r}")
+    return int(text)
+
+
+def require_current(root: Path) -> int:
+    version = current_version(root)
+    if version is None:
+        raise IndexNotFound(f"{root}: no index here (no {CURRENT} file); run `atri index build`")
+    if not version_dir(root, version).is_dir():
+        raise IndexCorrupt(f"{root / CURRENT} names version {version}, which does not exist")
+    return version
+
+
+def version_dir(root: Path, version: int) -> Path:
+    return root / VERSIONS / str(version)
+
+
+def published_versions(root: Path) -> list[int]:
+    folder = root / VERSIONS
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def staging_dir(root: Path) -> Path:
+    """A fresh folder to write a version into before `publish`; its name carries the
+    writer's pid, so that a later publish removes it only once that process is gone."""
+    (root / VERSIONS).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root / VERSIONS, prefix=f".tmp-{os.getpid()}-"))
+
+
+def _writer_alive(staged: Path) -> bool:
+    pid = staged.name.split("-")[1] if staged.name.count("-") >= 2 else ""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Exclusive flock on INDEX_DIR/.lock: one writer of CURRENT and live.log at a time,
+    across processes. The kernel drops it when the holder dies, even by kill -9."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def publish(root: Path, staged: Path, *, crash_hook: Callable[[], None] | None = None) -> int:
+    """Rename a complete staged version to `versions/<n>` and make it current.
+
+    Call while holding `locked(root)`. `crash_hook` (tests) runs between the rename and
+    the switch of CURRENT, the window a crash must survive.
+    """
+    fsync_tree(staged)
+    current = current_version(root) or 0
+    _remove_unpublished(root, current)
+    version = max([*published_versions(root), current]) + 1
+    target = version_dir(root, version)
+    os.rename(staged, target)
+    fsync_dir(root / VERSIONS)
+    if crash_hook is not None:
+        crash_hook()
+    atomic_write_bytes(root / CURRENT, f"{version}\n".encode("ascii"))
+    log.info("published %s as current version", target)
+    prune(root)
+    return version
+
+
+def _remove_unpublished(root: Path, current: int) -> None:
+    """Versions newer than CURRENT (a publisher crashed before its switch; no reader
+    ever opened them) and staging folders of writers that are gone."""
+    for v in published_versions(root):
+        if v > current:
+            log.warning("removing %s: never made current", version_dir(root, v))
+            shutil.rmtree(version_dir(root, v))
+    for path in (root / VERSIONS).iterdir():
+        if path.name.startswith(".tmp-") and not _writer_alive(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def prune(root: Path, keep: int = KEEP_VERSIONS) -> None:
+    """Remove versions older than the last `keep` (the current one included)."""
+    current = current_version(root)
+    if current is None:
+        return
+    old = [v for v in published_versions(root) if v < current]
+    for v in old[: max(len(old) - (keep - 1), 0)]:
+        shutil.rmtree(version_dir(root, v), ignore_errors=True)

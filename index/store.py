@@ -1,0 +1,360 @@
+"""`IndexStore`: what the service reads and changes (docs/index.md).
+
+A store serves the version CURRENT names plus the replayed live log. Searches may run
+from many threads at once: each reads one immutable snapshot (version + delta). Changes
+(`add_clip`, `delete_clip`, `compact`) are serialised by a lock in this process and an
+flock across processes, and are durable in live.log before they return.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atri.index import faiss_util, layout, live
+from atri.index.compact import write_compacted
+from atri.index.errors import IndexCorrupt, IndexMismatch
+from atri.index.version import Version
+from atri.training.manifest import ID_PATTERN, ClipRecord
+
+log = logging.getLogger(__name__)
+
+Hit = tuple[str, float]  # (clip id, score)
+CaptionHit = tuple[str, float, list[str]]  # (caption, score, clip ids)
+SCORE_CHUNK = 65_536  # base vectors per step of an exact pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one search sees: a version and the changes on top of it."""
+
+    base: Version
+    live: live.LiveState
+
+    @cached_property
+    def base_live(self) -> np.ndarray:
+        """(N,) bool: base positions not deleted."""
+        mask = np.ones(len(self.base.ids), dtype=bool)
+        for clip_id in self.live.tombstones:
+            mask[self.base.position[clip_id]] = False
+        return mask
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """Live clip ids: the base's in order, then added ones (exact-score columns)."""
+        kept = [i for i, alive in zip(self.base.ids, self.base_live, strict=True) if alive]
+        return kept + list(self.live.ids)
+
+
+@dataclass
+class ExactRanks:
+    """One exact pass over every live clip. ranks[q, j] = 1 + the number of clips that
+    score strictly higher than clip ids[j] under query q (ties share a rank)."""
+
+    ids: list[str]
+    scores: np.ndarray  # (Q, N) float32
+    ranks: np.ndarray  # (Q, N) int64
+    topk: list[list[Hit]]
+
+    @cached_property
+    def column(self) -> dict[str, int]:
+        return {clip_id: j for j, clip_id in enumerate(self.ids)}
+
+    def rank(self, query: int, clip_id: str) -> int:
+        return int(self.ranks[query, self.column[clip_id]])
+
+
+class IndexStore:
+    """See the module docstring; open with `IndexStore.open(root)`."""
+
+    def __init__(self, root: Path, snapshot: Snapshot, log_: live.LiveLog, mmap: bool) -> None:
+        self.root, self.mmap = root, mmap
+        self._snap = snapshot
+        self._log = log_
+        self._write_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, root: str | Path, mmap: bool = False) -> IndexStore:
+        """The current version, with live.log replayed. `mmap` maps the FAISS files
+        instead of reading them (large indices)."""
+        faiss_util.configure()
+        root = Path(root).resolve()
+        number = layout.require_current(root)
+        base = Version(layout.version_dir(root, number), number, mmap)
+        log_path = root / layout.LIVE_LOG
+        contents = live.read_log(log_path)
+        state = live.LiveState(base.dim)
+        if contents.base is not None and contents.base > number:
+            raise IndexCorrupt(
+                f"{log_path}: changes for version {contents.base}, but CURRENT is {number}"
+            )
+        if contents.base == number:
+            state = live.replay(state, base, contents.entries, log_path)
+        elif contents.entries:
+            log.info("%s: stale log of version %s ignored", log_path, contents.base)
+        log_ = live.LiveLog(log_path, number, base.dim, contents)
+        store = cls(root, Snapshot(base, state), log_, mmap)
+        log.info(
+            "index %s: version %d, %d clips (%d added, %d deleted since)",
+            root,
+            number,
+            len(store),
+            len(state.ids),
+            len(state.tombstones),
+        )
+        return store
+
+    # --- reading ---------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._snap.base.number
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._snap.base.meta
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """The model the vectors came from (RetrievalModel.identity() at build time)."""
+        return dict(self.meta["model"])
+
+    @property
+    def dim(self) -> int:
+        return self._snap.base.dim
+
+    @property
+    def languages(self) -> list[str]:
+        snap = self._snap
+        return sorted(set(snap.base.captions) | set(snap.live.captions))
+
+    def __len__(self) -> int:
+        snap = self._snap
+        return len(snap.base.ids) - len(snap.live.tombstones) + len(snap.live.ids)
+
+    def __contains__(self, clip_id: object) -> bool:
+        return isinstance(clip_id, str) and live.is_live(self._snap.live, self._snap.base, clip_id)
+
+    @property
+    def captions_indexed(self) -> int:
+        """Distinct (language, caption) pairs with at least one live clip."""
+        snap = self._snap
+        total = 0
+        for lang in set(snap.base.captions) | set(snap.live.captions):
+            ld = snap.live.lang(lang)
+            in_base = len(snap.base.captions[lang]) if lang in snap.base.captions else 0
+            total += in_base - len(ld.dead_rows) + len(ld.texts)
+        return total
+
+    def ids(self) -> list[str]:
+        return list(self._snap.ids)
+
+    def record(self, clip_id: str) -> ClipRecord | None:
+        """The clip's manifest record (audio path absolute), None if not live."""
+        snap = self._snap
+        if clip_id in snap.live.records:
+            return snap.live.records[clip_id]
+        if clip_id in snap.base.position and clip_id not in snap.live.tombstones:
+            return snap.base.record(snap.base.position[clip_id])
+        return None
+
+    def vector(self, clip_id: str) -> np.ndarray | None:
+        """(E,) float32 stored vector of a live clip, None if not live."""
+        snap = self._snap
+        if clip_id in snap.live.records:
+            return snap.live.matrix[snap.live.ids.index(clip_id)].copy()
+        if clip_id in snap.base.position and clip_id not in snap.live.tombstones:
+            return np.asarray(snap.base.vectors[snap.base.position[clip_id]], dtype=np.float32)
+        return None
+
+    def search(self, queries: np.ndarray, k: int, offset: int = 0) -> list[list[Hit]]:
+        """Per query (Q, E), live clips ranked offset+1 .. offset+k by inner product."""
+        if k < 1 or offset < 0:
+            raise ValueError(f"k must be >= 1 and offset >= 0, got k={k}, offset={offset}")
+        q = self._queries(queries)
+        snap = self._snap
+        want = offset + k
+        tomb = snap.live.tombstones
+        # Over-fetch by the number of tombstones: enough live hits survive the filter.
+        base_hits = faiss_util.search(snap.base.index, q, want + len(tomb))
+        delta = _top(q @ snap.live.matrix.T, want)  # (Q, D) scores -> top rows
+        out = []
+        for hits, extra in zip(base_hits, delta, strict=True):
+            merged = [(snap.base.ids[i], s) for i, s in hits if snap.base.ids[i] not in tomb]
+            merged += [(snap.live.ids[i], s) for i, s in extra]
+            merged.sort(key=lambda hit: -hit[1])
+            out.append(merged[offset:want])
+        return out
+
+    def search_captions(self, queries: np.ndarray, lang: str, k: int) -> list[list[CaptionHit]]:
+        """Per query (Q, E), the k best distinct captions in `lang` with their live clip
+        ids ([] per query when the index has no captions in `lang`)."""
+        q = self._queries(queries)
+        snap = self._snap
+        ld = snap.live.lang(lang)
+        index = snap.base.captions.get(lang)
+        base_hits = (
+            faiss_util.search(index.index, q, k + len(ld.dead_rows))
+            if index is not None
+            else [[] for _ in range(len(q))]
+        )
+        delta = _top(q @ ld.vectors.T, k)
+        out = []
+        for hits, extra in zip(base_hits, delta, strict=True):
+            merged: list[CaptionHit] = []
+            for row, score in hits:
+                if row in ld.dead_rows:
+                    continue
+                text, clips = index.entry(row)
+                live_clips = [c for c in clips if c not in snap.live.tombstones]
+                merged.append((text, score, live_clips + list(ld.base_extra.get(row, ()))))
+            merged += [(ld.texts[i], s, list(ld.clip_ids[i])) for i, s in extra]
+            merged.sort(key=lambda hit: -hit[1])
+            out.append(merged[:k])
+        return out
+
+    def exact_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(ids, (Q, N) scores) of every live clip, from the stored vectors (base
+        float16 upcast, then added clips), streamed so the base may be memmapped."""
+        q = self._queries(queries)
+        snap = self._snap
+        vectors = snap.base.vectors
+        base = np.empty((len(q), len(vectors)), dtype=np.float32)
+        for start in range(0, len(vectors), SCORE_CHUNK):
+            chunk = np.asarray(vectors[start : start + SCORE_CHUNK], dtype=np.float32)
+            base[:, start : start + len(chunk)] = q @ chunk.T  # (Q, c)
+        scores = np.concatenate([base[:, snap.base_live], q @ snap.live.matrix.T], axis=1)
+        return snap.ids, scores
+
+    def ranks_and_topk(self, queries: np.ndarray, k: int) -> ExactRanks:
+        """One exact pass: every live clip's rank under each query, and the top k."""
+        ids, scores = self.exact_scores(queries)
+        n = scores.shape[1]
+        ranks = np.empty(scores.shape, dtype=np.int64)
+        topk: list[list[Hit]] = []
+        for qi, row in enumerate(scores):
+            order = np.argsort(-row, kind="stable")  # best first, ties in column order
+            ascending = row[order][::-1]
+            ranks[qi] = 1 + n - np.searchsorted(ascending, row, side="right")
+            topk.append([(ids[j], float(row[j])) for j in order[:k]])
+        return ExactRanks(ids, scores, ranks, topk)
+
+    # --- changing --------------------------------------------------------------------
+
+    def add_clip(
+        self,
+        record: ClipRecord,
+        audio_vec: np.ndarray,
+        caption_vecs: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Add a clip (audio vector (E,), caption_vecs[lang] (C, E) parallel to
+        record.captions[lang]); durable in live.log before returning. A relative audio
+        path is taken relative to the index directory. Raises ClipExists, IndexMismatch,
+        ValueError."""
+        if not ID_PATTERN.fullmatch(record.id):
+            raise ValueError(f"clip id {record.id!r} must match {ID_PATTERN.pattern}")
+        caption_vecs = caption_vecs or {}
+        if set(caption_vecs) != set(record.captions):
+            raise ValueError(
+                f"caption vectors for {sorted(caption_vecs)}, captions in {sorted(record.captions)}"
+            )
+        vector = self._vectors(audio_vec, 1, "audio_vec")[0]
+        caps = {
+            lang: self._vectors(caption_vecs[lang], len(texts), f"caption_vecs[{lang!r}]")
+            for lang, texts in record.captions.items()
+        }
+        audio = Path(record.audio)
+        record = ClipRecord(
+            record.id,
+            str(audio if audio.is_absolute() else (self.root / audio).resolve()),
+            {lang: list(texts) for lang, texts in record.captions.items()},
+            dict(record.meta),
+        )
+        with self._changing() as snap:
+            state = live.apply_add(snap.live, snap.base, record, vector, caps)
+            self._log.append(live.add_change(record, vector, caps))
+            self._snap = Snapshot(snap.base, state)
+
+    def delete_clip(self, clip_id: str) -> None:
+        """Remove a clip and its captions; durable before returning. Raises UnknownClip."""
+        with self._changing() as snap:
+            state = live.apply_delete(snap.live, snap.base, clip_id)
+            self._log.append({"op": "delete", "id": clip_id})
+            self._snap = Snapshot(snap.base, state)
+
+    def compact(self) -> int:
+        """Fold the live changes into a new version, publish it, and start an empty log;
+        returns the version now served (unchanged when there was nothing to fold)."""
+        with self._changing() as snap:
+            if snap.live.empty():
+                return snap.base.number
+            staged = layout.staging_dir(self.root)
+            try:
+                write_compacted(staged, snap.base, snap.live)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+            number = layout.publish(self.root, staged)
+            # A crash here leaves a log for the older base: stale, ignored at open.
+            self._log.reset(number)
+            base = Version(layout.version_dir(self.root, number), number, self.mmap)
+            self._snap = Snapshot(base, live.LiveState(base.dim))
+            return number
+
+    # --- helpers ---------------------------------------------------------------------
+
+    @contextmanager
+    def _changing(self) -> Iterator[Snapshot]:
+        """One change at a time: a lock in this process, an flock across processes, and a
+        check that CURRENT still names this store's version (else another process
+        rebuilt or compacted the index and this store must be reopened)."""
+        with self._write_lock, layout.locked(self.root):
+            current = layout.current_version(self.root)
+            if current != self.version:
+                raise IndexMismatch(
+                    f"{self.root}: version {current} is current, this store serves "
+                    f"{self.version}; reopen the index"
+                )
+            yield self._snap
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise IndexMismatch(f"queries of shape {q.shape}, index dimension {self.dim}")
+        return np.ascontiguousarray(q)
+
+    def _vectors(self, value: np.ndarray, rows: int, name: str) -> np.ndarray:
+        """(rows, E) float32, L2-normalised, rounded to float16 as the base stores them."""
+        v = np.asarray(value, dtype=np.float32)
+        if v.ndim == 1:
+            v = v[None]
+        if v.shape != (rows, self.dim):
+            raise IndexMismatch(f"{name}: shape {np.shape(value)}, expected ({rows}, {self.dim})")
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        if not np.all(np.isfinite(v)) or np.any(norms == 0):
+            raise ValueError(f"{name}: vectors must be finite and non-zero")
+        return (v / norms).astype(np.float16).astype(np.float32)
+
+    def close(self) -> None:
+        self._snap.base.close()
+
+
+def _top(scores: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """(Q, D) scores -> per query the best min(k, D) (column, score), best first."""
+    if scores.shape[1] == 0 or k <= 0:
+        return [[] for _ in range(len(scores))]
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [
+        [(int(j), float(row[j])) for j in cols] for row, cols in zip(scores, order, strict=True)
+    ]

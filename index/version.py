@@ -1,0 +1,288 @@
+"""One immutable index version: `versions/<n>/` (docs/index.md, "Layout").
+
+    meta.json            format version, factory, metric "ip", dim, search params,
+                         measured recall, model identity, checkpoint, source, counts
+    audio.faiss          the clip index; FAISS id i = line i of ids.txt
+    ids.txt              clip ids, one a line
+    vectors.npy          (N, E) float16, the raw clip vectors (exact ranks, re-indexing)
+    records.jsonl        manifest records, audio paths absolute (+ .offsets.npy)
+    captions/<lang>.*    per language: distinct captions with their clip ids (.jsonl +
+                         .offsets.npy), (C, E) float16 vectors (.npy), the FAISS index
+                         (.faiss), and sorted text hashes for lookup (.hash.npy, .rows.npy)
+
+The FAISS indices are built from the float16 vectors upcast, so FAISS scores and the
+exact scores recomputed from vectors.npy agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atri.index import faiss_util
+from atri.index.errors import IndexCorrupt
+from atri.training.manifest import ClipRecord
+
+FORMAT_VERSION = 1
+META = "meta.json"
+CHUNK = 65_536  # vectors per read/write step: memory stays bounded on any corpus size
+
+
+def text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def iter_rows(vectors: np.ndarray, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """(n_i, E) float32 chunks of a (memmapped) float16 matrix."""
+    for start in range(0, len(vectors), chunk):
+        yield np.asarray(vectors[start : start + chunk], dtype=np.float32)
+
+
+# --- JSONL with a line-offset table: random access without loading the file ---------
+
+
+def write_table(path: Path, rows: Iterable[str]) -> int:
+    """Write one JSON document a line, and `<path>.offsets.npy` (n + 1 byte offsets)."""
+    offsets = [0]
+    with open(path, "wb") as f:
+        for row in rows:
+            data = row.encode("utf-8") + b"\n"
+            f.write(data)
+            offsets.append(offsets[-1] + len(data))
+    np.save(offsets_path(path), np.asarray(offsets, dtype=np.int64))
+    return len(offsets) - 1
+
+
+def offsets_path(path: Path) -> Path:
+    return path.with_name(path.name + ".offsets.npy")
+
+
+class Table:
+    """Read row i of a `write_table` file with one pread (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offsets = np.load(offsets_path(path), mmap_mode="r")
+        self._fd = os.open(path, os.O_RDONLY)
+        # A store swaps versions at compaction while searches may still read the old one:
+        # its file closes when the last reference goes.
+        self._close = weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> Any:
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return json.loads(os.pread(self._fd, end - start, start))
+
+    def __iter__(self) -> Iterator[Any]:
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def close(self) -> None:
+        self._close()
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+@dataclass
+class CaptionSource:
+    """Distinct captions of one language, clip ids per caption, and their vectors."""
+
+    texts: Sequence[str]
+    clip_ids: Sequence[Sequence[str]]
+    vectors: Iterable[np.ndarray]  # (n_i, E) chunks, len(texts) rows in all
+
+
+def write_matrix(path: Path, n: int, dim: int, chunks: Iterable[np.ndarray]) -> np.ndarray:
+    """Stream chunks into an (n, dim) float16 .npy; returns it memmapped read-only."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
+    done = 0
+    for chunk in chunks:
+        if chunk.ndim != 2 or chunk.shape[1] != dim or done + len(chunk) > n:
+            raise ValueError(f"{path.name}: chunk of shape {chunk.shape} at row {done} of {n}")
+        out[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    if done != n:
+        raise ValueError(f"{path.name}: expected {n} rows, got {done}")
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
+def write_faiss(
+    path: Path, vectors: np.ndarray, factory: str | None, queries: np.ndarray | None
+) -> dict[str, Any]:
+    """Build, tune and write the FAISS index of `vectors` (float16 memmap). `factory`
+    None chooses by size. Returns the meta.json entry of the index."""
+    n, dim = vectors.shape
+    chosen = factory or faiss_util.choose_factory(n)
+    train = None
+    if not faiss_util.new_index(chosen, dim).is_trained:
+        train = faiss_util.tuning_queries(vectors, n=min(n, 1_000_000), seed=1)
+    index = faiss_util.build_index(chosen, dim, iter_rows(vectors), train)
+    if (queries is None or len(queries) == 0) and faiss_util.search_params_name(index):
+        queries = faiss_util.unseen_queries(vectors)
+    params, recall = faiss_util.tune(index, vectors, queries)
+    faiss_util.write_index(index, path)
+    return {
+        "factory": chosen,
+        "factory_auto": factory is None,
+        "search_params": params,
+        f"recall_at_{faiss_util.RECALL_K}": round(recall, 4),
+        "ntotal": int(index.ntotal),
+    }
+
+
+def write_version(
+    out: Path,
+    *,
+    dim: int,
+    ids: Sequence[str],
+    records: Iterable[ClipRecord],
+    vectors: Iterable[np.ndarray],
+    captions: dict[str, CaptionSource],
+    factory: str | None,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Write a complete version into the (staging) folder `out`; returns its meta.json.
+    `records` and `vectors` follow `ids`' order; `meta` adds model, checkpoint, source."""
+    n = len(ids)
+    clip_vectors = write_matrix(out / "vectors.npy", n, dim, vectors)
+    (out / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    written = write_table(out / "records.jsonl", (r.to_json() for r in records))
+    if written != n:
+        raise ValueError(f"records: expected {n}, got {written}")
+    caption_dir = out / "captions"
+    caption_dir.mkdir()
+    caption_meta: dict[str, Any] = {}
+    query_pool: list[np.ndarray] = []
+    audio_queries = faiss_util.tuning_queries(clip_vectors) if n else None
+    for lang, source in captions.items():
+        matrix = write_matrix(caption_dir / f"{lang}.npy", len(source.texts), dim, source.vectors)
+        write_table(
+            caption_dir / f"{lang}.jsonl",
+            (
+                json.dumps({"text": t, "clip_ids": list(c)}, ensure_ascii=False)
+                for t, c in zip(source.texts, source.clip_ids, strict=True)
+            ),
+        )
+        hashes = np.fromiter((text_hash(t) for t in source.texts), np.uint64, len(source.texts))
+        order = np.argsort(hashes, kind="stable")
+        np.save(caption_dir / f"{lang}.hash.npy", hashes[order])
+        np.save(caption_dir / f"{lang}.rows.npy", order.astype(np.int64))
+        entry = write_faiss(caption_dir / f"{lang}.faiss", matrix, factory, audio_queries)
+        caption_meta[lang] = {"n": len(source.texts), **entry}
+        if len(source.texts):
+            query_pool.append(faiss_util.tuning_queries(matrix, n=faiss_util.TUNE_QUERIES // 4))
+    # Captions are the queries the clip index serves; without any, write_faiss makes
+    # stand-ins (faiss_util.unseen_queries).
+    text_queries = np.concatenate(query_pool) if query_pool else None
+    audio_entry = write_faiss(out / "audio.faiss", clip_vectors, factory, text_queries)
+    full = {
+        "format_version": FORMAT_VERSION,
+        "metric": "ip",
+        "dim": dim,
+        "n_clips": n,
+        **audio_entry,
+        "captions": caption_meta,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **meta,
+    }
+    (out / META).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return full
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise IndexCorrupt(f"{path / META}: missing") from exc
+    except json.JSONDecodeError as exc:
+        raise IndexCorrupt(f"{path / META}: bad JSON: {exc}") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise IndexCorrupt(
+            f"{path / META}: format_version {meta.get('format_version')!r}, "
+            f"this atri reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+class CaptionIndex:
+    """The distinct captions of one language in a version."""
+
+    def __init__(self, folder: Path, lang: str, meta: dict[str, Any], mmap: bool) -> None:
+        self.lang = lang
+        self.table = Table(folder / f"{lang}.jsonl")
+        self.vectors = np.load(folder / f"{lang}.npy", mmap_mode="r")  # (C, E) float16
+        self.index = faiss_util.read_index(folder / f"{lang}.faiss", mmap)
+        faiss_util.set_search_params(self.index, meta.get("search_params", {}))
+        self._hashes = np.load(folder / f"{lang}.hash.npy", mmap_mode="r")
+        self._rows = np.load(folder / f"{lang}.rows.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def entry(self, row: int) -> tuple[str, list[str]]:
+        obj = self.table[row]
+        return obj["text"], obj["clip_ids"]
+
+    def row_of(self, text: str) -> int | None:
+        """The row of a caption string, by binary search over the hashes."""
+        h = np.uint64(text_hash(text))
+        lo = int(np.searchsorted(self._hashes, h, side="left"))
+        while lo < len(self._hashes) and self._hashes[lo] == h:
+            row = int(self._rows[lo])
+            if self.entry(row)[0] == text:
+                return row
+            lo += 1
+        return None
+
+
+class Version:
+    """A published version opened for reading (immutable; safe to share across threads)."""
+
+    def __init__(self, path: Path, number: int, mmap: bool = False) -> None:
+        self.path, self.number = path, number
+        self.meta = read_meta(path)
+        self.dim = int(self.meta["dim"])
+        try:
+            self.ids = (path / "ids.txt").read_text(encoding="utf-8").splitlines()
+            self.position = {clip_id: i for i, clip_id in enumerate(self.ids)}
+            self.vectors = np.load(path / "vectors.npy", mmap_mode="r")  # (N, E) float16
+            self.records = Table(path / "records.jsonl")
+            self.index = faiss_util.read_index(path / "audio.faiss", mmap)
+            faiss_util.set_search_params(self.index, self.meta.get("search_params", {}))
+            self.captions = {
+                lang: CaptionIndex(path / "captions", lang, entry, mmap)
+                for lang, entry in self.meta.get("captions", {}).items()
+            }
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise IndexCorrupt(f"{path}: cannot open index version: {exc}") from exc
+
+    def record(self, position: int) -> ClipRecord:
+        obj = self.records[position]
+        return ClipRecord(obj["id"], obj["audio"], obj.get("captions", {}), obj.get("meta", {}))
+
+    def iter_records(self) -> Iterator[ClipRecord]:
+        for obj in self.records:
+            yield ClipRecord(obj["id"], obj["audio"], obj.get("captions", {}), obj.get("meta", {}))
+
+    def close(self) -> None:
+        self.records.close()
+        for caption in self.captions.values():
+            caption.table.close()
