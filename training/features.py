@@ -1,0 +1,452 @@
+"""Frozen-backbone features, computed once and read back from disk.
+
+A frozen audio backbone or text encoder gives every clip and caption the same raw
+features in every epoch, so a run that trains only the heads and the temperature computes
+them once (minutes for aisfx over a corpus) and then trains in seconds per epoch.
+
+Audio: `audio_features(model, paths, cache_dir)` -> (N, audio_dim), streaming the clips
+not cached yet through `model.audio_features` a batch at a time (bounded memory, progress
+bar) and writing them in parts as it goes, so an interrupted extraction keeps its work.
+
+    <cache_dir>/audio/<backbone>-<hash>/meta.json    the backbone identity (weights sha256,
+                                                     sample rate) that <hash> digests
+    <cache_dir>/audio/<backbone>-<hash>/part-*.npz   keys (n, 32) uint8, vectors (n, D) f32
+
+A key is sha256(absolute path, size, mtime_ns) of the audio file, so an edited or replaced
+file is a miss; parts are written to a temp file and renamed (readers never see half a
+part), and once there are many they are merged into one.
+
+Text: `text_features(encoder, manifest, langs, cache_dir)` -> every caption of every
+training language through `text_cache.encode_cached` (its own store under
+<cache_dir>/text), as one (T, text_dim) matrix plus an index (N, K, C) -> row.
+
+For the trainer (trainer.py): `TrainData` cuts each rank's `LocalBatch`es out of an epoch
+plan (sampling.py) from those cached features or, when a backbone trains, from live audio
+(`audio_io.load_audio` at the model's sample rate, in DataLoader workers) and caption
+strings; `ValData` embeds the validation manifest and computes its metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from atri.training.audio_io import load_audio
+from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
+from atri.training.metrics import evaluate_embeddings
+from atri.training.model import RetrievalModel
+from atri.training.progress import Progress
+from atri.training.sampling import CaptionTable, EpochPlan, cacl_eligible
+from atri.training.text_cache import encode_cached
+from atri.training.text_encoder import TextEncoder
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KEY_BYTES = 32
+AUDIO_BATCH = 16  # clips per backbone call
+FLUSH_EVERY = 512  # clips per part file
+TEXT_CHUNK = 4096  # captions per encode_cached call: progress, and work kept if stopped
+MAX_PARTS = 16  # more parts than this are merged into one
+EVAL_BATCH = 1024  # rows per projection call when validating
+T = TypeVar("T")
+
+
+class FeatureCacheError(RuntimeError):
+    """A cache folder holds files this code did not write, or for another backbone."""
+
+
+def clip_key(path: Path) -> bytes:
+    """Identity of one audio file's content as far as the file system tells: path, size
+    and modification time (reading every file to hash it would cost as much as decoding)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).digest()
+
+
+def backbone_identity(model: RetrievalModel) -> dict[str, str | int]:
+    """The part of `model.identity()` that determines audio features."""
+    identity = model.identity()
+    return {
+        "audio_backbone": identity["audio_backbone"],
+        "audio_weights_sha256": identity["audio_weights_sha256"],
+        "sample_rate": int(model.sample_rate),
+    }
+
+
+class AudioFeatureStore:
+    """One backbone's cached clip features: a folder of part files (module docstring)."""
+
+    def __init__(self, cache_dir: Path, identity: dict[str, str | int], dim: int) -> None:
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        slug = re.sub(r"[^A-Za-z0-9._-]", "_", str(identity["audio_backbone"]))
+        self.folder = Path(cache_dir) / "audio" / f"{slug}-{digest[:16]}"
+        self.meta = {**identity, "dim": dim, "format": FORMAT_VERSION}
+        self.dim = dim
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.folder.glob("part-*.npz"))
+
+    def read(self) -> dict[bytes, np.ndarray]:
+        """Every cached row, key -> (D,) float32."""
+        if not self.folder.is_dir():
+            return {}
+        self._check_meta()
+        for _ in range(3):  # a concurrent merge may delete a part between glob and open
+            try:
+                rows: dict[bytes, np.ndarray] = {}
+                for part in self._parts():
+                    rows.update(self._read_part(part))
+                return rows
+            except FileNotFoundError:
+                continue
+        raise FeatureCacheError(f"{self.folder}: parts kept vanishing while reading")
+
+    def _read_part(self, part: Path) -> dict[bytes, np.ndarray]:
+        try:
+            with np.load(part, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise FeatureCacheError(f"unreadable feature cache part {part}: {exc}") from exc
+        if keys.shape != (len(keys), KEY_BYTES) or vectors.shape != (len(keys), self.dim):
+            raise FeatureCacheError(
+                f"{part}: keys {keys.shape}, vectors {vectors.shape}; expected "
+                f"(n, {KEY_BYTES}), (n, {self.dim})"
+            )
+        return {k.tobytes(): v for k, v in zip(keys, vectors.astype(np.float32), strict=True)}
+
+    def _check_meta(self) -> None:
+        path = self.folder / "meta.json"
+        if path.exists() and json.loads(path.read_text()) != self.meta:
+            raise FeatureCacheError(f"{path} describes another backbone than {self.meta}")
+
+    def write(self, rows: dict[bytes, np.ndarray]) -> None:
+        """Add rows as a new part file (atomic), merging the parts once there are many."""
+        if not rows:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = self.folder / "meta.json"
+        if not meta.exists():
+            _atomic_save(meta, lambda f: f.write(json.dumps(self.meta, indent=2).encode()))
+        self._check_meta()
+        _write_part(self.folder / f"part-{uuid.uuid4().hex}.npz", rows, self.dim)
+        parts = self._parts()
+        if len(parts) > MAX_PARTS:
+            merged: dict[bytes, np.ndarray] = {}
+            for part in parts:
+                merged.update(self._read_part(part))
+            _write_part(self.folder / f"part-{uuid.uuid4().hex}.npz", merged, self.dim)
+            for part in parts:
+                part.unlink(missing_ok=True)
+
+
+def _write_part(path: Path, rows: dict[bytes, np.ndarray], dim: int) -> None:
+    keys = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), KEY_BYTES)
+    vectors = np.stack(list(rows.values())).astype(np.float32).reshape(len(rows), dim)
+    _atomic_save(path, lambda f: np.savez(f, keys=keys, vectors=vectors))
+
+
+def _atomic_save(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def wave_batches(
+    paths: Sequence[Path], sample_rate: int, batch_size: int = AUDIO_BATCH
+) -> Iterator[list[torch.Tensor]]:
+    """Decoded clips (lists of (T_i,) float32) in the order of `paths`, `batch_size` at a time."""
+    for start in range(0, len(paths), batch_size):
+        yield [
+            torch.from_numpy(load_audio(p, sample_rate)) for p in paths[start : start + batch_size]
+        ]
+
+
+def audio_features(
+    model: RetrievalModel,
+    paths: Sequence[Path],
+    cache_dir: Path,
+    batch_size: int = AUDIO_BATCH,
+) -> torch.Tensor:
+    """(N, audio_dim) float32 frozen-backbone features of the clips at `paths`, computing
+    and caching only those not cached yet. Refuses a trainable backbone (its features
+    change as it trains)."""
+    if model.config.audio_trainable:
+        raise ValueError("the audio backbone is trainable; its features cannot be cached")
+    store = AudioFeatureStore(cache_dir, backbone_identity(model), model.audio_dim)
+    keys = [clip_key(p) for p in paths]
+    found = store.read()
+    missing = [(k, p) for k, p in dict(zip(keys, paths, strict=True)).items() if k not in found]
+    if missing:
+        log.info("audio features: %d of %d clips to compute into %s", len(missing), len(paths),
+                 store.folder)
+        pending: dict[bytes, np.ndarray] = {}
+        with Progress(len(missing), "audio features", unit="clip") as bar:
+            batches = wave_batches([p for _, p in missing], model.sample_rate, batch_size)
+            for start, waves in zip(range(0, len(missing), batch_size), batches, strict=True):
+                feats = model.audio_features(waves).float().cpu().numpy()  # (b, audio_dim)
+                for (key, _), row in zip(missing[start : start + len(waves)], feats, strict=True):
+                    pending[key] = row
+                if len(pending) >= FLUSH_EVERY:
+                    store.write(pending)
+                    found.update(pending)
+                    pending = {}
+                bar.update(len(waves))
+        store.write(pending)
+        found.update(pending)
+    return torch.from_numpy(np.stack([found[k] for k in keys]).reshape(len(keys), model.audio_dim))
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """Every caption's features: `vectors[rows[i, k, j]]` is caption j of clip i in
+    language k (of the training languages), rows -1 where the clip lacks it."""
+
+    vectors: torch.Tensor  # (T, text_dim) float32
+    rows: np.ndarray  # (N, K, C) int64, C the largest caption count
+
+
+def caption_rows(manifest: Manifest, langs: Sequence[str]) -> tuple[np.ndarray, list[list[str]]]:
+    """The row index (N, K, C) of each caption in language-major order, and per language
+    the list of captions in that order."""
+    n_max = max((r.n_captions() for r in manifest), default=0)
+    rows = np.full((len(manifest), len(langs), n_max), -1, dtype=np.int64)
+    texts: list[list[str]] = []
+    next_row = 0
+    for k, lang in enumerate(langs):
+        lang_texts: list[str] = []
+        for i, record in enumerate(manifest):
+            captions = record.captions.get(lang, [])
+            rows[i, k, : len(captions)] = np.arange(len(captions)) + next_row + len(lang_texts)
+            lang_texts.extend(captions)
+        texts.append(lang_texts)
+        next_row += len(lang_texts)
+    return rows, texts
+
+
+def text_features(
+    encoder: TextEncoder, manifest: Manifest, langs: Sequence[str], cache_dir: Path
+) -> TextFeatures:
+    """Frozen text-encoder features of every caption of `manifest` in `langs`."""
+    rows, texts = caption_rows(manifest, langs)
+    blocks = []
+    with Progress(sum(map(len, texts)), "text features", unit="caption") as bar:
+        for lang, lang_texts in zip(langs, texts, strict=True):
+            for start in range(0, len(lang_texts), TEXT_CHUNK):
+                chunk = lang_texts[start : start + TEXT_CHUNK]
+                blocks.append(encode_cached(encoder, chunk, lang, Path(cache_dir) / "text"))
+                bar.update(len(chunk))
+    vectors = torch.cat(blocks) if blocks else torch.empty(0, encoder.dim)  # (T, text_dim)
+    return TextFeatures(vectors=vectors, rows=rows)
+
+
+# --- what the trainer reads: cached features, or live audio and text -------------------
+
+
+@dataclass
+class LocalBatch:
+    """One rank's slice (b items) of a global batch (B items), ready for StepLoss."""
+
+    audio: torch.Tensor | list[torch.Tensor]  # (b, audio_dim) cached, or b live waveforms
+    text: torch.Tensor | list[tuple[str, list[str]]]  # (P, text_dim) cached, or (lang, texts)
+    slots: torch.Tensor  # (P, 2) int64 (row, slot) of each text above, in that order
+    present_local: torch.Tensor  # (b, L) bool
+    present: torch.Tensor  # (B, L) bool, the global batch (KCL's mask)
+    clip_ids: torch.Tensor  # (B,) int64, the global batch (mixture's duplicate mask)
+    local_clips: list[int]
+
+    def to(self, device: torch.device) -> LocalBatch:
+        def move(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+
+        return LocalBatch(
+            audio=move(self.audio), text=move(self.text), slots=move(self.slots),
+            present_local=move(self.present_local), present=move(self.present),
+            clip_ids=move(self.clip_ids), local_clips=self.local_clips,
+        )
+
+
+class _Waves(torch.utils.data.Dataset):
+    """Clip i's waveform at `sample_rate`, cut to its first `max_samples` samples."""
+
+    def __init__(self, paths: Sequence[Path], sample_rate: int, max_samples: int) -> None:
+        self.paths, self.sample_rate, self.max_samples = list(paths), sample_rate, max_samples
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(load_audio(self.paths[i], self.sample_rate)[: self.max_samples])
+
+
+def _first_on_rank0(main: bool, barrier: Callable[[], None], compute: Callable[[], T]) -> T:
+    """Rank 0 computes (and caches); then the others read the cache it wrote."""
+    out = compute() if main else None
+    barrier()
+    return compute() if not main else out  # type: ignore[return-value]
+
+
+@dataclass
+class Captions:
+    """Every caption of a manifest in the training languages: rows (N, K, C) into the flat
+    list `texts` (language-major), `row_lang` (T,) their languages, and their frozen
+    features `vectors` (T, text_dim), or None when the text tower trains."""
+
+    langs: tuple[str, ...]
+    rows: np.ndarray
+    texts: list[str]
+    row_lang: np.ndarray
+    vectors: torch.Tensor | None
+
+    @classmethod
+    def load(cls, model: RetrievalModel, manifest: Manifest, langs: Sequence[str],
+             cache_dir: Path) -> Captions:
+        rows, per_lang = caption_rows(manifest, langs)
+        row_lang = np.repeat(np.arange(len(langs)), [len(t) for t in per_lang])
+        vectors = None
+        if not model.config.text_trainable:
+            vectors = text_features(model.text_encoder, manifest, langs, cache_dir).vectors
+        return cls(tuple(langs), rows, [t for ts in per_lang for t in ts], row_lang, vectors)
+
+    def select(self, rows: np.ndarray) -> tuple[torch.Tensor | list, np.ndarray]:
+        """Text input for caption rows (P,): cached features, or (lang, texts) groups and
+        the order (P,) in which the groups list the rows."""
+        if self.vectors is not None:
+            return self.vectors[torch.from_numpy(rows)], np.arange(len(rows))
+        order = np.argsort(self.row_lang[rows], kind="stable")
+        groups = [
+            (self.langs[k], [self.texts[r] for r in rows[order][self.row_lang[rows[order]] == k]])
+            for k in np.unique(self.row_lang[rows])
+        ]
+        return groups, order
+
+
+class TrainData:
+    """The training manifest as the loop needs it: caption table, audio and captions."""
+
+    def __init__(self, config, options, model: RetrievalModel, main: bool,
+                 barrier: Callable[[], None]) -> None:
+        manifest = read_manifest(config.train)
+        require_captions(manifest)
+        self.table = CaptionTable.from_manifest(manifest, config.langs)
+        if config.strategy == "cacl":
+            left_out = int((~cacl_eligible(self.table)).sum())
+            if left_out:
+                log.warning("cacl: %d clip(s) lack English or any other language and are "
+                            "left out", left_out)
+        paths = [manifest.audio_path(r) for r in manifest]
+        cache = Path(options.cache_dir)
+        self.audio: torch.Tensor | None = None  # (N, audio_dim) when cached
+        self.waves = _Waves(paths, model.sample_rate, int(config.max_audio_seconds
+                                                          * model.sample_rate))
+        self.workers = options.workers
+        if not model.config.audio_trainable:
+            self.audio = _first_on_rank0(main, barrier,
+                                         lambda: audio_features(model, paths, cache))
+        self.captions = _first_on_rank0(main, barrier,
+                                        lambda: Captions.load(model, manifest, config.langs, cache))
+
+    def batches(self, plan: EpochPlan, start: int, batch_size: int, rank: int,
+                world: int) -> Iterator[tuple[int, LocalBatch]]:
+        """(batch index, this rank's LocalBatch) for the batches of `plan` from `start`."""
+        local = batch_size // world
+        indices = range(start, plan.n_batches(batch_size))
+        parts = [plan.batch(i, batch_size).slice(rank * local, (rank + 1) * local)
+                 for i in indices]
+        if self.audio is not None:
+            audio: Iterator = (self.audio[torch.from_numpy(p.clip)] for p in parts)
+        else:
+            audio = iter(torch.utils.data.DataLoader(
+                self.waves, batch_sampler=[p.clip.tolist() for p in parts],
+                num_workers=self.workers, collate_fn=list,
+            ))
+        for i, part, batch_audio in zip(indices, parts, audio, strict=True):
+            whole = plan.batch(i, batch_size)
+            present = part.present  # (b, L)
+            r, s = np.nonzero(present)
+            rows = self.captions.rows[part.clip[r], part.lang[r, s], part.caption[r]]  # (P,)
+            text, order = self.captions.select(rows)
+            slots = torch.from_numpy(np.stack([r, s], axis=1)[order])  # (P, 2)
+            yield i, LocalBatch(
+                audio=batch_audio, text=text, slots=slots,
+                present_local=torch.from_numpy(present),
+                present=torch.from_numpy(whole.present),
+                clip_ids=torch.from_numpy(whole.clip), local_clips=part.clip.tolist(),
+            )
+
+
+class ValData:
+    """The validation manifest: its clips' audio and captions in the training languages
+    it has, embedded each epoch by `evaluate`."""
+
+    def __init__(self, config, options, model: RetrievalModel) -> None:
+        manifest = read_manifest(config.val)
+        require_captions(manifest)
+        self.langs = [lang for lang in config.langs if any(lang in r.captions for r in manifest)]
+        if not self.langs:
+            raise ManifestError(f"{manifest.path}: no caption in the training languages "
+                                f"{list(config.langs)}")
+        self.paths = [manifest.audio_path(r) for r in manifest]
+        cache = Path(options.cache_dir)
+        self.audio = None if model.config.audio_trainable else audio_features(
+            model, self.paths, cache)
+        self.captions = Captions.load(model, manifest, self.langs, cache)
+        self.strings = {lang: [r.captions.get(lang, []) for r in manifest] for lang in self.langs}
+
+    @torch.no_grad()
+    def evaluate(self, model: RetrievalModel) -> dict[str, Any]:
+        """metrics.evaluate_embeddings of the model's current embeddings."""
+        model.eval()
+        if self.audio is not None:
+            audio = torch.cat([model.project_audio(a) for a in self.audio.split(EVAL_BATCH)])
+        else:
+            audio = torch.cat([model.embed_audio(w)
+                               for w in wave_batches(self.paths, model.sample_rate)])
+        caps = self.captions
+        if caps.vectors is not None:
+            text = torch.cat([model.project_text(t) for t in caps.vectors.split(EVAL_BATCH)])
+        else:
+            text = torch.cat([
+                model.embed_text(caps.texts[a:b], caps.langs[caps.row_lang[a]])
+                for a, b in _lang_chunks(caps.row_lang, EVAL_BATCH)
+            ])
+        text = text.float().cpu()  # (T, E)
+        texts, present = {}, {}
+        for k, lang in enumerate(self.langs):
+            rows = caps.rows[:, k, :]  # (N, C)
+            present[lang] = rows >= 0
+            out = np.zeros((*rows.shape, text.shape[1]), dtype=np.float32)  # (N, C, E)
+            out[present[lang]] = text[torch.from_numpy(rows[present[lang]])].numpy()
+            texts[lang] = out
+        return evaluate_embeddings(audio.float().cpu().numpy(), texts, present, self.langs,
+                                   captions=self.strings)
+
+
+def _lang_chunks(row_lang: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of chunks of at most `size` consecutive rows of one language."""
+    chunks = []
+    for k in np.unique(row_lang):
+        first, last = np.flatnonzero(row_lang == k)[[0, -1]]
+        chunks.extend((a, min(a + size, last + 1)) for a in range(first, last + 1, size))
+    return chunks

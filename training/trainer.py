@@ -1,0 +1,463 @@
+"""The training loop of `atri train`: one function, `train(config, options)`.
+
+Per epoch: the strategy's seeded plan (sampling.py) is cut into global batches of
+`batch_size` items; under torchrun each rank embeds its own slice of every batch, the
+embeddings are gathered with a differentiable all_gather, and every rank computes the loss
+of the whole global batch, so the contrastive batch does not depend on the number of
+processes. (The all_gather backward sums the W identical copies of the gradient and DDP
+averages over W ranks: the update equals that of one process with the global batch.)
+Then rank 0 validates (metrics.evaluate_embeddings, metrics.validation_score), saves
+RUN_DIR/best when the score improves and RUN_DIR/last with the state to resume, and writes
+the log. Other ranks never write.
+
+Frozen backbones: features come from the on-disk caches (features.py) and only the heads
+and the temperature train. A trainable one sees live audio (or text) every step.
+
+Optimiser: AdamW; weight decay on weight matrices only (not the temperature, biases or
+norm gains); linear warmup then cosine decay to 0, a pure function of the step, so a
+resumed run follows the same curve; gradient clipping by global norm.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import Tensor, nn
+
+from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
+from atri.training.features import LocalBatch, TrainData, ValData
+from atri.training.losses import LOSSES
+from atri.training.manifest import atomic_write_text
+from atri.training.metrics import validation_score
+from atri.training.model import RetrievalModel, build_model
+from atri.training.progress import Progress
+from atri.training.sampling import draw_epoch
+from atri.training.train import CONFIG_FILE, BadInput, RunOptions, TrainConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+STATE_FORMAT = 1
+LOG_FILE = "log.jsonl"
+STATUS_FILE = "run.json"
+DIST_TIMEOUT = datetime.timedelta(hours=2)  # rank 0 may extract features meanwhile
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_distributed() -> Dist:
+    """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them, one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=DIST_TIMEOUT)
+    rank = dist.get_rank() if world > 1 else 0
+    return Dist(rank=rank, world=world, device=device)
+
+
+def lr_factor(step: int, total: int, warmup: float) -> float:
+    """Linear warmup over the first `warmup` fraction of `total` steps, then cosine to 0."""
+    warmup_steps = max(1, round(warmup * total)) if warmup > 0 else 0
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(model: RetrievalModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """Heads and temperature at `lr`, trainable backbones at `backbone_lr`; weight decay
+    only on matrices (ndim >= 2): never on the temperature, biases or norm gains."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        backbone = name.startswith(("audio_backbone.", "text_tower."))
+        groups.setdefault((backbone, param.ndim >= 2), []).append(param)
+    out = []
+    for (backbone, decay), params in sorted(groups.items()):
+        base = config.backbone_lr if backbone else config.lr
+        out.append({
+            "params": params, "lr": base, "base_lr": base,
+            "weight_decay": config.weight_decay if decay else 0.0,
+        })
+    return out
+
+
+class StepLoss(nn.Module):
+    """One step's loss: local batch -> embeddings -> global batch (all_gather) -> loss.
+    A module so that DDP can wrap it and synchronise the gradients of its parameters."""
+
+    def __init__(self, model: RetrievalModel, strategy: str, world: int) -> None:
+        super().__init__()
+        self.model, self.strategy, self.world = model, strategy, world
+
+    def _gather(self, x: Tensor) -> Tensor:
+        """(b, ...) per rank -> (B, ...) in rank order, gradients flowing back to each rank."""
+        if self.world == 1:
+            return x
+        with warnings.catch_warnings():
+            # deprecated for _functional_collectives, whose backward needs reduce_scatter,
+            # which gloo lacks; this one's backward works on every backend
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(dist_nn.all_gather(x), dim=0)
+
+    def forward(self, batch: LocalBatch) -> Tensor:
+        model = self.model
+        audio_feats = (
+            batch.audio if isinstance(batch.audio, Tensor) else model.audio_features(batch.audio)
+        )
+        if isinstance(batch.text, Tensor):
+            text_feats = batch.text  # (P, text_dim)
+        else:
+            text_feats = torch.cat([model.text_features(t, lang) for lang, t in batch.text])
+        audio = model.project_audio(audio_feats).float()  # (b, E)
+        text_emb = model.project_text(text_feats).float()  # (P, E)
+        text = audio.new_zeros(*batch.present_local.shape, audio.shape[1])  # (b, L, E)
+        text = text.index_put((batch.slots[:, 0], batch.slots[:, 1]), text_emb)
+        with torch.autocast(audio.device.type, enabled=False):  # the loss in fp32
+            return self._loss(self._gather(audio), self._gather(text), model.tau().float(), batch)
+
+    def _loss(self, audio: Tensor, text: Tensor, tau: Tensor, batch: LocalBatch) -> Tensor:
+        loss = LOSSES[self.strategy]
+        if self.strategy == "mlclap":
+            return loss(audio, text[:, 0], tau)  # audio (B, E), text (B, L, E)
+        if self.strategy == "mlclap-mixture":
+            return loss(audio, text[:, 0], tau, batch.clip_ids)
+        if self.strategy == "cacl":
+            return loss(audio, text[:, 0], text[:, 1], tau)
+        return loss(audio, text, tau, batch.present)  # kcl, kcl-balanced
+
+
+class Stopper:
+    """A stop request: the wall-time budget ran out, or SIGTERM/SIGINT arrived (a cluster
+    pre-empting the job). Checked at step boundaries, agreed on by all ranks."""
+
+    def __init__(self, max_minutes: float | None, started: float) -> None:
+        """`started`: time.monotonic() at which the budget began (process start-up, model
+        loading and feature extraction count: a cluster's wall-time limit counts them)."""
+        self.deadline = None if max_minutes is None else started + 60 * max_minutes
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Stopper:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.reason is not None:  # asked twice: stop now, without saving
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+
+    def should_stop(self, d: Dist) -> bool:
+        if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "time budget"
+        flag = torch.tensor([self.reason is not None], dtype=torch.int32, device=d.device)
+        if d.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self.reason is None:
+            self.reason = "another rank stopped"
+        return bool(flag.item())
+
+
+class _Quiet:
+    """Progress of the ranks other than 0: one display per job."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {
+        "format": STATE_FORMAT, "epoch": 0, "batch": 0, "step": 0,
+        "best_score": None, "best_epoch": None, "history": [],
+        "loss_sum": 0.0, "loss_batches": 0, "seconds": 0.0, "clips_seen": [],
+    }
+
+
+def _peak_memory(d: Dist) -> dict[str, float | None]:
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    cuda_mb = None
+    if torch.cuda.is_available():
+        cuda_mb = torch.cuda.max_memory_allocated(d.device) / 2**20
+    return {"peak_rss_mb": round(rss_mb, 1), "cuda_max_memory_mb": cuda_mb}
+
+
+def _autocast(d: Dist):
+    if d.device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class Run:
+    """The state of one training process; `train` drives it."""
+
+    def __init__(self, config: TrainConfig, options: RunOptions, d: Dist) -> None:
+        self.config, self.options, self.d = config, options, d
+        self.out = Path(options.out)
+        self.last = self.out / "last"
+        torch.manual_seed(config.seed)
+        self.state = _fresh_state()
+        resumed = options.resume and (self.last / STATE_FILE).is_file()
+        if resumed:
+            self.model, info = load_checkpoint(self.last, device=d.device)
+            self.state = torch.load(self.last / STATE_FILE, map_location="cpu", weights_only=True)
+            self._check_resumable(info)
+        else:
+            self.model = build_model(config.model, device=d.device)
+        if config.batch_size % d.world:
+            raise BadInput(f"batch_size {config.batch_size} is not a multiple of the "
+                           f"{d.world} processes")
+        self.train_data = TrainData(config, options, self.model, d.main, d.barrier)
+        self.plans = [
+            draw_epoch(config.strategy, self.train_data.table, config.seed, e, config.mixture_prob)
+            for e in range(config.epochs)
+        ]
+        self.total_steps = sum(p.n_batches(config.batch_size) for p in self.plans)
+        if min(p.n_batches(config.batch_size) for p in self.plans) == 0:
+            raise BadInput(
+                f"batch_size {config.batch_size} exceeds the {min(map(len, self.plans))} "
+                "items of an epoch"
+            )
+        self.val_data = ValData(config, options, self.model) if d.main else None
+        if d.main and not resumed:  # once the inputs proved readable
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
+        self.step_loss: nn.Module = StepLoss(self.model, config.strategy, d.world)
+        if d.world > 1:
+            self.step_loss = nn.parallel.DistributedDataParallel(self.step_loss)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
+        fp16 = d.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        if resumed:
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            self.scaler.load_state_dict(self.state["scaler"])
+            torch.set_rng_state(self.state["torch_rng"])
+            if torch.cuda.is_available() and self.state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(self.state["cuda_rng"], d.device)
+            log.info("resuming %s at epoch %d batch %d (step %d)", self.out,
+                     self.state["epoch"] + 1, self.state["batch"], self.state["step"])
+
+    def _check_resumable(self, info: dict[str, Any]) -> None:
+        if self.state.get("format") != STATE_FORMAT:
+            raise BadInput(f"{self.last / STATE_FILE}: unknown format {self.state.get('format')}")
+        if info.get("step") != self.state["step"]:
+            raise BadInput(
+                f"{self.last}: weights (step {info.get('step')}) and {STATE_FILE} "
+                f"(step {self.state['step']}) do not belong together"
+            )
+        if info.get("training_config") != self.config.to_dict():
+            raise BadInput(f"{self.last} was trained with another configuration")
+
+    # --- one epoch -------------------------------------------------------------------
+
+    def run_epoch(self, stopper: Stopper) -> bool:
+        """Train the current epoch from its current batch; False if stopped before its end."""
+        config, d, state = self.config, self.d, self.state
+        epoch, start_batch = state["epoch"], state["batch"]
+        plan = self.plans[epoch]
+        n_batches = plan.n_batches(config.batch_size)
+        started = time.monotonic() - state["seconds"]
+        seen = set(state["clips_seen"]) if d.main else set()  # rank 0's, if resumed
+        self.model.train()
+        desc = f"epoch {epoch + 1}/{config.epochs}"
+        bar = Progress(n_batches - start_batch, desc, "batch") if d.main else _Quiet()
+        batches = self.train_data.batches(plan, start_batch, config.batch_size, d.rank, d.world)
+        with bar:
+            for index, batch in batches:
+                loss = self._step(batch)
+                seen.update(batch.local_clips)
+                state["loss_sum"] += loss
+                state["loss_batches"] += 1
+                state["batch"] = index + 1
+                bar.update()
+                if index + 1 < n_batches and stopper.should_stop(d):
+                    state["seconds"] = time.monotonic() - started
+                    state["clips_seen"] = sorted(seen)
+                    return False
+        state["seconds"] = time.monotonic() - started
+        state["clips_seen"] = sorted(seen)
+        return True
+
+    def _step(self, batch: LocalBatch) -> float:
+        config, d = self.config, self.d
+        factor = lr_factor(self.state["step"], self.total_steps, config.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(d):
+            loss = self.step_loss(batch.to(d.device))
+        self.scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(params, config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state["step"] += 1
+        return float(loss.detach())
+
+    # --- end of epoch ------------------------------------------------------------------
+
+    def finish_epoch(self) -> None:
+        """Validate, save best and last, log; then the state points at the next epoch."""
+        state, d = self.state, self.d
+        seen = self._clips_per_rank(state["clips_seen"])
+        if d.main:
+            val_start = time.monotonic()
+            assert self.val_data is not None  # rank 0 holds it
+            metrics = self.val_data.evaluate(self.model)
+            score = validation_score(metrics)
+            val_seconds = time.monotonic() - val_start
+            best = state["best_score"] is None or score > state["best_score"]
+            epoch = state["epoch"] + 1
+            record = {
+                "epoch": epoch, "step": state["step"],
+                "loss": state["loss_sum"] / max(1, state["loss_batches"]),
+                "lr": self.optimizer.param_groups[0]["lr"], "tau": self.model.tau().item(),
+                "seconds": round(state["seconds"] + val_seconds, 3),
+                "train_seconds": round(state["seconds"], 3),
+                "val_seconds": round(val_seconds, 3),
+                "val_score": score, "best": best,
+                "world_size": d.world,
+                "clips_per_rank": [len(s) for s in seen],
+                "clips_on_several_ranks": _shared(seen),
+                **_peak_memory(d),
+                "val": metrics,
+            }
+            if best:
+                state["best_score"], state["best_epoch"] = score, epoch
+                save_checkpoint(self.model, self.out / "best", **self._meta(epoch, metrics))
+            state["history"].append(record)
+            log.info("epoch %d: loss %.4f, val score %.2f%s, tau %.4f, %.1f s", epoch,
+                     record["loss"], score, " (best)" if best else "", record["tau"],
+                     record["seconds"])
+        state.update(epoch=state["epoch"] + 1, batch=0, loss_sum=0.0, loss_batches=0,
+                     seconds=0.0, clips_seen=[])
+        self.save_last(done=state["epoch"] == self.config.epochs)
+        d.barrier()
+
+    def _clips_per_rank(self, clips: list[int]) -> list[set[int]]:
+        if self.d.world == 1:
+            return [set(clips)]
+        gathered: list[Any] = [None] * self.d.world
+        dist.all_gather_object(gathered, clips)
+        return [set(c) for c in gathered]
+
+    def _meta(self, epoch: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        out = {"training_config": self.config.to_dict(), "step": self.state["step"],
+               "epoch": epoch, "metrics": {}}
+        if metrics is not None:
+            out["metrics"] = {"val_score": validation_score(metrics), "val": metrics}
+        return out
+
+    def save_last(self, done: bool = False, reason: str | None = None) -> None:
+        """RUN_DIR/last = checkpoint + train_state.pt, swapped in as one directory."""
+        if not self.d.main:
+            return
+        state = self.state
+        state.update(
+            optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(self.d.device) if torch.cuda.is_available() else None,
+        )
+        staging = self.out / ".last.next"
+        save_checkpoint(self.model, staging, **self._meta(state["epoch"], None))
+        tmp = staging / f".{STATE_FILE}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, staging / STATE_FILE)
+        _swap_into_place(staging, self.last)
+        history = state["history"]
+        atomic_write_text(self.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in history))
+        status = "done" if done else ("stopped" if reason else "running")
+        atomic_write_text(self.out / STATUS_FILE, json.dumps({
+            "status": status, "reason": reason, "epoch": state["epoch"], "batch": state["batch"],
+            "step": state["step"], "epochs": self.config.epochs,
+            "best_epoch": state["best_epoch"], "best_score": state["best_score"],
+        }, indent=2))
+
+
+def _shared(seen: list[set[int]]) -> int:
+    """Clips that more than one rank trained on in the epoch."""
+    counts: dict[int, int] = {}
+    for clips in seen:
+        for clip in clips:
+            counts[clip] = counts.get(clip, 0) + 1
+    return sum(1 for c in counts.values() if c > 1)
+
+
+def train(config: TrainConfig, options: RunOptions) -> str:
+    """Train (or continue) the run in `options.out`; returns a one-line status."""
+    started = time.monotonic()
+    d = init_distributed()
+    try:
+        run = Run(config, options, d)
+        if run.state["epoch"] >= config.epochs:
+            return f"{options.out} is complete ({config.epochs} epochs); nothing to do"
+        with Stopper(options.max_minutes, started) as stopper:
+            while run.state["epoch"] < config.epochs:
+                finished = run.run_epoch(stopper)
+                if finished:
+                    run.finish_epoch()
+                if not finished or (run.state["epoch"] < config.epochs
+                                    and stopper.should_stop(d)):
+                    run.save_last(reason=stopper.reason)
+                    d.barrier()
+                    s = run.state
+                    return (f"stopped ({stopper.reason}) in epoch {s['epoch'] + 1} at batch "
+                            f"{s['batch']}; continue with --resume")
+        s = run.state
+        if not d.main:
+            return "done"
+        return (f"done: {config.epochs} epochs, best epoch {s['best_epoch']} (validation "
+                f"score {s['best_score']:.2f}) in {Path(options.out) / 'best'}")
+    finally:
+        if d.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
