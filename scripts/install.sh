@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1)
+# chromium + chromium-driver: the web page's browser test
+APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1
+              chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

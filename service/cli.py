@@ -1,0 +1,114 @@
+"""`atri serve --index DIR [--checkpoint C] [--host H] [--port P]`: the HTTP service
+(shared spec api.md, cli.md) under uvicorn. Other settings come from `ATRI_*` variables
+(docs/service.md).
+
+The port opens at once and model and index load behind it; if loading fails (say the
+index was built with another model) the server stops and the command exits 2 with the
+reason."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from atri.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atri serve", description="serve an index over HTTP (docs/service.md)"
+    )
+    parser.add_argument("--index", type=Path, help="index directory (default: $ATRI_INDEX_DIR)")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint directory or 'default' (default: the index's own)"
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment settings with the command-line options on top."""
+    given = {
+        "index_dir": args.index,
+        "checkpoint": args.checkpoint,
+        "host": args.host,
+        "port": args.port,
+    }
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def check_index(settings: Settings) -> str | None:
+    """A problem that makes serving pointless, found before the port opens."""
+    if settings.index_dir is None:
+        return "no index given: pass --index DIR or set ATRI_INDEX_DIR"
+    if not (settings.index_dir / "CURRENT").is_file():
+        return f"{settings.index_dir}: no index here (build one with `atri index build`)"
+    return None
+
+
+def serve(settings: Settings) -> int:
+    """Run the service until interrupted; 2 when the model or index failed to load."""
+    import uvicorn
+
+    from atri.service.app import create_app
+    from atri.service.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    state = app.state.load_state
+
+    def stop_on_failure() -> None:
+        state.done.wait()
+        if state.status == "failed":
+            server.should_exit = True
+
+    threading.Thread(target=stop_on_failure, name="atri-load-watch", daemon=True).start()
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind the port
+        if not exc.code:
+            return 0
+        print(
+            f"atri serve: error: cannot serve on {settings.host}:{settings.port} (see the log)",
+            file=sys.stderr,
+        )
+        return 1
+    if state.status == "failed":
+        print(f"atri serve: error: {state.error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
+        return int(exc.code or 0)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        print(f"atri serve: error: bad setting: {exc}", file=sys.stderr)
+        return 2
+    problem = check_index(settings)
+    if problem:
+        print(f"atri serve: error: {problem}", file=sys.stderr)
+        return 2
+    return serve(settings)

@@ -1,0 +1,79 @@
+"""`atri demo`: the whole job on the embedded default model, in one command. Builds the
+`small` demo corpus if absent, indexes one of its splits with the default checkpoint if
+no index exists, and serves it on http://127.0.0.1:8000 (shared spec cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from atri.service.cli import serve
+from atri.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atri demo", description="build the small corpus and its index, then serve them"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data"),
+        help="folder for corpus-small/ and index-small/ (default: ./data)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="which split of the corpus to index (default: test)",
+    )
+    parser.add_argument("--checkpoint", default="default", help="checkpoint to index with")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2, help="corpus rendering processes")
+    return parser
+
+
+def prepare(data: Path, split: str, checkpoint: str, workers: int) -> Path:
+    """The corpus and the index, each built only when absent; returns the index dir."""
+    from atri.index.cli import main as index_main
+    from atri.training.corpus.build import build
+
+    corpus = data / "corpus-small"
+    index = data / "index-small"
+    if not (corpus / "corpus.json").is_file():
+        log.info("building the small demo corpus in %s (a few minutes, once)", corpus)
+    build(corpus, size="small", seed=0, workers=workers)  # returns at once when complete
+    if not (index / "CURRENT").is_file():
+        log.info("indexing %s with checkpoint %s into %s", split, checkpoint, index)
+        code = index_main(
+            ["build", "--checkpoint", checkpoint, "--manifest", str(corpus / f"{split}.jsonl"),
+             "--out", str(index)]
+        )  # fmt: skip
+        if code != 0:
+            raise RuntimeError(f"atri index build failed (exit {code})")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        index = prepare(args.data, args.split, args.checkpoint, args.workers)
+        settings = Settings(
+            index_dir=index, checkpoint=args.checkpoint, host=args.host, port=args.port
+        )
+    except (RuntimeError, ValidationError, FileNotFoundError) as exc:
+        print(f"atri demo: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"atri demo: serving {index} on http://{args.host}:{args.port}/", file=sys.stderr)
+    return serve(settings)

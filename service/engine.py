@@ -1,0 +1,235 @@
+"""The loaded model and index behind the routes: embedding under a lock (the index store
+takes concurrent readers itself), a bound on concurrent heavy requests, admin changes
+one at a time, and index errors translated into service errors. Routes receive an
+`Engine` as a dependency."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from atri.index.errors import ClipExists, UnknownClip
+from atri.index.store import ExactRanks
+from atri.service.errors import Busy, ClipAlreadyExists, ClipNotFound
+from atri.training.manifest import ClipRecord
+
+QUERY_CACHE = 1024  # text embeddings kept, so paging through results re-embeds nothing
+
+
+class Model(Protocol):
+    """What the service needs of `atri.training.model.RetrievalModel`."""
+
+    sample_rate: int
+
+    def embed_audio(self, waves: list[torch.Tensor]) -> torch.Tensor: ...
+    def embed_text(self, texts: list[str], lang: str) -> torch.Tensor: ...
+    def identity(self) -> dict[str, str]: ...
+
+
+class Store(Protocol):
+    """What the service needs of `atri.index.store.IndexStore`."""
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+    @property
+    def identity(self) -> dict[str, str]: ...
+    def __len__(self) -> int: ...
+    @property
+    def captions_indexed(self) -> int: ...
+    def record(self, clip_id: str) -> ClipRecord | None: ...
+    def vector(self, clip_id: str) -> np.ndarray | None: ...
+    def search(
+        self, queries: np.ndarray, k: int, offset: int = 0
+    ) -> list[list[tuple[str, float]]]: ...
+    def search_captions(
+        self, queries: np.ndarray, lang: str, k: int
+    ) -> list[list[tuple[str, float, list[str]]]]: ...
+    def ranks_and_topk(self, queries: np.ndarray, k: int) -> ExactRanks: ...
+    def add_clip(
+        self, record: ClipRecord, audio_vec: np.ndarray, caption_vecs: dict[str, np.ndarray]
+    ) -> None: ...
+    def delete_clip(self, clip_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RankTable:
+    """One exact pass of Q parallel queries over the whole index."""
+
+    languages: list[str]
+    top: dict[str, list[tuple[str, float]]]  # per language: top-k (id, score)
+    ranks: dict[str, dict[str, int]]  # clip id -> language -> rank (1 + # strictly higher)
+    depth: int | None = None  # set when ranks beyond `depth` are only lower bounds
+
+
+class Engine:
+    """Model + index, shared by all request threads."""
+
+    def __init__(
+        self,
+        model: Model,
+        store: Store,
+        *,
+        name: str,
+        audio_dirs: Sequence[Path],
+        upload_dir: Path,
+        max_heavy: int,
+        wait_s: float,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.name = name
+        self.audio_dirs = [Path(d).resolve() for d in audio_dirs]
+        self.upload_dir = upload_dir
+        self.wait_s = wait_s
+        self._model_lock = threading.Lock()
+        self._heavy = threading.BoundedSemaphore(max_heavy)
+        self._changes = threading.Lock()
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # --- limits ----------------------------------------------------------------------------
+
+    @contextmanager
+    def heavy(self) -> Iterator[None]:
+        """A slot for a heavy request (audio embedding, an exact pass); Busy after wait_s."""
+        if not self._heavy.acquire(timeout=self.wait_s):
+            raise Busy(self.wait_s)
+        try:
+            yield
+        finally:
+            self._heavy.release()
+
+    @contextmanager
+    def changes(self) -> Iterator[None]:
+        """Admin changes one at a time: check, write audio, add (or delete) as one step."""
+        if not self._changes.acquire(timeout=self.wait_s):
+            raise Busy(self.wait_s)
+        try:
+            yield
+        finally:
+            self._changes.release()
+
+    @contextmanager
+    def _model(self) -> Iterator[None]:
+        if not self._model_lock.acquire(timeout=self.wait_s):
+            raise Busy(self.wait_s)
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self._model_lock.release()
+
+    # --- embedding -------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    def embed_texts(self, texts: Sequence[str], lang: str) -> np.ndarray:
+        """(N, E) float32; recent queries come from a small cache (paging re-embeds
+        nothing). The cache is shared by all request threads, hence its lock."""
+        with self._cache_lock:
+            found = {t: self._cache[(lang, t)] for t in texts if (lang, t) in self._cache}
+            for text in found:
+                self._cache.move_to_end((lang, text))
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            with self._model():
+                vecs = self.model.embed_text(missing, lang).float().cpu().numpy()  # (M, E)
+            computed = dict(zip(missing, vecs, strict=True))
+            found.update(computed)
+            with self._cache_lock:
+                for text, vec in computed.items():
+                    self._cache[(lang, text)] = vec
+                while len(self._cache) > QUERY_CACHE:
+                    self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]).astype(np.float32)  # (N, E)
+
+    def embed_audio(self, wave: np.ndarray) -> np.ndarray:
+        """(E,) float32 of one mono clip at `sample_rate`."""
+        with self._model():
+            vec = self.model.embed_audio([torch.from_numpy(wave)])  # (1, E)
+        return vec[0].float().cpu().numpy()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def captions_indexed(self) -> int:
+        return int(self.store.captions_indexed)
+
+    def record(self, clip_id: str) -> ClipRecord:
+        record = self.store.record(clip_id)
+        if record is None:
+            raise ClipNotFound(clip_id)
+        return record
+
+    def records(self, clip_ids: Sequence[str]) -> dict[str, ClipRecord]:
+        found = {clip_id: self.store.record(clip_id) for clip_id in clip_ids}
+        return {clip_id: r for clip_id, r in found.items() if r is not None}
+
+    def search(self, query: np.ndarray, k: int, offset: int = 0) -> list[tuple[str, float]]:
+        return self.store.search(query[None], k, offset)[0]
+
+    def similar(self, clip_id: str, k: int) -> list[tuple[str, float]]:
+        """The k clips nearest to an indexed clip, the clip itself left out."""
+        vec = self.store.vector(clip_id)
+        if vec is None:
+            raise ClipNotFound(clip_id)
+        hits = self.store.search(vec[None], k + 1)[0]
+        return [(i, s) for i, s in hits if i != clip_id][:k]
+
+    def search_captions(
+        self, query: np.ndarray, lang: str, k: int
+    ) -> list[tuple[str, float, list[str]]]:
+        return self.store.search_captions(query[None], lang, k)[0]
+
+    def rank_table(
+        self, queries: Mapping[str, np.ndarray], k: int, target: str | None = None
+    ) -> RankTable:
+        """Exact ranks over the whole index of every clip in the union of the per-language
+        top-k lists (and of `target`), under each language's query, from one exact pass
+        over the stored vectors: r = 1 + the number of clips scoring strictly higher."""
+        languages = list(queries)
+        matrix = np.stack([queries[lang] for lang in languages])  # (Q, E)
+        exact = self.store.ranks_and_topk(matrix, k)
+        top = dict(zip(languages, exact.topk, strict=True))
+        wanted = dict.fromkeys(clip_id for hits in exact.topk for clip_id, _ in hits)
+        if target is not None:
+            if target not in exact.column:
+                raise ClipNotFound(target)
+            wanted[target] = None
+        ranks = {
+            clip_id: {lang: exact.rank(q, clip_id) for q, lang in enumerate(languages)}
+            for clip_id in wanted
+        }
+        return RankTable(languages, top, ranks)
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def add_clip(
+        self, record: ClipRecord, audio_vec: np.ndarray, caption_vecs: dict[str, np.ndarray]
+    ) -> None:
+        """Durable once it returns (the store fsyncs its log)."""
+        try:
+            self.store.add_clip(record, audio_vec, caption_vecs)
+        except ClipExists as exc:
+            raise ClipAlreadyExists(record.id) from exc
+
+    def delete_clip(self, clip_id: str) -> ClipRecord:
+        record = self.record(clip_id)
+        try:
+            self.store.delete_clip(clip_id)
+        except UnknownClip as exc:
+            raise ClipNotFound(clip_id) from exc
+        return record

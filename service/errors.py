@@ -1,0 +1,180 @@
+"""Typed service errors and the one handler that turns every error, ours and FastAPI's own
+404/405/422, into `{"error": {"code", "message", "details"}}` (shared spec api.md).
+
+A caller's mistake is a 4xx, never a 5xx. Errors subclass Starlette's HTTPException so
+that one raised while FastAPI reads a request body (the upload size limit) passes through
+unchanged instead of becoming a generic 400."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from atri.training.audio_io import AudioDecodeError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(StarletteHTTPException):
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=self.status, detail=message, headers=headers)
+        self.message = message
+        self.details = details or {}
+
+
+class UnsupportedLanguage(ServiceError):
+    status, code = 422, "unsupported_language"
+
+    def __init__(self, lang: str, supported: list[str]) -> None:
+        super().__init__(
+            f"unsupported language {lang!r}; supported: {', '.join(supported)} "
+            "(or their ISO 639-1, 639-2/B, NLLB or BCP-47 names)",
+            {"lang": lang, "supported": supported},
+        )
+
+
+class InvalidQuery(ServiceError):
+    status, code = 422, "invalid_query"
+
+
+class InvalidInput(ServiceError):
+    """A well-formed request whose content is wrong (bad clip id, captions, meta)."""
+
+    status, code = 422, "invalid_input"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds the limit of {limit} bytes", {"limit_bytes": limit})
+
+
+class UnsupportedAudio(ServiceError):
+    """No decoder could read the upload; the message carries the decoders' reasons."""
+
+    status, code = 415, "unsupported_audio"
+
+
+class InvalidAudio(ServiceError):
+    """Decodable, but empty, too short or too long."""
+
+    status, code = 422, "invalid_audio"
+
+
+class ClipNotFound(ServiceError):
+    status, code = 404, "clip_not_found"
+
+    def __init__(self, clip_id: str, what: str = "clip") -> None:
+        super().__init__(f"no {what} with id {clip_id!r}", {"id": clip_id})
+
+
+class ClipAlreadyExists(ServiceError):
+    status, code = 409, "clip_exists"
+
+    def __init__(self, clip_id: str) -> None:
+        super().__init__(f"a clip with id {clip_id!r} is already indexed", {"id": clip_id})
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "this endpoint needs an admin bearer token") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class NotReady(ServiceError):
+    status, code = 503, "not_ready"
+
+    def __init__(self, message: str = "the model and index are still loading") -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class LoadFailed(ServiceError):
+    status, code = 503, "load_failed"
+
+
+class Busy(ServiceError):
+    status, code = 503, "busy"
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(
+            f"the service is busy: no slot became free within {waited_s:g} s",
+            {"waited_s": waited_s},
+            headers={"Retry-After": "2"},
+        )
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+Described = tuple[int, str, str, dict[str, Any], Mapping[str, str] | None]
+
+
+def _describe(exc: Exception) -> Described:
+    """(status, code, message, details, headers) of any error reaching the handler."""
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.code, exc.message, exc.details, exc.headers
+    if isinstance(exc, RequestValidationError):
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        return 422, "validation_error", f"{where}: {first['msg']}", {"errors": errors}, None
+    if isinstance(exc, StarletteHTTPException):
+        status = exc.status_code
+        code = _HTTP_CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+        return status, code, message, {}, exc.headers
+    if isinstance(exc, AudioDecodeError):  # a decoder error that escaped upload.py
+        return 415, UnsupportedAudio.code, str(exc), {}, None
+    log.exception("unhandled error", exc_info=exc)
+    return 500, "internal_error", "internal server error", {}, None
+
+
+async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one handler: every error becomes the uniform body with its status."""
+    status, code, message, details, headers = _describe(exc)
+    if status >= 500 and status != 503:
+        log.error("%s %s -> %d %s", request.method, request.url.path, status, code)
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def install_error_handler(app: FastAPI) -> None:
+    for exc_type in (
+        ServiceError,
+        RequestValidationError,
+        StarletteHTTPException,
+        AudioDecodeError,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, handle_error)

@@ -1,0 +1,1 @@
+"""The HTTP routes, one file per idea (shared spec api.md)."""

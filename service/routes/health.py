@@ -1,0 +1,37 @@
+"""Readiness (GET /health) and the supported languages (GET /languages)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from atri.service.deps import StateDep
+from atri.service.languages import LANGUAGES, aliases
+from atri.service.schemas import Health, HealthUnavailable, LanguageOut
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": HealthUnavailable}})
+def health(state: StateDep) -> Health | JSONResponse:
+    """200 once model and index are loaded; 503 with status "loading" (or "failed") before."""
+    engine = state.engine
+    if engine is None:
+        body = HealthUnavailable(
+            status="failed" if state.status == "failed" else "loading", error=state.error
+        )
+        return JSONResponse(
+            body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5"}
+        )
+    return Health(
+        index_size=len(engine),
+        captions_indexed=engine.captions_indexed,
+        model=engine.name,
+        languages=list(LANGUAGES),
+    )
+
+
+@router.get("/languages", response_model=list[LanguageOut])
+def languages() -> list[LanguageOut]:
+    """The supported languages with the alternative names the API accepts."""
+    return [LanguageOut(code=i.code, name=i.name, aliases=aliases(i)) for i in LANGUAGES.values()]

@@ -1,0 +1,211 @@
+"""Uploaded audio: the request-body size limit, enforced while the body streams in, and
+decoding with libsndfile first and ffmpeg as the fallback for the containers browsers
+and phones record (webm/opus, m4a/aac), which libsndfile cannot read."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from atri.service.errors import InvalidAudio, PayloadTooLarge, UnsupportedAudio, error_body
+from atri.training.audio_io import AudioDecodeError, decode
+
+log = logging.getLogger(__name__)
+
+# libsndfile reports an absurd frame count for streams of unknown length
+UNKNOWN_FRAMES = 2**62
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 as soon as the
+    limit is crossed — at once when Content-Length announces it, else while streaming —
+    so an oversized upload is never read whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            error = PayloadTooLarge(self.max_bytes)
+            body = error_body(error.code, error.message, error.details)
+            response = JSONResponse(body, status_code=413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # an HTTPException: FastAPI's body reader lets it through to the handler
+                    raise PayloadTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    wave: np.ndarray  # (N,) float32, mono, at sample_rate
+    sample_rate: int
+    decoder: str  # "libsndfile" | "ffmpeg"
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.wave) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class DurationLimits:
+    min_s: float
+    max_s: float
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str | None:
+    """The ffmpeg binary of the imageio-ffmpeg wheel (or IMAGEIO_FFMPEG_EXE), if any."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        log.warning("no ffmpeg decoder available: %s", exc)
+        return None
+
+
+def decode_upload(
+    data: bytes, sample_rate: int, limits: DurationLimits, *, name: str, timeout_s: float
+) -> DecodedAudio:
+    """Uploaded bytes -> mono float32 at `sample_rate`.
+
+    Raises UnsupportedAudio (415) when no decoder reads them, with each decoder's reason,
+    and InvalidAudio (422) when they decode to nothing, to less than `limits.min_s`, to
+    more than `limits.max_s`, or to samples that are not finite. A file libsndfile
+    recognises but cannot finish (a truncated FLAC) is not handed to ffmpeg, which would
+    quietly return the readable prefix."""
+    if not data:
+        raise InvalidAudio(f"{name}: the uploaded file is empty", {"duration_s": 0.0})
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        decoded = _decode_ffmpeg(data, sample_rate, limits, name, f"{exc}", timeout_s)
+    else:
+        if 0 < info.frames < UNKNOWN_FRAMES and info.samplerate > 0:
+            _check_duration(info.frames / info.samplerate, limits, name)
+        try:
+            wave = decode(data, sample_rate, name=name)
+        except AudioDecodeError as exc:
+            raise UnsupportedAudio(str(exc), {"decoder": "libsndfile"}) from exc
+        decoded = DecodedAudio(wave, sample_rate, "libsndfile")
+    _check_duration(decoded.duration_s, limits, name)
+    if not np.isfinite(decoded.wave).all():
+        raise InvalidAudio(f"{name}: the audio holds NaN or infinite samples")
+    return decoded
+
+
+def _check_duration(duration: float, limits: DurationLimits, name: str) -> None:
+    details = {"duration_s": round(duration, 3), "min_s": limits.min_s, "max_s": limits.max_s}
+    if duration <= 0:
+        raise InvalidAudio(f"{name}: the audio holds no samples", details)
+    if duration < limits.min_s:
+        raise InvalidAudio(
+            f"{name}: {duration:.3f} s of audio is shorter than the minimum {limits.min_s:g} s",
+            details,
+        )
+    if duration > limits.max_s:
+        raise InvalidAudio(
+            f"{name}: the audio is longer than the limit of {limits.max_s:g} s", details
+        )
+
+
+def _decode_ffmpeg(
+    data: bytes,
+    sample_rate: int,
+    limits: DurationLimits,
+    name: str,
+    libsndfile_reason: str,
+    timeout_s: float,
+) -> DecodedAudio:
+    exe = ffmpeg_exe()
+    reasons = {"libsndfile": libsndfile_reason}
+    if exe is None:
+        reasons["ffmpeg"] = "not installed (pip install imageio-ffmpeg)"
+        raise UnsupportedAudio(_reason_text(name, reasons), {"decoders": reasons})
+    # A file, not a pipe: mp4/m4a keep their index ('moov') at the end, which a pipe
+    # cannot seek to. Output stops just past the limit, so a long file cannot flood memory.
+    with tempfile.NamedTemporaryFile(suffix=".upload") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        cmd = [
+            exe, "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-i", tmp.name, "-t", f"{limits.max_s + 1:.3f}",
+            "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1",
+        ]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            reasons["ffmpeg"] = f"decoding took longer than {timeout_s:g} s"
+            raise UnsupportedAudio(_reason_text(name, reasons), {"decoders": reasons}) from None
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        reasons["ffmpeg"] = lines[-1].replace(tmp.name, name) if lines else "decoding failed"
+        raise UnsupportedAudio(_reason_text(name, reasons), {"decoders": reasons})
+    usable = len(proc.stdout) - len(proc.stdout) % 4
+    wave = np.frombuffer(proc.stdout[:usable], dtype="<f4").astype(np.float32)
+    return DecodedAudio(wave, sample_rate, "ffmpeg")
+
+
+def _reason_text(name: str, reasons: dict[str, str]) -> str:
+    return f"{name}: no decoder can read this audio: " + "; ".join(
+        f"{decoder}: {reason}" for decoder, reason in reasons.items()
+    )
+
+
+def save_flac(path: Path, wave: np.ndarray, sample_rate: int) -> Path:
+    """Write a decoded upload as 16-bit FLAC, durably (temp file, fsync, rename, fsync of
+    the folder), so the audio of an acknowledged clip survives a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return path

@@ -1,0 +1,83 @@
+"""`atri serve` arguments and `atri demo`'s steps (corpus, index, serve; each only when
+needed), with the heavy steps replaced by recorders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atri.service import cli, demo
+
+
+def test_serve_options_override_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("ATRI_PORT", "9000")
+    monkeypatch.setenv("ATRI_HOST", "0.0.0.0")
+    args = cli._parser().parse_args(["--index", str(tmp_path), "--port", "8123"])
+    settings = cli.settings_from(args)
+    assert settings.index_dir == tmp_path
+    assert settings.port == 8123  # the option wins
+    assert settings.host == "0.0.0.0"  # the environment fills the rest
+    assert settings.checkpoint is None
+
+
+def test_serve_checks_before_opening_the_port(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.delenv("ATRI_INDEX_DIR", raising=False)
+    served = []
+    monkeypatch.setattr(cli, "serve", served.append)
+    assert cli.main([]) == 2
+    assert "--index" in capsys.readouterr().err
+    assert cli.main(["--index", str(tmp_path), "--port", "99999"]) == 2
+    assert "port" in capsys.readouterr().err
+    (tmp_path / "CURRENT").write_text("1\n")
+    assert cli.main(["--index", str(tmp_path)]) is None  # handed to serve
+    assert served[0].index_dir == tmp_path
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls: dict[str, list] = {"build": [], "index": [], "serve": []}
+
+    def build(out, size, seed, workers):
+        calls["build"].append((Path(out), size, seed))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "corpus.json").write_text("{}")
+
+    def index_main(argv):
+        calls["index"].append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "CURRENT").write_text("1\n")
+        return 0
+
+    def serve(settings):
+        calls["serve"].append(settings)
+        return 0
+
+    monkeypatch.setattr("atri.training.corpus.build.build", build)
+    monkeypatch.setattr("atri.index.cli.main", index_main)
+    monkeypatch.setattr(demo, "serve", serve)
+    return calls
+
+
+def test_demo_builds_what_is_missing_then_serves(recorded, tmp_path) -> None:
+    assert demo.main(["--data", str(tmp_path)]) == 0
+    assert recorded["build"] == [(tmp_path / "corpus-small", "small", 0)]
+    (argv,) = recorded["index"]
+    assert argv[:3] == ["build", "--checkpoint", "default"]
+    assert argv[argv.index("--manifest") + 1] == str(tmp_path / "corpus-small" / "test.jsonl")
+    (settings,) = recorded["serve"]
+    assert settings.index_dir == tmp_path / "index-small"
+    assert settings.port == 8000 and settings.checkpoint == "default"
+
+    # a second run finds the index and only serves (the corpus builder checks itself)
+    assert demo.main(["--data", str(tmp_path), "--port", "8001"]) == 0
+    assert len(recorded["index"]) == 1
+    assert recorded["serve"][1].port == 8001
+
+
+def test_demo_reports_a_failed_index_build(recorded, monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setattr("atri.index.cli.main", lambda argv: 2)
+    assert demo.main(["--data", str(tmp_path)]) == 1
+    assert "index build failed" in capsys.readouterr().err
+    assert recorded["serve"] == []
