@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from atri.index.errors import IndexCorrupt, IndexNotFound
+from atri.training.fileio import atomic_write_bytes, fsync_dir  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,6 @@ LIVE_LOG = "live.log"
 LOCK = ".lock"
 WORK = ".work"
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still map it)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(path: Path) -> None:
@@ -54,22 +46,6 @@ def fsync_tree(path: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(folder))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, os.replace, fsync the folder: after a crash
-    `path` holds either the old or the new content, and the new one once this returns."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def current_version(root: Path) -> int | None:

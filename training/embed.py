@@ -26,9 +26,7 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +36,7 @@ import torch
 from atri.training import features
 from atri.training.audio_io import AudioDecodeError
 from atri.training.corpus.schema import LANGS
+from atri.training.fileio import atomic_path
 from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.model import RetrievalModel
 from atri.training.progress import Progress
@@ -205,22 +204,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`, renamed over it once the block succeeds,
-    so a crash or a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def npz_arrays(
     manifest: Manifest, emb: ManifestEmbeddings, meta: dict[str, Any]
 ) -> dict[str, np.ndarray]:
@@ -307,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "manifest": str(args.manifest),
         "manifest_sha256": file_sha256(args.manifest),
     }
-    with atomic_output(args.out) as tmp, open(tmp, "wb") as f:
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **npz_arrays(manifest, emb, meta))
         f.flush()
         os.fsync(f.fileno())

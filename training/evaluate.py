@@ -29,13 +29,13 @@ from atri.training.embed import (
     CACHE_HELP,
     BadInput,
     ManifestEmbeddings,
-    atomic_output,
     embed_manifest,
     file_sha256,
     open_checkpoint,
     open_manifest,
 )
-from atri.training.manifest import Manifest, atomic_write_text
+from atri.training.fileio import atomic_path, atomic_write_text
+from atri.training.manifest import Manifest
 from atri.training.metrics import evaluate_embeddings, t2a_ranks
 from atri.training.model import RetrievalModel
 from atri.training.report import plot_tsne, rank_cases, render_report, select_cases, tsne_points
@@ -137,7 +137,7 @@ def write_tsne(
     if len(chosen) < 2:
         log.warning("t-SNE skipped: fewer than 2 clips have a caption in every language")
         return None
-    with atomic_output(out_dir / "tsne.png") as tmp:
+    with atomic_path(out_dir / "tsne.png") as tmp:
         plot_tsne(points, clip, kind, langs, tmp, seed=seed)
     return "tsne.png"
 

@@ -31,9 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ import numpy as np
 import torch
 
 from atri.training.audio_io import load_audio
+from atri.training.fileio import atomic_write
 from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.metrics import evaluate_embeddings
 from atri.training.model import RetrievalModel
@@ -141,7 +140,7 @@ class AudioFeatureStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "meta.json"
         if not meta.exists():
-            _atomic_save(meta, lambda f: f.write(json.dumps(self.meta, indent=2).encode()))
+            atomic_write(meta, lambda f: f.write(json.dumps(self.meta, indent=2).encode()))
         self._check_meta()
         _write_part(self.folder / f"part-{uuid.uuid4().hex}.npz", rows, self.dim)
         parts = self._parts()
@@ -157,20 +156,7 @@ class AudioFeatureStore:
 def _write_part(path: Path, rows: dict[bytes, np.ndarray], dim: int) -> None:
     keys = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), KEY_BYTES)
     vectors = np.stack(list(rows.values())).astype(np.float32).reshape(len(rows), dim)
-    _atomic_save(path, lambda f: np.savez(f, keys=keys, vectors=vectors))
-
-
-def _atomic_save(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, keys=keys, vectors=vectors))
 
 
 def wave_batches(

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from atri.training.corpus.schema import LANGS
+from atri.training.fileio import atomic_write_text
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 FIELDS = {"id", "audio", "captions", "meta"}
@@ -159,23 +159,6 @@ def require_captions(manifest: Manifest, langs: Sequence[str] | None = None) -> 
         absent = [lang for lang in langs if not any(lang in r.captions for r in manifest)]
         if absent:
             raise ManifestError(f"{manifest.path}: no clip has captions in {absent}")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so a crash mid-write
-    leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(path: str | os.PathLike, records: Iterable[ClipRecord]) -> None:

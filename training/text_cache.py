@@ -20,16 +20,15 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
+
+from atri.training.fileio import atomic_write
 from atri.training.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ def _read_rows(path: Path, dim: int) -> dict[bytes, np.ndarray]:
 def _write_rows(path: Path, rows: dict[bytes, np.ndarray], dim: int) -> None:
     keys = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), KEY_BYTES)
     vectors = np.stack(list(rows.values())).astype(np.float32).reshape(len(rows), dim)
-    _atomic_write(path, lambda f: np.savez(f, keys=keys, vectors=vectors))
+    atomic_write(path, lambda f: np.savez(f, keys=keys, vectors=vectors))
 
 
 def _write_meta(folder: Path, encoder: TextEncoder) -> None:
@@ -128,21 +127,7 @@ def _write_meta(folder: Path, encoder: TextEncoder) -> None:
             raise TextCacheError(f"{path} describes another encoder than {meta}")
         return
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temp file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
 @contextmanager

@@ -41,8 +41,8 @@ from torch import Tensor, nn
 
 from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
 from atri.training.features import LocalBatch, TrainData, ValData
+from atri.training.fileio import atomic_write_text
 from atri.training.losses import LOSSES
-from atri.training.manifest import atomic_write_text
 from atri.training.metrics import validation_score
 from atri.training.model import RetrievalModel, build_model
 from atri.training.progress import Progress

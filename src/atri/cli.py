@@ -9,12 +9,12 @@ import sys
 # subcommand -> (module exposing `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("atri.training.corpus.cli", "build the demo corpus or import AudioCaps/Clotho CSVs"),
-    "train": ("atri.training.train", "train a model (mlclap, mlclap-mixture, cacl, kcl, kcl-balanced)"),
-    "eval": ("atri.training.evaluate", "evaluate a checkpoint on a manifest: metrics.json, report.md"),
+    "train": ("atri.training.train", "train a model: mlclap, mlclap-mixture, cacl, kcl, ..."),
+    "eval": ("atri.training.evaluate", "evaluate a checkpoint: metrics.json, report.md"),
     "embed": ("atri.training.embed", "export audio or text embeddings to .npz"),
     "index": ("atri.index.cli", "build, validate or compact a search index"),
     "serve": ("atri.service.cli", "start the HTTP search service"),
-    "demo": ("atri.service.demo", "corpus (small), index and service on :8000 with the default model"),
+    "demo": ("atri.service.demo", "small corpus, index and service on :8000, default model"),
 }
 
 USAGE = "usage: atri COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(

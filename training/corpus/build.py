@@ -15,7 +15,8 @@ from atri.training.corpus.melody import melody_split
 from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, xfont_copy
 from atri.training.corpus.render import audio_relpath, render_shard
 from atri.training.corpus.schema import ATTRIBUTES, LANGS
-from atri.training.manifest import ClipRecord, atomic_write_text, write_manifest
+from atri.training.fileio import atomic_write_text
+from atri.training.manifest import ClipRecord, write_manifest
 from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ def statistics(plans: dict[str, list[ClipPlan]]) -> dict:
         s: {lang: sum(len(p.captions[lang]) for p in items) for lang in LANGS}
         for s, items in plans.items()
     }
-    stats["clusters"] = {s: len({p.cluster for p in items if p.cluster}) for s, items in plans.items()}
+    stats["clusters"] = {
+        s: len({p.cluster for p in items if p.cluster}) for s, items in plans.items()
+    }
     return stats
 
 

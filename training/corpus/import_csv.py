@@ -45,7 +45,9 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
             reader = csv.DictReader(f)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
-                raise CsvImportError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
+                raise CsvImportError(
+                    f"{path}: missing column(s) {missing}; found {reader.fieldnames}"
+                )
             return list(reader)
     except FileNotFoundError as exc:
         raise CsvImportError(f"{path}: CSV not found") from exc
@@ -139,11 +141,13 @@ def import_csv(
         per_lang[lang] = group(path, other_rows)
     audio = index_audio(audio_dir)
     records, ids = [], {}
-    for key, eng in per_lang["eng"].items():
+    for key in per_lang["eng"]:
         path = find_audio(fmt, key, audio, str(csv_path))
         cid = clip_id(key)
         if cid in ids:
-            raise CsvImportError(f"{csv_path}: clips {ids[cid]!r} and {key!r} map to one id {cid!r}")
+            raise CsvImportError(
+                f"{csv_path}: clips {ids[cid]!r} and {key!r} map to one id {cid!r}"
+            )
         ids[cid] = key
         rel = os.path.relpath(path.resolve(), out.resolve().parent)
         meta = {"source": fmt, "original_name": key}
