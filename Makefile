@@ -8,7 +8,7 @@ install:
 	@scripts/install.sh
 
 demo: install
-	$(VENV)/bin/atri corpus build data/corpus-small --size small
+	$(VENV)/bin/atri demo
 
 test: install
 	$(VENV)/bin/pytest

@@ -11,13 +11,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from atri.index.backend import IndexBackend, rank_depth
 from atri.index.errors import ClipExists, UnknownClip
-from atri.index.store import ExactRanks
 from atri.service.errors import Busy, ClipAlreadyExists, ClipNotFound
 from atri.training.manifest import ClipRecord
 
@@ -32,31 +32,6 @@ class Model(Protocol):
     def embed_audio(self, waves: list[torch.Tensor]) -> torch.Tensor: ...
     def embed_text(self, texts: list[str], lang: str) -> torch.Tensor: ...
     def identity(self) -> dict[str, str]: ...
-
-
-class Store(Protocol):
-    """What the service needs of `atri.index.store.IndexStore`."""
-
-    @property
-    def meta(self) -> dict[str, Any]: ...
-    @property
-    def identity(self) -> dict[str, str]: ...
-    def __len__(self) -> int: ...
-    @property
-    def captions_indexed(self) -> int: ...
-    def record(self, clip_id: str) -> ClipRecord | None: ...
-    def vector(self, clip_id: str) -> np.ndarray | None: ...
-    def search(
-        self, queries: np.ndarray, k: int, offset: int = 0
-    ) -> list[list[tuple[str, float]]]: ...
-    def search_captions(
-        self, queries: np.ndarray, lang: str, k: int
-    ) -> list[list[tuple[str, float, list[str]]]]: ...
-    def ranks_and_topk(self, queries: np.ndarray, k: int) -> ExactRanks: ...
-    def add_clip(
-        self, record: ClipRecord, audio_vec: np.ndarray, caption_vecs: dict[str, np.ndarray]
-    ) -> None: ...
-    def delete_clip(self, clip_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +50,7 @@ class Engine:
     def __init__(
         self,
         model: Model,
-        store: Store,
+        store: IndexBackend,
         *,
         name: str,
         audio_dirs: Sequence[Path],
@@ -213,7 +188,7 @@ class Engine:
             clip_id: {lang: exact.rank(q, clip_id) for q, lang in enumerate(languages)}
             for clip_id in wanted
         }
-        return RankTable(languages, top, ranks)
+        return RankTable(languages, top, ranks, depth=rank_depth(exact))
 
     # --- changes ---------------------------------------------------------------------------
 

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     audio_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # ^ /audio/{id} serves files only below these; empty: the index's corpus directory
 
+    # index backend (docs/scaling.md): "faiss" serves index_dir itself; "milvus" serves
+    # Milvus collections, filled from index_dir when absent (uploads stay in index_dir)
+    backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = None  # a milvus-lite file (*.db) or a server, http://host:19530
+    milvus_token: SecretStr | None = None  # a server's "user:password" or API key
+    milvus_prefix: str = Field(default="atri", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    milvus_depth: int = Field(default=16_384, ge=1)  # results /consistency ranks within
+
     # where to listen (`atri serve`)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port

@@ -1,0 +1,70 @@
+"""The embedded default checkpoint: it ships, loads with zero downloads, finds held-out
+clips far above chance, and reproduces its recorded test metrics (slow tier)."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atri.training.checkpoint import default_checkpoint_dir, load_checkpoint
+from atri.training.corpus.schema import LANGS
+from atri.training.embed import embed_manifest
+from atri.training.manifest import Manifest, read_manifest
+
+# docs/model_card.md: `atri eval --checkpoint default` on the small corpus's test split
+RECORDED = {"t2a": {"R@1": 51.69, "R@5": 91.92, "R@10": 98.12, "mAP@10": 68.40},
+            "a2t": {"R@1": 59.46}}
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    model, info = load_checkpoint("default")
+    return model, info
+
+
+def test_ships_small_and_describes_itself(default_model):
+    folder = default_checkpoint_dir()
+    size = sum(p.stat().st_size for p in Path(folder).iterdir())
+    assert size < 30 * 2**20
+    model, info = default_model
+    assert model.identity()["audio_backbone"] == "aisfx"
+    assert model.identity()["text_encoder"] == "e5-small"
+    assert info["training_config"]["strategy"] == "kcl-balanced"
+
+
+def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, tmp_path):
+    """20 test captions per language against a gallery of test + val clips, whose
+    melodies no training split of any size contains: the right clip is in the top 10
+    at least 5x as often as chance."""
+    model, _ = default_model
+    test = read_manifest(tiny_corpus / "test.jsonl")
+    val = read_manifest(tiny_corpus / "val.jsonl")
+    gallery = Manifest(path=test.path, records=test.records + val.records)
+    audio, text, present, _ = embed_manifest(model, gallery, LANGS, cache_dir=tmp_path)
+    chance = 10 / len(gallery)
+    for lang in LANGS:
+        queries = text[lang][:20, 0]  # (20, E): first caption of the first 20 test clips
+        scores = queries @ audio.T  # (20, N)
+        right = scores[np.arange(20), np.arange(20)]
+        ranks = 1 + (scores > right[:, None]).sum(axis=1)
+        hit_rate = float((ranks <= 10).mean())
+        assert hit_rate >= 5 * chance, (lang, hit_rate, chance)
+
+
+@pytest.mark.slow
+def test_reproduces_recorded_test_metrics(tmp_path):
+    from atri.training.corpus.build import build
+    from atri.training.evaluate import main as eval_main
+
+    corpus = tmp_path / "corpus-small"
+    build(corpus, size="small", seed=0, workers=2)
+    out = tmp_path / "report"
+    assert eval_main(["--checkpoint", "default", "--manifest", str(corpus / "test.jsonl"),
+                      "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for direction, values in RECORDED.items():
+        for key, expected in values.items():
+            got = metrics[direction]["avg"][key]
+            assert math.isclose(got, expected, abs_tol=0.5), (direction, key, got, expected)
