@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+
 from atri.training.corpus.schema import LANGS
 
 log = logging.getLogger(__name__)
