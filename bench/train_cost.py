@@ -13,7 +13,7 @@ one (shared spec metrics.md, study protocol). Two settings:
   every strategy: each sees B clips per step).
 
 Every step goes through the trainer's own code: the strategy's epoch plan
-(`sampling.draw_epoch`), batches cut by `features.TrainData.batches`, `trainer.StepLoss`
+(`sampling.draw_epoch`), batches cut by `batches.TrainData.batches`, `trainer.StepLoss`
 (model heads, text tower, `losses.LOSSES`) and `trainer.Run._step` (lr schedule, AdamW,
 gradient clipping). Per process it reports
 
@@ -53,9 +53,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atri.training.batches import Captions, LocalBatch, TrainData
 from atri.training.corpus.plan import plan_train
 from atri.training.corpus.schema import LANGS
-from atri.training.features import Captions, LocalBatch, TrainData
 from atri.training.model import ModelConfig, RetrievalModel, build_model
 from atri.training.sampling import CaptionTable, draw_epoch
 from atri.training.train import TrainConfig

@@ -39,8 +39,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
 
+from atri.training.batches import LocalBatch, TrainData, ValData
 from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
-from atri.training.features import LocalBatch, TrainData, ValData
 from atri.training.fileio import atomic_write_text
 from atri.training.losses import LOSSES
 from atri.training.metrics import validation_score

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from atri.training.batches import ValData
 from atri.training.checkpoint import load_checkpoint
 from atri.training.corpus.build import build
-from atri.training.features import ValData
 from atri.training.manifest import read_manifest, write_manifest
 from atri.training.model import ModelConfig, build_model
 from atri.training.sampling import STRATEGIES
@@ -296,7 +296,7 @@ def global_batch(strategy: str, n: int = 8) -> dict[str, torch.Tensor]:
 
 
 def local_batch(whole: dict[str, torch.Tensor], rank: int, world: int):
-    from atri.training.features import LocalBatch
+    from atri.training.batches import LocalBatch
 
     b = len(whole["audio"]) // world
     part = slice(rank * b, (rank + 1) * b)

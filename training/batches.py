@@ -1,0 +1,220 @@
+"""What the trainer reads: batches cut from a strategy's epoch plan (sampling.py), made of
+cached frozen features (features.py) or, when a backbone trains, of live audio decoded in
+DataLoader workers and caption strings; and the validation set with its metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from atri.training.audio_io import load_audio
+from atri.training.features import (
+    EVAL_BATCH,
+    audio_features,
+    caption_rows,
+    text_features,
+    wave_batches,
+)
+from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
+from atri.training.metrics import evaluate_embeddings
+from atri.training.model import RetrievalModel
+from atri.training.sampling import CaptionTable, EpochPlan, cacl_eligible
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+
+@dataclass
+class LocalBatch:
+    """One rank's slice (b items) of a global batch (B items), ready for StepLoss."""
+
+    audio: torch.Tensor | list[torch.Tensor]  # (b, audio_dim) cached, or b live waveforms
+    text: torch.Tensor | list[tuple[str, list[str]]]  # (P, text_dim) cached, or (lang, texts)
+    slots: torch.Tensor  # (P, 2) int64 (row, slot) of each text above, in that order
+    present_local: torch.Tensor  # (b, L) bool
+    present: torch.Tensor  # (B, L) bool, the global batch (KCL's mask)
+    clip_ids: torch.Tensor  # (B,) int64, the global batch (mixture's duplicate mask)
+    local_clips: list[int]
+
+    def to(self, device: torch.device) -> LocalBatch:
+        def move(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+
+        return LocalBatch(
+            audio=move(self.audio), text=move(self.text), slots=move(self.slots),
+            present_local=move(self.present_local), present=move(self.present),
+            clip_ids=move(self.clip_ids), local_clips=self.local_clips,
+        )
+
+
+class _Waves(torch.utils.data.Dataset):
+    """Clip i's waveform at `sample_rate`, cut to its first `max_samples` samples."""
+
+    def __init__(self, paths: Sequence[Path], sample_rate: int, max_samples: int) -> None:
+        self.paths, self.sample_rate, self.max_samples = list(paths), sample_rate, max_samples
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(load_audio(self.paths[i], self.sample_rate)[: self.max_samples])
+
+
+def _first_on_rank0(main: bool, barrier: Callable[[], None], compute: Callable[[], T]) -> T:
+    """Rank 0 computes (and caches); then the others read the cache it wrote."""
+    out = compute() if main else None
+    barrier()
+    return compute() if not main else out  # type: ignore[return-value]
+
+
+@dataclass
+class Captions:
+    """Every caption of a manifest in the training languages: rows (N, K, C) into the flat
+    list `texts` (language-major), `row_lang` (T,) their languages, and their frozen
+    features `vectors` (T, text_dim), or None when the text tower trains."""
+
+    langs: tuple[str, ...]
+    rows: np.ndarray
+    texts: list[str]
+    row_lang: np.ndarray
+    vectors: torch.Tensor | None
+
+    @classmethod
+    def load(cls, model: RetrievalModel, manifest: Manifest, langs: Sequence[str],
+             cache_dir: Path) -> Captions:
+        rows, per_lang = caption_rows(manifest, langs)
+        row_lang = np.repeat(np.arange(len(langs)), [len(t) for t in per_lang])
+        vectors = None
+        if not model.config.text_trainable:
+            vectors = text_features(model.text_encoder, manifest, langs, cache_dir).vectors
+        return cls(tuple(langs), rows, [t for ts in per_lang for t in ts], row_lang, vectors)
+
+    def select(self, rows: np.ndarray) -> tuple[torch.Tensor | list, np.ndarray]:
+        """Text input for caption rows (P,): cached features, or (lang, texts) groups and
+        the order (P,) in which the groups list the rows."""
+        if self.vectors is not None:
+            return self.vectors[torch.from_numpy(rows)], np.arange(len(rows))
+        order = np.argsort(self.row_lang[rows], kind="stable")
+        groups = [
+            (self.langs[k], [self.texts[r] for r in rows[order][self.row_lang[rows[order]] == k]])
+            for k in np.unique(self.row_lang[rows])
+        ]
+        return groups, order
+
+
+class TrainData:
+    """The training manifest as the loop needs it: caption table, audio and captions."""
+
+    def __init__(self, config, options, model: RetrievalModel, main: bool,
+                 barrier: Callable[[], None]) -> None:
+        manifest = read_manifest(config.train)
+        require_captions(manifest)
+        self.table = CaptionTable.from_manifest(manifest, config.langs)
+        if config.strategy == "cacl":
+            left_out = int((~cacl_eligible(self.table)).sum())
+            if left_out:
+                log.warning("cacl: %d clip(s) lack English or any other language and are "
+                            "left out", left_out)
+        paths = [manifest.audio_path(r) for r in manifest]
+        cache = Path(options.cache_dir)
+        self.audio: torch.Tensor | None = None  # (N, audio_dim) when cached
+        self.waves = _Waves(paths, model.sample_rate, int(config.max_audio_seconds
+                                                          * model.sample_rate))
+        self.workers = options.workers
+        if not model.config.audio_trainable:
+            self.audio = _first_on_rank0(main, barrier,
+                                         lambda: audio_features(model, paths, cache))
+        self.captions = _first_on_rank0(main, barrier,
+                                        lambda: Captions.load(model, manifest, config.langs, cache))
+
+    def batches(self, plan: EpochPlan, start: int, batch_size: int, rank: int,
+                world: int) -> Iterator[tuple[int, LocalBatch]]:
+        """(batch index, this rank's LocalBatch) for the batches of `plan` from `start`."""
+        local = batch_size // world
+        indices = range(start, plan.n_batches(batch_size))
+        parts = [plan.batch(i, batch_size).slice(rank * local, (rank + 1) * local)
+                 for i in indices]
+        if self.audio is not None:
+            audio: Iterator = (self.audio[torch.from_numpy(p.clip)] for p in parts)
+        else:
+            audio = iter(torch.utils.data.DataLoader(
+                self.waves, batch_sampler=[p.clip.tolist() for p in parts],
+                num_workers=self.workers, collate_fn=list,
+            ))
+        for i, part, batch_audio in zip(indices, parts, audio, strict=True):
+            whole = plan.batch(i, batch_size)
+            present = part.present  # (b, L)
+            r, s = np.nonzero(present)
+            rows = self.captions.rows[part.clip[r], part.lang[r, s], part.caption[r]]  # (P,)
+            text, order = self.captions.select(rows)
+            slots = torch.from_numpy(np.stack([r, s], axis=1)[order])  # (P, 2)
+            yield i, LocalBatch(
+                audio=batch_audio, text=text, slots=slots,
+                present_local=torch.from_numpy(present),
+                present=torch.from_numpy(whole.present),
+                clip_ids=torch.from_numpy(whole.clip), local_clips=part.clip.tolist(),
+            )
+
+
+class ValData:
+    """The validation manifest: its clips' audio and captions in the training languages
+    it has, embedded each epoch by `evaluate`."""
+
+    def __init__(self, config, options, model: RetrievalModel) -> None:
+        manifest = read_manifest(config.val)
+        require_captions(manifest)
+        self.langs = [lang for lang in config.langs if any(lang in r.captions for r in manifest)]
+        if not self.langs:
+            raise ManifestError(f"{manifest.path}: no caption in the training languages "
+                                f"{list(config.langs)}")
+        self.paths = [manifest.audio_path(r) for r in manifest]
+        cache = Path(options.cache_dir)
+        self.audio = None if model.config.audio_trainable else audio_features(
+            model, self.paths, cache)
+        self.captions = Captions.load(model, manifest, self.langs, cache)
+        self.strings = {lang: [r.captions.get(lang, []) for r in manifest] for lang in self.langs}
+
+    @torch.no_grad()
+    def evaluate(self, model: RetrievalModel) -> dict[str, Any]:
+        """metrics.evaluate_embeddings of the model's current embeddings."""
+        model.eval()
+        if self.audio is not None:
+            audio = torch.cat([model.project_audio(a) for a in self.audio.split(EVAL_BATCH)])
+        else:
+            audio = torch.cat([model.embed_audio(w)
+                               for w in wave_batches(self.paths, model.sample_rate)])
+        caps = self.captions
+        if caps.vectors is not None:
+            text = torch.cat([model.project_text(t) for t in caps.vectors.split(EVAL_BATCH)])
+        else:
+            text = torch.cat([
+                model.embed_text(caps.texts[a:b], caps.langs[caps.row_lang[a]])
+                for a, b in _lang_chunks(caps.row_lang, EVAL_BATCH)
+            ])
+        text = text.float().cpu()  # (T, E)
+        texts, present = {}, {}
+        for k, lang in enumerate(self.langs):
+            rows = caps.rows[:, k, :]  # (N, C)
+            present[lang] = rows >= 0
+            out = np.zeros((*rows.shape, text.shape[1]), dtype=np.float32)  # (N, C, E)
+            out[present[lang]] = text[torch.from_numpy(rows[present[lang]])].numpy()
+            texts[lang] = out
+        return evaluate_embeddings(audio.float().cpu().numpy(), texts, present, self.langs,
+                                   captions=self.strings)
+
+
+def _lang_chunks(row_lang: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of chunks of at most `size` consecutive rows of one language."""
+    chunks = []
+    for k in np.unique(row_lang):
+        first, last = np.flatnonzero(row_lang == k)[[0, -1]]
+        chunks.extend((a, min(a + size, last + 1)) for a in range(first, last + 1, size))
+    return chunks
