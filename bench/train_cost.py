@@ -56,10 +56,11 @@ import torch.nn.functional as F
 from atri.training.batches import Captions, LocalBatch, TrainData
 from atri.training.corpus.plan import plan_train
 from atri.training.corpus.schema import LANGS
+from atri.training.distributed import Dist
 from atri.training.model import ModelConfig, RetrievalModel, build_model
 from atri.training.sampling import CaptionTable, draw_epoch
 from atri.training.train import TrainConfig
-from atri.training.trainer import Dist, Run, StepLoss, param_groups
+from atri.training.trainer import Run, StepLoss, param_groups
 
 STRATEGIES = ("mlclap", "mlclap-mixture", "cacl", "kcl", "kcl-balanced")
 SETTINGS = ("cached", "text")

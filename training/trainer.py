@@ -20,17 +20,13 @@ resumed run follows the same curve; gradient clipping by global norm.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
 import os
-import resource
 import signal
 import time
 import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +37,7 @@ from torch import Tensor, nn
 
 from atri.training.batches import LocalBatch, TrainData, ValData
 from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
+from atri.training.distributed import Dist, autocast, init_distributed, peak_memory
 from atri.training.fileio import atomic_write_text
 from atri.training.losses import LOSSES
 from atri.training.metrics import validation_score
@@ -55,36 +52,6 @@ STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1
 LOG_FILE = "log.jsonl"
 STATUS_FILE = "run.json"
-DIST_TIMEOUT = datetime.timedelta(hours=2)  # rank 0 may extract features meanwhile
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def init_distributed() -> Dist:
-    """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them, one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=DIST_TIMEOUT)
-    rank = dist.get_rank() if world > 1 else 0
-    return Dist(rank=rank, world=world, device=device)
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:
@@ -220,21 +187,6 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
-def _peak_memory(d: Dist) -> dict[str, float | None]:
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    cuda_mb = None
-    if torch.cuda.is_available():
-        cuda_mb = torch.cuda.max_memory_allocated(d.device) / 2**20
-    return {"peak_rss_mb": round(rss_mb, 1), "cuda_max_memory_mb": cuda_mb}
-
-
-def _autocast(d: Dist):
-    if d.device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 class Run:
     """The state of one training process; `train` drives it."""
 
@@ -331,7 +283,7 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
-        with _autocast(d):
+        with autocast(d):
             loss = self.step_loss(batch.to(d.device))
         self.scaler.scale(loss).backward()
         if config.grad_clip > 0:
@@ -368,7 +320,7 @@ class Run:
                 "world_size": d.world,
                 "clips_per_rank": [len(s) for s in seen],
                 "clips_on_several_ranks": _shared(seen),
-                **_peak_memory(d),
+                **peak_memory(d),
                 "val": metrics,
             }
             if best:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from atri.training.aisfx import (
     AISFX,
     AisfxCNN,

@@ -7,6 +7,7 @@ import statistics
 
 import numpy as np
 import pytest
+
 from atri.training.metrics import (
     a2t_counts,
     average_precision_at_k,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from atri.training.text_cache import TextCacheError, cache_path, encode_cached
 from atri.training.text_encoder import TextEncoder, build_text_encoder
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from atri.training.text_encoder import (
     E5SmallEncoder,
     HFTextEncoder,

@@ -34,9 +34,10 @@ def tiny_sonar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
     """A 2-layer, 32-d SONAR text encoder + NLLB-style SentencePiece model on disk."""
     pytest.importorskip("sonar", reason="needs scripts/sonar_env.sh's environment")
     import sentencepiece as spm
-    from atri.training.text_encoder import SONAR_CARD, SONAR_LANGS
     from fairseq2.models.nllb import get_nllb_tokenizer_hub
     from sonar.models.sonar_text import get_sonar_text_encoder_hub
+
+    from atri.training.text_encoder import SONAR_CARD, SONAR_LANGS
 
     folder = tmp_path_factory.mktemp("tiny_sonar")
     spm.SentencePieceTrainer.train(

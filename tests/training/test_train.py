@@ -194,7 +194,8 @@ def test_sigterm_requests_a_clean_stop() -> None:
     import signal
     import time
 
-    from atri.training.trainer import Dist, Stopper
+    from atri.training.distributed import Dist
+    from atri.training.trainer import Stopper
 
     one = Dist(rank=0, world=1, device=torch.device("cpu"))
     with Stopper(None, time.monotonic()) as stopper:

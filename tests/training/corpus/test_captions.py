@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from atri.training.corpus.captions import (
     N_TEMPLATES,
     N_VARIANTS,

@@ -65,7 +65,8 @@ def test_rows_that_do_not_line_up_are_named(audiocaps):
     bad = [list(r) for r in AC_FRA]
     bad[2][1] = "someOtherId"
     fra = _csv(root / "bad_fra.csv", AC_HEADER, bad)
-    with pytest.raises(CsvImportError, match=r"bad_fra.csv:4: youtube_id='someOtherId' does not line up"):
+    pattern = r"bad_fra.csv:4: youtube_id='someOtherId' does not line up"
+    with pytest.raises(CsvImportError, match=pattern):
         import_csv("audiocaps", eng, root / "audio", {"fra": fra}, root / "m.jsonl")
     short = _csv(root / "short_fra.csv", AC_HEADER, AC_FRA[:2])
     with pytest.raises(CsvImportError, match="2 rows, but"):
@@ -86,7 +87,8 @@ def test_clotho_names_with_spaces_and_commas(tmp_path):
     header = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
     rows = [[n] + [f"{n} caption {i}" for i in range(1, 6)] for n in names]
     eng = _csv(tmp_path / "clotho.csv", header, rows)
-    deu = _csv(tmp_path / "clotho_deu.csv", header, [[n] + [f"{n} Beschreibung {i}" for i in range(1, 6)] for n in names])
+    deu_rows = [[n] + [f"{n} Beschreibung {i}" for i in range(1, 6)] for n in names]
+    deu = _csv(tmp_path / "clotho_deu.csv", header, deu_rows)
     out = tmp_path / "clotho.jsonl"
     assert atri_main(["corpus", "import-csv", "--format", "clotho", "--csv", str(eng),
                       "--audio-dir", str(tmp_path / "clotho"), "--translation", f"deu={deu}",
@@ -99,7 +101,8 @@ def test_clotho_names_with_spaces_and_commas(tmp_path):
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):
-    assert atri_main(["corpus", "import-csv", "--format", "clotho", "--csv", str(tmp_path / "x.csv"),
+    missing = str(tmp_path / "x.csv")
+    assert atri_main(["corpus", "import-csv", "--format", "clotho", "--csv", missing,
                       "--audio-dir", str(tmp_path), "--out", str(tmp_path / "m.jsonl")]) == 2
     assert "x.csv: CSV not found" in capsys.readouterr().err
     assert atri_main(["corpus", "import-csv", "--format", "clotho", "--csv", "a.csv",
