@@ -31,6 +31,15 @@ def spec_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One frozen-feature cache for the whole session (features.py, text_cache.py): every
+    test that embeds the tiny corpus with the default backbones reuses the others' work."""
+    path = tmp_path_factory.getbasetemp() / "feature-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `tiny` demo corpus (~280 real rendered clips), built once per test session."""
     from atri.training.corpus.build import build

@@ -34,7 +34,7 @@ def test_ships_small_and_describes_itself(default_model):
     assert info["training_config"]["strategy"] == "kcl-balanced"
 
 
-def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, tmp_path):
+def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, feature_cache):
     """20 test captions per language against a gallery of test + val clips, whose
     melodies no training split of any size contains: the right clip is in the top 10
     at least 5x as often as chance."""
@@ -42,7 +42,7 @@ def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, tmp_p
     test = read_manifest(tiny_corpus / "test.jsonl")
     val = read_manifest(tiny_corpus / "val.jsonl")
     gallery = Manifest(path=test.path, records=test.records + val.records)
-    audio, text, present, _ = embed_manifest(model, gallery, LANGS, cache_dir=tmp_path)
+    audio, text, present, _ = embed_manifest(model, gallery, LANGS, cache_dir=feature_cache)
     chance = 10 / len(gallery)
     for lang in LANGS:
         queries = text[lang][:20, 0]  # (20, E): first caption of the first 20 test clips

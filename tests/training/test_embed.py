@@ -152,15 +152,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            step=0, epoch=0, metrics={})
 
 
-@pytest.fixture(scope="module")
-def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One feature cache for the session (test_evaluate uses the same folder), so the
-    frozen backbone and text encoder run once per clip and caption."""
-    path = tmp_path_factory.getbasetemp() / "feature-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 def _main(checkpoint: Path, manifest: Path, out: Path, cache: Path, *extra: str) -> int:
     return main(["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out),
                  "--cache-dir", str(cache), *extra])

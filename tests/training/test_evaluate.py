@@ -126,14 +126,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's feature cache, shared with test_embed (same folder name there)."""
-    path = tmp_path_factory.getbasetemp() / "feature-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def report_dir(tiny_corpus, checkpoint, feature_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
     cache = feature_cache

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from atri.training.batches import ValData
 from atri.training.checkpoint import load_checkpoint
-from atri.training.corpus.build import build
 from atri.training.manifest import read_manifest, write_manifest
 from atri.training.model import ModelConfig, build_model
 from atri.training.sampling import STRATEGIES
@@ -33,11 +32,10 @@ LOG_FIELDS = {
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny corpus, cut to 48 train clips (some missing a language) and 24 val clips, and
-    one feature cache shared by every run of the session."""
-    root = tmp_path_factory.mktemp("corpus")
-    build(root, size="tiny", workers=2)
+def corpus(tiny_corpus: Path, feature_cache: Path) -> dict[str, Path]:
+    """The session's tiny corpus cut to 48 train clips (some missing a language) and 24 val
+    clips, with the session's feature cache."""
+    root = tiny_corpus
     train = read_manifest(root / "train.jsonl").records[:N_TRAIN]
     for i, record in enumerate(train):
         if i % 3 == 0:  # every third clip lacks one of the four languages, English included
@@ -47,7 +45,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "train": root / "train-small.jsonl",
         "val": root / "val-small.jsonl",
-        "cache": tmp_path_factory.mktemp("features"),
+        "cache": feature_cache,
     }
 
 
