@@ -36,7 +36,8 @@ from atri.training.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
-MLCLAP_CONFIG = ModelConfig(audio="ced-base", text="sonar", embed_dim=1024)
+# sonar-raw: ML-CLAP's text_proj reads SONAR's raw, not unit-norm, sentence embeddings
+MLCLAP_CONFIG = ModelConfig(audio="ced-base", text="sonar-raw", embed_dim=1024)
 AUDIO_PREFIX = "audio_encoder.model."
 TEXT_PREFIX = "text_encoder.model."
 HEAD_PREFIXES = {"audio_proj.": "audio_head", "text_proj.": "text_head"}
@@ -189,19 +190,19 @@ def mlclap_model(
         MLCLAP_CONFIG,
         audio=parts.audio,
         embed_dim=parts.embed_dim,
-        text=text or "sonar",
+        text=text or "sonar-raw",
         **overrides,
     )
     encoder: TextEncoder | None = None
     if text is None:
-        encoder = UnavailableTextEncoder("sonar", parts.text_dim, _UNAVAILABLE)
+        encoder = UnavailableTextEncoder("sonar-raw", parts.text_dim, _UNAVAILABLE)
     model = build_model(config, device=device, pretrained=False, text_encoder=encoder)
     if model.text_dim != parts.text_dim:
         raise CheckpointMismatchError(
             f"text_proj takes {parts.text_dim}-d features but text encoder {text!r} gives "
             f"{model.text_dim}-d"
         )
-    if text is not None and parts.text_encoder and not text.startswith("sonar:"):
+    if text is not None and parts.text_encoder and not text.startswith(("sonar:", "sonar-raw:")):
         log.warning(
             "the file's SONAR text encoder weights (%d tensors) are not used: text=%r",
             len(parts.text_encoder),
@@ -220,7 +221,7 @@ def mlclap_model(
 _UNAVAILABLE = (
     "this ML-CLAP model was loaded without its text encoder (SONAR runs in its own environment, "
     "scripts/sonar_env.sh). There, export the file's SONAR weights with "
-    "export_sonar_text_encoder, add tokenizer.model, and load with text='sonar:<dir>'; "
+    "export_sonar_text_encoder, add tokenizer.model, and load with text='sonar-raw:<dir>'; "
     "see docs/checkpoints.md"
 )
 

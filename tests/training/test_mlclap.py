@@ -88,7 +88,7 @@ def test_audio_side_matches_mlclap_formula(spec_dir, ced_state, parts, mlclap_fi
     assert (model.config.audio, model.config.embed_dim, model.config.text) == (
         "ced-tiny",
         EMBED,
-        "sonar",
+        "sonar-raw",  # ML-CLAP's text_proj reads SONAR's unnormalised embeddings
     )
     assert model.tau().item() == pytest.approx(0.0421)
     summary = " ".join(r.getMessage() for r in caplog.records)

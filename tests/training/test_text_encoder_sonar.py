@@ -127,3 +127,18 @@ def test_sonar_missing_files(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="encoder.pt"):
         build_text_encoder(f"sonar:{tmp_path}")
+
+
+def test_sonar_raw_keeps_the_unnormalised_vectors(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
+    """ML-CLAP's text_proj was trained on SONAR's raw sentence embeddings: `sonar-raw`
+    gives exactly those, `sonar` their unit-norm version."""
+    from atri.training.text_encoder import build_text_encoder
+
+    folder, _ = tiny_sonar
+    raw = build_text_encoder(f"sonar-raw:{folder}")
+    unit = build_text_encoder(f"sonar:{folder}")
+    assert raw.name == "sonar-raw"
+    texts = CORPUS[:3]
+    raw_out, unit_out = raw.encode(texts, "fra"), unit.encode(texts, "fra")
+    assert not torch.allclose(raw_out.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(raw_out / raw_out.norm(dim=1, keepdim=True), unit_out)
