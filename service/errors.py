@@ -133,6 +133,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+MAX_ERRORS = 20  # validation errors listed in details (a body may hold thousands)
 
 
 Described = tuple[int, str, str, dict[str, Any], Mapping[str, str] | None]
@@ -149,7 +150,14 @@ def _describe(exc: Exception) -> Described:
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"])
-        return 422, "validation_error", f"{where}: {first['msg']}", {"errors": errors}, None
+        details = {"errors": errors[:MAX_ERRORS], "n_errors": len(errors)}
+        return 422, "validation_error", f"{where}: {first['msg']}", details, None
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
+        # FastAPI's and Starlette's body readers: JSON they cannot parse (nested too deep)
+        # or a malformed multipart body -- bad input like any other, so the same 422.
+        reason = exc.detail if isinstance(exc.detail, str) else "malformed request body"
+        errors = [{"loc": ["body"], "msg": reason, "type": "body_parsing"}]
+        return 422, "validation_error", f"body: {reason}", {"errors": errors, "n_errors": 1}, None
     if isinstance(exc, StarletteHTTPException):
         status = exc.status_code
         code = _HTTP_CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")

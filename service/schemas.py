@@ -19,6 +19,10 @@ MetaValue = str | int | float | bool
 def normalise_query(text: str) -> str:
     """NFKC, surrounding whitespace stripped; empty or over 1,000 characters is an error."""
     text = unicodedata.normalize("NFKC", text).strip()
+    try:  # JSON may escape a lone UTF-16 surrogate: no text encoder can encode it
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"query is not valid Unicode text: {exc.reason}") from exc
     if not text:
         raise ValueError("query is empty or whitespace")
     if len(text) > MAX_QUERY_CHARS:

@@ -19,18 +19,25 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atri.service.errors import InvalidAudio, PayloadTooLarge, UnsupportedAudio, error_body
-from atri.training.audio_io import AudioDecodeError, decode
+from atri.training.audio_io import UNKNOWN_FRAMES, AudioDecodeError, decode
 
 log = logging.getLogger(__name__)
 
-# libsndfile reports an absurd frame count for streams of unknown length
-UNKNOWN_FRAMES = 2**62
+# Bodies other than multipart uploads are JSON: a query is at most 1,000 characters, so
+# 1 MiB is ample, and it keeps a body of many tiny JSON values (20 MB of "[]," parse
+# into ~450 MB of Python objects) from exhausting memory.
+MAX_JSON_BYTES = 1 << 20
+
+# ffmpeg reads only these containers (what browsers and phones record, and the common
+# audio files): no playlists or concat scripts, which would make it open other files.
+FFMPEG_FORMATS = "matroska,webm,mov,mp4,m4a,3gp,ogg,mp3,wav,flac,aac,caf,aiff,w64,amr"
 
 
 class BodySizeLimit:
-    """ASGI middleware: a request body over `max_bytes` is answered 413 as soon as the
+    """ASGI middleware: a request body over the limit is answered 413 as soon as the
     limit is crossed — at once when Content-Length announces it, else while streaming —
-    so an oversized upload is never read whole."""
+    so an oversized upload is never read whole. The limit is `max_bytes` for multipart
+    uploads and at most MAX_JSON_BYTES for any other body."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -40,9 +47,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if not _header(scope, b"content-type").lower().startswith(b"multipart/form-data"):
+            limit = min(limit, MAX_JSON_BYTES)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            error = PayloadTooLarge(self.max_bytes)
+        if declared is not None and declared > limit:
+            error = PayloadTooLarge(limit)
             body = error_body(error.code, error.message, error.details)
             response = JSONResponse(body, status_code=413, headers={"Connection": "close"})
             await response(scope, receive, send)
@@ -54,22 +64,26 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # an HTTPException: FastAPI's body reader lets it through to the handler
-                    raise PayloadTooLarge(self.max_bytes)
+                    raise PayloadTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)
 
 
-def _content_length(scope: Scope) -> int | None:
+def _header(scope: Scope, wanted: bytes) -> bytes:
     for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+        if name == wanted:
+            return value
+    return b""
+
+
+def _content_length(scope: Scope) -> int | None:
+    try:
+        return int(_header(scope, b"content-length"))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,7 @@ def decode_upload(
         if 0 < info.frames < UNKNOWN_FRAMES and info.samplerate > 0:
             _check_duration(info.frames / info.samplerate, limits, name)
         try:
-            wave = decode(data, sample_rate, name=name)
+            wave = decode(data, sample_rate, name=name, max_seconds=limits.max_s)
         except AudioDecodeError as exc:
             raise UnsupportedAudio(str(exc), {"decoder": "libsndfile"}) from exc
         decoded = DecodedAudio(wave, sample_rate, "libsndfile")
@@ -166,6 +180,7 @@ def _decode_ffmpeg(
         tmp.flush()
         cmd = [
             exe, "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-protocol_whitelist", "file", "-format_whitelist", FFMPEG_FORMATS,
             "-i", tmp.name, "-t", f"{limits.max_s + 1:.3f}",
             "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1",
         ]  # fmt: skip

@@ -13,7 +13,7 @@ from atri.service.deps import EngineDep, SettingsDep
 from atri.service.engine import Engine
 from atri.service.languages import detect, resolve
 from atri.service.routes.common import elapsed_ms, errors, search_hits
-from atri.service.schemas import K, SearchRequest, SearchResponse, SimilarResponse
+from atri.service.schemas import MAX_K, SearchRequest, SearchResponse, SimilarResponse
 from atri.service.settings import Settings
 
 router = APIRouter(tags=["search"])
@@ -67,7 +67,7 @@ def search_post(body: SearchRequest, engine: EngineDep, settings: SettingsDep) -
 def search_similar(
     engine: EngineDep,
     id: Annotated[str, Query(description="an indexed clip")],
-    k: Annotated[int, K] = 10,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="number of results, 1..100")] = 10,
     lang: Annotated[str, Query(description="language of the captions shown")] = "eng",
 ) -> SimilarResponse:
     """Clips that sound like an indexed clip (the clip itself left out)."""

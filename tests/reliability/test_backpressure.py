@@ -1,0 +1,153 @@
+"""Backpressure: heavy requests (audio upload + embedding, consistency passes) run at most
+ATRI_MAX_HEAVY_REQUESTS at a time, and one that cannot start within
+ATRI_REQUEST_TIMEOUT_S is answered 503 `busy` with the uniform body and Retry-After,
+instead of queueing without limit. Saturated here with a limit of 1 and a 1 s timeout
+on a real `atri serve`; bench/load.py measures the defaults under 32 clients."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from atri.service.engine import Engine
+from atri.service.errors import Busy
+
+TIMEOUT_S = 1.0
+SLACK_S = 5.0  # scheduling on a loaded 2-core machine
+
+
+def tone_flac(seconds: float) -> bytes:
+    """A long clip is a slow request: embedding takes ~50 ms per second of audio here."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, format="FLAC")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def busy_server(index_dir, served, tmp_path_factory):
+    env = {"ATRI_MAX_HEAVY_REQUESTS": "1", "ATRI_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}
+    log = tmp_path_factory.mktemp("busy") / "server.log"
+    with served(index_dir, env=env, log=log) as (url, _):
+        yield url
+
+
+def timed(call) -> tuple[httpx.Response, float]:
+    t0 = time.perf_counter()
+    response = call()
+    return response, time.perf_counter() - t0
+
+
+def upload(url: str, data: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/search/audio", files={"file": ("a.flac", data)}, timeout=120)
+
+
+def assert_busy(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "error": {
+            "code": "busy",
+            "message": f"the service is busy: no slot became free within {TIMEOUT_S:g} s",
+            "details": {"waited_s": TIMEOUT_S},
+        }
+    }
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_concurrent_uploads_beyond_the_limit_are_refused_quickly(busy_server) -> None:
+    clip = tone_flac(30.0)  # ~1.5 s of embedding each: longer than the 1 s wait
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: timed(lambda: upload(busy_server, clip)), range(8)))
+    statuses = [r.status_code for r, _ in results]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
+    for response, seconds in results:
+        if response.status_code == 503:
+            assert_busy(response)
+            # refused after about the wait, not after the requests ahead of it finished
+            assert TIMEOUT_S <= seconds < TIMEOUT_S + SLACK_S, seconds
+
+
+def test_a_held_slot_refuses_consistency_and_text_search_but_not_health(
+    busy_server, clip_ids
+) -> None:
+    long_clip = tone_flac(240.0)  # holds the slot, and the model, for several seconds
+    with ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(timed, lambda: upload(busy_server, long_clip))
+        time.sleep(1.5)  # uploaded and decoded: embedding now
+        consistency, seconds = timed(
+            lambda: httpx.post(
+                f"{busy_server}/consistency",
+                json={"clip_id": clip_ids[0], "caption_index": 0, "k": 5},
+                timeout=60,
+            )
+        )
+        search, _ = timed(
+            lambda: httpx.get(
+                f"{busy_server}/search",
+                params={"q": f"an uncached query {time.time()}", "lang": "eng"},
+                timeout=60,
+            )
+        )
+        health, health_s = timed(lambda: httpx.get(f"{busy_server}/health", timeout=60))
+        held, held_s = holder.result(timeout=120)
+    assert held.status_code == 200, held.text
+    assert held_s > 1.5 + 2 * TIMEOUT_S, f"the holder took only {held_s:.1f} s: no saturation"
+    assert_busy(consistency)
+    assert seconds < TIMEOUT_S + SLACK_S
+    assert_busy(search)  # the model was busy embedding the long clip
+    assert health.status_code == 200 and health_s < 1.0, health_s
+
+
+def test_service_recovers_after_saturation(busy_server) -> None:
+    clip = tone_flac(2.0)
+    assert upload(busy_server, clip).status_code == 200
+    response = httpx.get(
+        f"{busy_server}/search", params={"q": "a piano", "lang": "eng", "k": 3}, timeout=60
+    )
+    assert response.status_code == 200 and len(response.json()["results"]) == 3
+
+
+def test_at_most_the_limit_runs_at_once() -> None:
+    engine = Engine(
+        model=None, store=None, name="x", audio_dirs=[], upload_dir=None, max_heavy=2, wait_s=30
+    )
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def work(_: int) -> None:
+        nonlocal running, peak
+        with engine.heavy():
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.02)
+            with lock:
+                running -= 1
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(work, range(64)))
+    assert peak == 2
+
+
+def test_waiting_is_bounded_by_the_timeout() -> None:
+    engine = Engine(
+        model=None, store=None, name="x", audio_dirs=[], upload_dir=None, max_heavy=1, wait_s=0.2
+    )
+    with engine.heavy():
+        t0 = time.perf_counter()
+        with pytest.raises(Busy):
+            with engine.heavy():
+                pass
+        assert 0.2 <= time.perf_counter() - t0 < 2.0
+        t0 = time.perf_counter()
+        with pytest.raises(Busy):
+            with engine.changes(), engine.changes():  # admin changes: one at a time
+                pass
+        assert time.perf_counter() - t0 < 2.0
