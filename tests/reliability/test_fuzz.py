@@ -13,7 +13,6 @@ marked `fuzz`:
 from __future__ import annotations
 
 import json
-
 import math
 import threading
 import time
