@@ -84,7 +84,8 @@ def fuzz(
     url: str, token: str | None, budget: int, base_seed: int = 0, known_id: str | None = None
 ) -> FuzzReport:
     """At least `budget` generated requests spread over every operation, mode and (for
-    admin operations) token; each answer checked. Seeded, so a run is reproducible.
+    admin operations) token; each answer checked. Seeded (schemathesis also steers by
+    earlier answers, so a rerun may differ in a few cases).
 
     Random `lang` values and ids are refused early (422, 404), so some positive cases
     also fix them to real ones (`eng`, `known_id`): the random rest then reaches the
@@ -232,8 +233,12 @@ def test_lone_surrogates_in_json_are_a_422(reliability_server, path, body) -> No
     """Found by hand next to the fuzzer: JSON may escape a lone UTF-16 surrogate, which
     Python's parser accepts but no text encoder can encode (it was a 500)."""
     raw = json.dumps(body)  # ASCII JSON: the surrogate travels as a \\udXXX escape
-    response = httpx.post(f"{reliability_server.url}{path}", content=raw, timeout=30,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{reliability_server.url}{path}",
+        content=raw,
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"
 
