@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -70,17 +71,17 @@ def is_phrase(word: str) -> bool:
     return " " in word
 
 
-class Realizer:
+class Realizer(ABC):
     """A language's grammar: one method per template, each returning one sentence."""
 
-    def t0(self, c: Ctx) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def t0(self, c: Ctx) -> str: ...
 
-    def t1(self, c: Ctx) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def t1(self, c: Ctx) -> str: ...
 
-    def t2(self, c: Ctx) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def t2(self, c: Ctx) -> str: ...
 
     def render(self, template: int, c: Ctx) -> str:
         return (self.t0, self.t1, self.t2)[template](c)

@@ -13,6 +13,8 @@ subordinate clauses, German inflects articles for case after prepositions):
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from atri.training.corpus.captions_base import Ctx, Realizer, is_phrase, sentence, words
 
 RTF = "rising then falling"
@@ -100,18 +102,18 @@ class _V2(Realizer):
     NOTES = NOTE = AND = REL = SAME_NOTE = SAME_NOTE_NOM = ALONE = REPEATEDLY = ""
     REPEATED_VERB = SOUND_VERB = ""
 
-    def subject(self, c: Ctx) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def subject(self, c: Ctx) -> str: ...
 
+    @abstractmethod
     def participle(self, c: Ctx) -> str:
         """'played on a flute' as a pre-nominal phrase: 'auf einer Flöte gespielte'."""
-        raise NotImplementedError
 
     def same_note_adj(self, adj: str) -> str:
         return adj
 
-    def verb(self, c: Ctx) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def verb(self, c: Ctx) -> str: ...
 
     def t0(self, c: Ctx) -> str:
         mods = ", ".join(

@@ -15,6 +15,8 @@ Templates (see captions_germanic for the plan):
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from atri.training.corpus.captions_base import Ctx, Realizer, is_phrase, sentence, words
 
 RTF = "rising then falling"
@@ -24,12 +26,12 @@ class _Romance(Realizer):
     # "Suenan unas notas…": an intransitive "sound" verb goes first in Spanish and Catalan
     SOUND_FIRST = False
 
-    def indefinite(self, inst: dict) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def indefinite(self, inst: dict) -> str: ...
 
+    @abstractmethod
     def on_instrument(self, inst: dict) -> str:
         """'on a flute' after 'played', or 'by a choir' after 'sung'."""
-        raise NotImplementedError
 
     def np(self, c: Ctx, head: str, mods: list[str | None]) -> str:
         """Head noun, single adjectives joined with "and", then multi-word modifiers."""
