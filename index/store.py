@@ -23,7 +23,7 @@ import numpy as np
 from atri.index import faiss_util, layout, live
 from atri.index.compact import write_compacted
 from atri.index.errors import IndexCorrupt, IndexMismatch
-from atri.index.version import Version
+from atri.index.version import Version, recall_warnings
 from atri.training.manifest import ID_PATTERN, ClipRecord
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class IndexStore:
             len(state.ids),
             len(state.tombstones),
         )
+        for warning in recall_warnings(base.meta):
+            log.warning("index %s: %s", root, warning)
         return store
 
     # --- reading ---------------------------------------------------------------------
@@ -212,7 +214,7 @@ class IndexStore:
         for hits, extra in zip(base_hits, delta, strict=True):
             merged: list[CaptionHit] = []
             for row, score in hits:
-                if row in ld.dead_rows:
+                if index is None or row in ld.dead_rows:  # without an index, hits are []
                     continue
                 text, clips = index.entry(row)
                 live_clips = [c for c in clips if c not in snap.live.tombstones]

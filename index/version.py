@@ -34,6 +34,7 @@ from atri.training.manifest import ClipRecord
 
 FORMAT_VERSION = 1
 META = "meta.json"
+RECALL_KEY = f"recall_at_{faiss_util.RECALL_K}"  # meta.json: recall tuning measured
 CHUNK = 65_536  # vectors per read/write step: memory stays bounded on any corpus size
 
 
@@ -122,27 +123,62 @@ def write_matrix(path: Path, n: int, dim: int, chunks: Iterable[np.ndarray]) -> 
 
 
 def write_faiss(
-    path: Path, vectors: np.ndarray, factory: str | None, queries: np.ndarray | None
+    path: Path,
+    vectors: np.ndarray,
+    factory: str | None,
+    queries: np.ndarray | None,
+    recall_target: float = faiss_util.TARGET_RECALL,
 ) -> dict[str, Any]:
     """Build, tune and write the FAISS index of `vectors` (float16 memmap). `factory`
-    None chooses by size. Returns the meta.json entry of the index."""
+    None chooses by size. Returns the meta.json entry of the index, with the recall
+    tuning reached and by how much it fell short of `recall_target` (0 when met)."""
     n, dim = vectors.shape
     chosen = factory or faiss_util.choose_factory(n)
     train = None
     if not faiss_util.new_index(chosen, dim).is_trained:
         train = faiss_util.tuning_queries(vectors, n=min(n, 1_000_000), seed=1)
     index = faiss_util.build_index(chosen, dim, iter_rows(vectors), train)
-    if (queries is None or len(queries) == 0) and faiss_util.search_params_name(index):
-        queries = faiss_util.unseen_queries(vectors)
-    params, recall = faiss_util.tune(index, vectors, queries)
+    params: dict[str, int] = {}
+    recall = 1.0  # an exact index
+    if faiss_util.search_params_name(index) is not None:
+        if queries is None or len(queries) == 0:
+            queries = faiss_util.unseen_queries(vectors)
+        params, recall = faiss_util.tune(index, vectors, queries, target=recall_target)
     faiss_util.write_index(index, path)
     return {
         "factory": chosen,
         "factory_auto": factory is None,
         "search_params": params,
-        f"recall_at_{faiss_util.RECALL_K}": round(recall, 4),
+        RECALL_KEY: round(recall, 4),
+        "recall_target": recall_target,
+        "recall_shortfall": round(max(recall_target - recall, 0.0), 4),
         "ntotal": int(index.ntotal),
     }
+
+
+def recall_warnings(meta: dict[str, Any]) -> list[str]:
+    """One line per FAISS index of a version (clips, then captions per language) whose
+    tuning fell short of its recall target: the served results miss that many of the
+    true top 10. Versions written before `recall_shortfall` existed are measured
+    against TARGET_RECALL."""
+    entries = [
+        ("clip index", meta),
+        *((f"{lang} caption index", e) for lang, e in sorted(meta.get("captions", {}).items())),
+    ]
+    warnings = []
+    for name, entry in entries:
+        if RECALL_KEY not in entry:
+            continue
+        target = entry.get("recall_target", faiss_util.TARGET_RECALL)
+        shortfall = entry.get("recall_shortfall", target - entry[RECALL_KEY])
+        if shortfall > 0:
+            params = ", ".join(f"{k}={v}" for k, v in entry.get("search_params", {}).items())
+            warnings.append(
+                f"{name} ({entry.get('factory')}): recall@{faiss_util.RECALL_K} "
+                f"{entry[RECALL_KEY]:.3f}, {shortfall:.3f} below the target {target:.2f}"
+                + (f" at {params}, the largest tried" if params else "")
+            )
+    return warnings
 
 
 def write_version(
@@ -155,9 +191,11 @@ def write_version(
     captions: dict[str, CaptionSource],
     factory: str | None,
     meta: dict[str, Any],
+    recall_target: float = faiss_util.TARGET_RECALL,
 ) -> dict[str, Any]:
     """Write a complete version into the (staging) folder `out`; returns its meta.json.
-    `records` and `vectors` follow `ids`' order; `meta` adds model, checkpoint, source."""
+    `records` and `vectors` follow `ids`' order; `meta` adds model, checkpoint, source.
+    Approximate indices are tuned to `recall_target` (recall@10)."""
     n = len(ids)
     clip_vectors = write_matrix(out / "vectors.npy", n, dim, vectors)
     (out / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
@@ -182,14 +220,18 @@ def write_version(
         order = np.argsort(hashes, kind="stable")
         np.save(caption_dir / f"{lang}.hash.npy", hashes[order])
         np.save(caption_dir / f"{lang}.rows.npy", order.astype(np.int64))
-        entry = write_faiss(caption_dir / f"{lang}.faiss", matrix, factory, audio_queries)
+        entry = write_faiss(
+            caption_dir / f"{lang}.faiss", matrix, factory, audio_queries, recall_target
+        )
         caption_meta[lang] = {"n": len(source.texts), **entry}
         if len(source.texts):
             query_pool.append(faiss_util.tuning_queries(matrix, n=faiss_util.TUNE_QUERIES // 4))
     # Captions are the queries the clip index serves; without any, write_faiss makes
     # stand-ins (faiss_util.unseen_queries).
     text_queries = np.concatenate(query_pool) if query_pool else None
-    audio_entry = write_faiss(out / "audio.faiss", clip_vectors, factory, text_queries)
+    audio_entry = write_faiss(
+        out / "audio.faiss", clip_vectors, factory, text_queries, recall_target
+    )
     full = {
         "format_version": FORMAT_VERSION,
         "metric": "ip",

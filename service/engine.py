@@ -1,7 +1,11 @@
 """The loaded model and index behind the routes: embedding under a lock (the index store
 takes concurrent readers itself), a bound on concurrent heavy requests, admin changes
 one at a time, and index errors translated into service errors. Routes receive an
-`Engine` as a dependency."""
+`Engine` as a dependency.
+
+Waiting for a heavy slot is bounded in time (`wait_s`) and in number (`max_waiting`):
+every waiter holds a worker thread of the server's pool (40 in anyio), so unbounded
+waiters starve every other route, /health included (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 
 from atri.index.backend import IndexBackend, rank_depth
 from atri.index.errors import ClipExists, UnknownClip
+from atri.index.version import recall_warnings
 from atri.service.errors import Busy, ClipAlreadyExists, ClipNotFound
 from atri.training.manifest import ClipRecord
 
@@ -57,13 +62,18 @@ class Engine:
         upload_dir: Path,
         max_heavy: int,
         wait_s: float,
+        max_waiting: int | None = None,
     ) -> None:
+        """`max_waiting`: heavy requests that may wait for a slot at once (None: any)."""
         self.model = model
         self.store = store
         self.name = name
         self.audio_dirs = [Path(d).resolve() for d in audio_dirs]
         self.upload_dir = upload_dir
         self.wait_s = wait_s
+        self.max_waiting = max_waiting
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._heavy = threading.BoundedSemaphore(max_heavy)
         self._changes = threading.Lock()
@@ -72,15 +82,34 @@ class Engine:
 
     # --- limits ----------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        """Heavy requests waiting for a slot now."""
+        return self._waiting
+
     @contextmanager
     def heavy(self) -> Iterator[None]:
-        """A slot for a heavy request (audio embedding, an exact pass); Busy after wait_s."""
-        if not self._heavy.acquire(timeout=self.wait_s):
-            raise Busy(self.wait_s)
+        """A slot for a heavy request (audio embedding, an exact pass). Busy at once when
+        `max_waiting` requests already wait for one, else Busy after `wait_s`."""
+        if not self._heavy.acquire(blocking=False):
+            self._wait_for_slot()
         try:
             yield
         finally:
             self._heavy.release()
+
+    def _wait_for_slot(self) -> None:
+        with self._waiting_lock:
+            if self.max_waiting is not None and self._waiting >= self.max_waiting:
+                raise Busy(0.0, waiting=self._waiting)
+            self._waiting += 1
+        try:
+            acquired = self._heavy.acquire(timeout=self.wait_s)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        if not acquired:
+            raise Busy(self.wait_s)
 
     @contextmanager
     def changes(self) -> Iterator[None]:
@@ -142,6 +171,12 @@ class Engine:
     @property
     def captions_indexed(self) -> int:
         return int(self.store.captions_indexed)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Known weaknesses of what is served (an index tuned short of its recall target),
+        from the index's meta.json: a compaction's new version brings its own."""
+        return recall_warnings(self.store.meta)
 
     def record(self, clip_id: str) -> ClipRecord:
         record = self.store.record(clip_id)

@@ -118,14 +118,19 @@ class LoadFailed(ServiceError):
 
 
 class Busy(ServiceError):
+    """No slot within `waited_s`, or (`waiting` given) refused at once because that many
+    requests already wait for one."""
+
     status, code = 503, "busy"
 
-    def __init__(self, waited_s: float) -> None:
-        super().__init__(
-            f"the service is busy: no slot became free within {waited_s:g} s",
-            {"waited_s": waited_s},
-            headers={"Retry-After": "2"},
-        )
+    def __init__(self, waited_s: float, waiting: int | None = None) -> None:
+        if waiting is None:
+            message = f"the service is busy: no slot became free within {waited_s:g} s"
+            details: dict[str, Any] = {"waited_s": waited_s}
+        else:
+            message = f"the service is busy: {waiting} requests already wait for a slot"
+            details = {"waited_s": waited_s, "waiting": waiting}
+        super().__init__(message, details, headers={"Retry-After": "2"})
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict:

@@ -171,4 +171,5 @@ def load_engine(settings: Settings) -> Engine:
         upload_dir=uploads,
         max_heavy=settings.max_heavy_requests,
         wait_s=settings.request_timeout_s,
+        max_waiting=settings.max_waiting_requests,
     )

@@ -59,6 +59,11 @@ class Health(BaseModel):
     captions_indexed: int
     model: str
     languages: list[str]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what serves but not as well as it should, e.g. an approximate index "
+        "whose tuning fell short of its recall target",
+    )
 
 
 class HealthUnavailable(BaseModel):

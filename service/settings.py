@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     # load: requests that embed audio or run an exact pass over the index
     max_heavy_requests: int = Field(default=2, ge=1)
+    # heavy requests that may wait for a slot; more are refused at once (503), since each
+    # waiter holds one of the server's 40 worker threads (keep the sum with
+    # max_heavy_requests well below 40, or other routes queue behind the waiters)
+    max_waiting_requests: int = Field(default=16, ge=0)
     # seconds a request may wait for the model or a heavy slot (then 503), and the
     # ffmpeg decoder's time limit
     request_timeout_s: float = Field(default=30.0, gt=0)

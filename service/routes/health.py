@@ -28,6 +28,7 @@ def health(state: StateDep) -> Health | JSONResponse:
         captions_indexed=engine.captions_indexed,
         model=engine.name,
         languages=list(LANGUAGES),
+        warnings=engine.warnings,
     )
 
 
