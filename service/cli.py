@@ -63,17 +63,26 @@ def serve(settings: Settings) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
     state = app.state.load_state
+    # Bind before the lifespan starts the loader: uvicorn binds after it, so a taken port
+    # used to exit while the loader thread was inside native model code (a C++ abort).
+    try:
+        sock = config.bind_socket()
+    except SystemExit:
+        print(
+            f"atri serve: error: cannot serve on {settings.host}:{settings.port} (see the log)",
+            file=sys.stderr,
+        )
+        return 1
 
     def stop_on_failure() -> None:
         state.done.wait()
@@ -81,16 +90,8 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     threading.Thread(target=stop_on_failure, name="atri-load-watch", daemon=True).start()
-    try:
-        server.run()
-    except SystemExit as exc:  # uvicorn exits when it cannot bind the port
-        if not exc.code:
-            return 0
-        print(
-            f"atri serve: error: cannot serve on {settings.host}:{settings.port} (see the log)",
-            file=sys.stderr,
-        )
-        return 1
+    with sock:
+        server.run(sockets=[sock])
     if state.status == "failed":
         print(f"atri serve: error: {state.error}", file=sys.stderr)
         return 2
