@@ -1,4 +1,5 @@
-"""Helpers of bench/search.py: server subprocesses on loopback and a bounded HTTP load.
+"""Helpers of bench/search.py (and bench/load.py, its `Server`): server subprocesses on
+loopback and a bounded HTTP load.
 
 `Server` starts a command that serves HTTP on 127.0.0.1, waits (bounded) until
 `/health` answers 200, and always stops it: SIGTERM, then SIGKILL after a grace period.
@@ -150,6 +151,23 @@ class Load:
     elapsed_s: float = 0.0
     exhausted: bool = False  # the request paths ran out before the time was up
 
+    def add_answer(self, status: int, ms: float, body: bytes) -> None:
+        """One answered request (the caller holds the run's lock)."""
+        self.statuses[status] += 1
+        if status == 200:
+            self.latencies_ms.append(ms)
+            took = json.loads(body).get("took_ms")
+            if took is not None:
+                self.server_ms.append(float(took))
+        elif len(self.errors) < 10:
+            self.errors.append(f"{status}: {body[:200]!r}")
+
+    def add_failure(self, exc: Exception) -> None:
+        """A request that got no answer (the caller holds the run's lock)."""
+        self.exceptions += 1
+        if len(self.errors) < 10:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
     def extend(self, other: Load) -> None:
         self.latencies_ms += other.latencies_ms
         self.server_ms += other.server_ms
@@ -233,20 +251,11 @@ def run_load(
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()  # reconnects on the next request
                     with lock:
-                        load.exceptions += 1
-                        if len(load.errors) < 10:
-                            load.errors.append(f"{type(exc).__name__}: {exc}")
+                        load.add_failure(exc)
                     continue
                 ms = (time.perf_counter() - start) * 1000
                 with lock:
-                    load.statuses[response.status] += 1
-                    if response.status == 200:
-                        load.latencies_ms.append(ms)
-                        took = json.loads(body).get("took_ms")
-                        if took is not None:
-                            load.server_ms.append(float(took))
-                    elif len(load.errors) < 10:
-                        load.errors.append(f"{response.status}: {body[:200]!r}")
+                    load.add_answer(response.status, ms, body)
         finally:
             conn.close()
 

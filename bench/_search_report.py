@@ -1,12 +1,8 @@
-"""Helpers of bench/search.py: the goals (recorded, never asserted), the results table,
-and what the machine was doing."""
+"""Helpers of bench/search.py: the goals (recorded, never asserted) and the results table."""
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-from pathlib import Path
+from _results import markdown_table
 
 GOALS = {
     "p50_over_floor_max": 1.2,  # service p50 at one client / in-process encode + search
@@ -52,40 +48,24 @@ def goals(size: dict) -> dict:
 
 def table(sizes: list[dict]) -> str:
     """Latencies are p50 / p95 / p99 ms at one client; QPS at --clients."""
-    rows = [
-        "| clips | index | recall@10 all / held-out | encode p50 ms "
-        "| search p50 ms: index / numpy scan | floor p50 ms | atri ms | baseline ms "
-        "| atri p50 / floor | baseline p50 / atri p50 | QPS atri / baseline |",
-        "|---:|---|---|---:|---|---:|---|---|---:|---:|---|",
-    ]
+    columns = ["clips:", "index", "recall@10 all / held-out", "encode p50 ms:",
+               "search p50 ms: index / numpy scan", "floor p50 ms:", "atri ms", "baseline ms",
+               "atri p50 / floor:", "baseline p50 / atri p50:", "QPS atri / baseline"]  # fmt: skip
+    rows = []
     for s in sizes:
         a, b, f, g = s["atri_latency"], s["baseline_latency"], s["floor"], s["goals"]
-        index = s["factory"] + "".join(f" {k}={v}" for k, v in s["search_params"].items())
-        rows.append(
-            f"| {s['n']:,} | {index} | {s['recall_at_10']} / {s['recall_at_10_held_out']} "
-            f"| {f['encode_p50_ms']} | {f['search_p50_ms']} / {f['numpy_scan_p50_ms']} "
-            f"| {f['p50_ms']} "
-            f"| {a['p50_ms']} / {a['p95_ms']} / {a['p99_ms']} "
-            f"| {b['p50_ms']} / {b['p95_ms']} / {b['p99_ms']} "
-            f"| {g['p50_over_floor']['value']} | {g['speedup_p50']['value']} "
-            f"| {s['atri_throughput']['qps']} / {s['baseline_throughput']['qps']} "
-            f"({s['atri_throughput']['clients']} clients) |"
-        )
-    return "\n".join(rows)
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        qps = s["atri_throughput"], s["baseline_throughput"]
+        rows.append([
+            f"{s['n']:,}",
+            s["factory"] + "".join(f" {k}={v}" for k, v in s["search_params"].items()),
+            f"{s['recall_at_10']} / {s['recall_at_10_held_out']}",
+            f["encode_p50_ms"],
+            f"{f['search_p50_ms']} / {f['numpy_scan_p50_ms']}",
+            f["p50_ms"],
+            f"{a['p50_ms']} / {a['p95_ms']} / {a['p99_ms']}",
+            f"{b['p50_ms']} / {b['p95_ms']} / {b['p99_ms']}",
+            g["p50_over_floor"]["value"],
+            g["speedup_p50"]["value"],
+            f"{qps[0]['qps']} / {qps[1]['qps']} ({qps[0]['clients']} clients)",
+        ])
+    return markdown_table(columns, rows)

@@ -22,7 +22,6 @@ other processes on the machine slow everything down.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import cpu_model, markdown_table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from atri.index.build import AUDIO_BATCH
@@ -176,30 +176,16 @@ def run_model(name: str, args: argparse.Namespace, manifest: Path) -> dict:
 # --- report ----------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def table(result: dict) -> str:
+    columns = ["model", "params (M):", "batch:", "clips/s:", "x real time:", "GFLOP/clip:",
+               "GFLOP/s:", "mm GFLOP/s:", "of mm:", "decode clips/s:"]  # fmt: skip
     rows = [
-        "| model | params (M) | batch | clips/s | x real time | GFLOP/clip | GFLOP/s "
-        "| mm GFLOP/s | of mm | decode clips/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m in result["models"]:
-        rows.append(
-            f"| {m['model']} | {m['params_m']} | {m['batch']} | {m['clips_per_s']} "
-            f"| {m['x_realtime']} | {m['gflop_per_clip']} | {m['achieved_gflops']} "
-            f"| {m['matmul_gflops']} | {m['fraction_of_matmul']:.0%} "
-            f"| {m['decode_clips_per_s']} |"
-        )
-    return "\n".join(rows)
+        [m["model"], m["params_m"], m["batch"], m["clips_per_s"], m["x_realtime"],
+         m["gflop_per_clip"], m["achieved_gflops"], m["matmul_gflops"],
+         f"{m['fraction_of_matmul']:.0%}", m["decode_clips_per_s"]]
+        for m in result["models"]
+    ]  # fmt: skip
+    return markdown_table(columns, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_n": args.matmul_n,
         "models": models,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(table(result))
     print(f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}; "
           f"{args.out}")  # fmt: skip

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from _loadgen import HOST, Server, free_port
+from _results import write_json
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ENDPOINTS = ("/search", "/search/audio", "/consistency")
@@ -72,12 +72,6 @@ def _parser() -> argparse.ArgumentParser:
 # --- the server ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def build_index(index: Path, manifest: Path, checkpoint: str) -> None:
     atri = Path(sys.executable).with_name("atri")  # the console script beside this python
     cmd = [str(atri), "index", "build", "--checkpoint", checkpoint,
@@ -91,32 +85,14 @@ def started_server(index: Path, env: dict[str, str], log: Path) -> Iterator[str]
     """`atri serve` on a free loopback port until the block ends; yields its URL."""
     port = free_port()
     code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", code, "--index", str(index), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-c", code, "--index", str(index), "--host", HOST,
            "--port", str(port)]  # fmt: skip
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server was not ready within {READY_TIMEOUT_S:g} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+    with Server("atri serve", cmd, port, {**os.environ, **env}, log) as server:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            server.wait_ready(READY_TIMEOUT_S)
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}\n(log: {log})") from exc
+        yield f"http://{HOST}:{port}"
 
 
 # --- the workload ---------------------------------------------------------------------
@@ -339,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(table(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     return 1 if result["errors"] else 0
 
 

@@ -13,7 +13,7 @@ one (shared spec metrics.md, study protocol). Two settings:
   every strategy: each sees B clips per step).
 
 Every step goes through the trainer's own code: the strategy's epoch plan
-(`sampling.draw_epoch`), batches cut by `batches.TrainData.batches`, `trainer.StepLoss`
+(`sampling.draw_epoch`), batches cut by `batches.TrainData.batches`, `step_loss.StepLoss`
 (model heads, text tower, `losses.LOSSES`) and `trainer.Run._step` (lr schedule, AdamW,
 gradient clipping). Per process it reports
 
@@ -37,30 +37,20 @@ import argparse
 import json
 import os
 import platform
-import random
-import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from _results import cpu_model, markdown_table, write_json
+from _text_tower import Tower, make_tower, tokens_per_caption
+from _train_step import demo_captions, measure
 
-from atri.training.batches import Captions, LocalBatch, TrainData
-from atri.training.corpus.plan import plan_train
 from atri.training.corpus.schema import LANGS
-from atri.training.distributed import Dist
-from atri.training.model import ModelConfig, RetrievalModel, build_model
-from atri.training.sampling import CaptionTable, draw_epoch
-from atri.training.train import TrainConfig
-from atri.training.trainer import Run, StepLoss, param_groups
 
 STRATEGIES = ("mlclap", "mlclap-mixture", "cacl", "kcl", "kcl-balanced")
 SETTINGS = ("cached", "text")
@@ -71,17 +61,6 @@ PAPER = {  # ATRI Table 4, AudioCaps, 8 languages, GPU: memory (GB) and training
 }
 RATIO_KEYS = ("step_ms_median", "peak_rss_mb", "step_rss_mb", "saved_activations_mb")
 CHILD_TIMEOUT = 1800  # seconds per measured process
-
-
-@dataclass(frozen=True)
-class Tower:
-    """The randomly initialised BERT of the `text` setting."""
-
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-    vocab: int  # padded with unused tokens to this size (embedding + its AdamW state)
 
 
 @dataclass(frozen=True)
@@ -126,187 +105,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# --- captions and the text tower --------------------------------------------------------
-
-
-def demo_captions(n: int, seed: int = 0) -> list[dict[str, list[str]]]:
-    """Captions of n training clips of the demo corpus (planned, not rendered)."""
-    return [p.captions for p in plan_train(n, random.Random(f"{seed}:train"), "tr")]
-
-
-def make_tower(folder: Path, tower: Tower, captions: list[dict[str, list[str]]]) -> Path:
-    """A random BERT saved like a hub model, with a WordPiece vocab of the captions' words
-    (BERT's own normalisation and pre-tokenisation) and single characters, padded to
-    `tower.vocab` entries."""
-    from tokenizers.normalizers import BertNormalizer
-    from tokenizers.pre_tokenizers import BertPreTokenizer
-    from transformers import BertConfig, BertModel, BertTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    normalise, split = BertNormalizer(lowercase=True), BertPreTokenizer()
-    texts = [t for clip in captions for lang_texts in clip.values() for t in lang_texts]
-    words = {w for t in texts for w, _ in split.pre_tokenize_str(normalise.normalize_str(t))}
-    chars = sorted({c for w in words for c in w})
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = list(dict.fromkeys([*specials, *sorted(words), *chars, *(f"##{c}" for c in chars)]))
-    vocab += [f"[unused{i}]" for i in range(max(0, tower.vocab - len(vocab)))]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=tower.hidden,
-                        num_hidden_layers=tower.layers, num_attention_heads=tower.heads,
-                        intermediate_size=tower.intermediate, max_position_embeddings=512)
-    BertModel(config).save_pretrained(folder)
-    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    return folder
-
-
-def tokens_per_caption(folder: Path, captions: list[dict[str, list[str]]]) -> dict[str, float]:
-    """Mean tokens per caption ([CLS] and [SEP] included), per language."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    out = {}
-    for lang in captions[0]:
-        ids = tokenizer([t for clip in captions for t in clip[lang]])["input_ids"]
-        out[lang] = round(statistics.mean(map(len, ids)), 1)
-    return out
-
-
-# --- one measurement, in its own process -------------------------------------------------
-
-
-def _status_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak since start or last reset) of this process, MiB."""
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"{field}:\s+(\d+) kB", text)
-    if match is None:
-        raise RuntimeError(f"/proc/self/status has no {field}")
-    return int(match.group(1)) / 1024
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False if not allowed here."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def synthetic_data(model: RetrievalModel, langs: tuple[str, ...],
-                   captions: list[dict[str, list[str]]]) -> TrainData:
-    """A `TrainData` over random cached audio features and the given captions (with random
-    cached text features, unless the text tower trains). `TrainData.__init__` reads a
-    manifest and the feature caches; the fields it would set are filled here instead."""
-    n, k, c = len(captions), len(langs), len(captions[0][langs[0]])
-    rows = np.arange(k * n * c).reshape(k, n, c).transpose(1, 0, 2)  # (N, K, C), lang-major
-    texts = [t for lang in langs for clip in captions for t in clip[lang]]  # (T,)
-    vectors = None
-    if not model.config.text_trainable:
-        vectors = F.normalize(torch.randn(len(texts), model.text_dim), dim=-1)  # (T, 384)
-    data = TrainData.__new__(TrainData)
-    data.table = CaptionTable(langs, np.full(n, c), np.ones((n, k), dtype=bool))
-    data.audio = torch.randn(n, model.audio_dim)  # (N, 512)
-    data.captions = Captions(langs, np.ascontiguousarray(rows), texts,
-                             np.repeat(np.arange(k), n * c), vectors)
-    data.workers = 0
-    return data
-
-
-def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int) -> Run:
-    """The trainer's `Run` holding what `Run._step` uses, without `Run.__init__` (which
-    reads manifests, writes a run directory and draws every epoch)."""
-    run = Run.__new__(Run)
-    run.config, run.model, run.total_steps = config, model, total_steps
-    run.d = Dist(rank=0, world=1, device=torch.device("cpu"))
-    run.state = {"step": 0}
-    run.step_loss = StepLoss(model, config.strategy, world=1)
-    run.optimizer = torch.optim.AdamW(param_groups(model, config))
-    run.scaler = torch.amp.GradScaler("cuda", enabled=False)
-    return run
-
-
-class SavedBytes:
-    """Bytes of the distinct storages autograd saves for backward, parameters excluded."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self._seen: dict[int, int] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in self._params:
-            self._seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    def __enter__(self) -> SavedBytes:
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._hooks.__exit__(*exc)
-
-    @property
-    def mb(self) -> float:
-        return sum(self._seen.values()) / 2**20
-
-
-def _setup(job: dict[str, Any]) -> tuple[RetrievalModel, Run, list[LocalBatch]]:
-    """The model, the trainer's step and `warmup + steps` batches of one (setting, strategy)."""
-    if job["setting"] == "text":
-        model_config = ModelConfig(text=f"hf:{job['tower_dir']}", text_trainable=True)
-    else:
-        model_config = ModelConfig()  # aisfx + e5-small, frozen: the default
-    config = TrainConfig(strategy=job["strategy"], train="(synthetic)", val="(synthetic)",
-                         model=model_config, langs=tuple(job["langs"]),
-                         batch_size=job["batch_size"])
-    model = build_model(model_config)
-    data = synthetic_data(model, config.langs, demo_captions(job["clips"]))
-    plan = draw_epoch(config.strategy, data.table, config.seed, 0, config.mixture_prob)
-    epoch = [batch for _, batch in data.batches(plan, 0, config.batch_size, 0, 1)]
-    n_steps = job["warmup"] + job["steps"]
-    return model, bare_run(config, model, n_steps), [epoch[i % len(epoch)] for i in range(n_steps)]
-
-
-def measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Set one (setting, strategy) up, then step: the first step counts the saved
-    activations, the first `warmup` are untimed, the `steps` after them timed."""
-    torch.set_num_threads(job["threads"])
-    torch.manual_seed(0)
-    model, run, batches = _setup(job)
-    model.train()
-    setup_peak, rss_setup = _status_mb("VmHWM"), _status_mb("VmRSS")
-    peak_reset = _reset_peak()
-    with SavedBytes(model) as saved:
-        losses = [run._step(batches[0])]
-    times = []
-    for i, batch in enumerate(batches[1:], start=1):
-        start = time.perf_counter()
-        losses.append(run._step(batch))
-        if i >= job["warmup"]:
-            times.append(1000 * (time.perf_counter() - start))
-    peak = _status_mb("VmHWM")
-    texts = [b.text.shape[0] if isinstance(b.text, torch.Tensor)
-             else sum(len(t) for _, t in b.text) for b in batches]
-    memory = {"rss_setup_mb": rss_setup, "peak_rss_mb": peak, "step_rss_mb": peak - rss_setup,
-              "setup_peak_rss_mb": setup_peak, "saved_activations_mb": saved.mb}
-    return {
-        "setting": job["setting"], "strategy": job["strategy"],
-        "texts_per_step": statistics.mean(texts),
-        "trainable_params_m": round(sum(p.numel() for p in model.parameters()
-                                        if p.requires_grad) / 1e6, 2),
-        **{key: round(value, 1) for key, value in memory.items()}, "peak_reset": peak_reset,
-        "warmup": job["warmup"], "steps": len(times),
-        "step_ms_median": round(statistics.median(times), 2),
-        "step_ms_min": round(min(times), 2), "step_ms_max": round(max(times), 2),
-        "loss_first": losses[0], "loss_last": losses[-1],
-        "loadavg_1min": round(os.getloadavg()[0], 2),
-    }
-
-
 # --- the driver: one fresh process per measurement ---------------------------------------
 
 
@@ -339,24 +137,21 @@ def paper_ratios() -> dict[str, dict[str, float]]:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["| setting | strategy | texts/step | ms/step (median) | x | peak RSS MB | x "
-            "| step RSS MB | x | saved activations MB | x |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    columns = ["setting", "strategy", "texts/step:", "ms/step (median):", "x:", "peak RSS MB:",
+               "x:", "step RSS MB:", "x:", "saved activations MB:", "x:"]  # fmt: skip
+    rows = []
     for r in result["runs"]:
         x = result["ratios"].get(r["setting"], {}).get(r["strategy"], {})
         rel = [f"{x[k]:.2f}" if x.get(k) is not None else "" for k in RATIO_KEYS]
-        rows.append(f"| {r['setting']} | {r['strategy']} | {r['texts_per_step']:.0f} "
-                    f"| {r['step_ms_median']:.1f} | {rel[0]} | {r['peak_rss_mb']:.0f} "
-                    f"| {rel[1]} | {r['step_rss_mb']:.0f} | {rel[2]} "
-                    f"| {r['saved_activations_mb']:.1f} | {rel[3]} |")
-    return "\n".join(rows)
+        rows.append([r["setting"], r["strategy"], f"{r['texts_per_step']:.0f}",
+                     f"{r['step_ms_median']:.1f}", rel[0], f"{r['peak_rss_mb']:.0f}", rel[1],
+                     f"{r['step_rss_mb']:.0f}", rel[2], f"{r['saved_activations_mb']:.1f}",
+                     rel[3]])  # fmt: skip
+    return markdown_table(columns, rows)
 
 
 def _machine(threads: int, load_before: tuple[float, ...]) -> dict[str, Any]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
             "torch": torch.__version__, "python": platform.python_version(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -417,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": args.settings, **measured,
         "paper": {"table4": PAPER, "ratios": paper_ratios()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(table(result))
     print(f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}; "
           f"{args.out}")

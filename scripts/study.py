@@ -221,7 +221,8 @@ def render_markdown(summary: dict) -> str:
     against ML-CLAP), bootstrap intervals, per-language T2A R@1, and cost."""
     lines = []
     for split, arms in summary["headline"].items():
-        lines += [f"### {split}: averages over languages (mean ± std over seeds; t = Welch t vs {BASELINE})", "",
+        lines += [f"### {split}: averages over languages "
+                  f"(mean ± std over seeds; t = Welch t vs {BASELINE})", "",
                   "| arm | T2A R@1 | T2A R@5 | T2A mAP@10 | A2T R@1 | A2T R@5 | A2T mAP@10 |",
                   "|---|---|---|---|---|---|---|"]
         for arm, row in arms.items():
@@ -234,7 +235,8 @@ def render_markdown(summary: dict) -> str:
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines += ["", f"Paired bootstrap over {split} queries (seed-averaged per-query values, "
                   "2,000 resamples): difference to ML-CLAP and its 95% interval.", "",
-                  "| arm | T2A R@1 | A2T R@1 | MRV var T2A | MRV std T2A |", "|---|---|---|---|---|"]
+                  "| arm | T2A R@1 | A2T R@1 | MRV var T2A | MRV std T2A |",
+                  "|---|---|---|---|---|"]
         for arm, row in arms.items():
             if arm == BASELINE:
                 continue
@@ -256,7 +258,8 @@ def render_markdown(summary: dict) -> str:
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
             lines.append("")
     lines += ["### Cost (per run; CPU, frozen backbones, cached features)", "",
-              "| arm | seconds per epoch | peak RSS (MB) | best epoch per seed |", "|---|---|---|---|"]
+              "| arm | seconds per epoch | peak RSS (MB) | best epoch per seed |",
+              "|---|---|---|---|"]
     for arm, cost in summary["cost"].items():
         lines.append(f"| {arm} | {np.mean(cost['epoch_seconds']):.2f} | "
                      f"{max(cost['peak_rss_mb']):.0f} | {cost['best_epoch']} |")

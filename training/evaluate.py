@@ -15,7 +15,6 @@ import json
 import logging
 import platform
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -24,17 +23,15 @@ from typing import Any
 import numpy as np
 
 from atri.training.audio_io import AudioDecodeError
+from atri.training.command import BadInput, open_checkpoint, run_command
 from atri.training.embed import (
     AUDIO_BATCH,
-    CACHE_HELP,
-    BadInput,
     ManifestEmbeddings,
+    add_cache_options,
     embed_manifest,
-    file_sha256,
-    open_checkpoint,
     open_manifest,
 )
-from atri.training.fileio import atomic_path, atomic_write_text
+from atri.training.fileio import atomic_path, atomic_write_text, file_sha256
 from atri.training.manifest import Manifest
 from atri.training.metrics import evaluate_embeddings, t2a_ranks
 from atri.training.model import RetrievalModel
@@ -149,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="report directory")
     parser.add_argument("--langs", nargs="+", help="languages (default: all in the manifest)")
     parser.add_argument("--batch-size", type=int, default=AUDIO_BATCH, help="clips per batch")
-    parser.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    add_cache_options(parser)
     parser.add_argument("--cases", nargs="+", default=[], metavar="ID[:J]",
                         help="query slots for the rank table (default: least and most "
                              "consistent); fix them to compare checkpoints on the same cases")
@@ -159,26 +156,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
-    try:
-        if args.batch_size < 1 or args.tsne_clips < 0:
-            raise BadInput("--batch-size must be >= 1 and --tsne-clips >= 0")
-        if args.out.exists() and not args.out.is_dir():
-            raise BadInput(f"--out {args.out}: exists and is not a directory")
-        manifest, langs = open_manifest(args.manifest, args.langs, need_captions=True)
-        chosen = parse_cases(args.cases, manifest)
-        model, info = open_checkpoint(args.checkpoint)
-        emb = embed_manifest(
-            model, manifest, langs, audio_batch=args.batch_size, cache_dir=args.cache_dir
-        )
-    except (BadInput, AudioDecodeError) as exc:
-        print(f"atri eval: error: {exc}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.tsne_clips < 0:
+        raise BadInput("--batch-size must be >= 1 and --tsne-clips >= 0")
+    if args.out.exists() and not args.out.is_dir():
+        raise BadInput(f"--out {args.out}: exists and is not a directory")
+    manifest, langs = open_manifest(args.manifest, args.langs, need_captions=True)
+    chosen = parse_cases(args.cases, manifest)
+    model, info = open_checkpoint(args.checkpoint)
+    emb = embed_manifest(
+        model, manifest, langs, audio_batch=args.batch_size, cache_dir=args.cache_dir
+    )
     metrics, ranks = evaluate(emb, langs)
     out = {
         "checkpoint": str(args.checkpoint),
@@ -202,3 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_parser(), run, argv, {BadInput: 2, AudioDecodeError: 2})

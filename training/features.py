@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,13 @@ FLUSH_EVERY = 512  # clips per part file
 TEXT_CHUNK = 4096  # captions per encode_cached call: progress, and work kept if stopped
 MAX_PARTS = 16  # more parts than this are merged into one
 EVAL_BATCH = 1024  # rows per projection call when validating
+
+
+def default_cache_dir() -> Path:
+    """The one cache `atri train`, `eval`, `embed` and `index build` share by default:
+    $XDG_CACHE_HOME/atri/features, else ~/.cache/atri/features."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "atri" / "features"
 
 
 class FeatureCacheError(RuntimeError):

@@ -1,9 +1,11 @@
 """Atomic file writes, used by every part that must survive a crash mid-write: write a
 temporary file in the same folder, fsync it, rename it over the target, fsync the
-folder. A reader (or a restart) then sees the old content or the new, never half."""
+folder. A reader (or a restart) then sees the old content or the new, never half.
+And a file's SHA-256, read a block at a time, by which manifests and weights are named."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -52,3 +54,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -279,18 +279,26 @@ def evaluate_embeddings(
         "dis": dis,
         "mrv_std": {d: v[0] for d, v in mrv.items()},
         "mrv_var": {d: v[1] for d, v in mrv.items()},
-        "n_queries": {
-            "t2a": {lang: int(masks[lang].sum()) for lang in langs},
-            "a2t": {lang: int(masks[lang].any(axis=1).sum()) for lang in langs},
-            "mrv_t2a": int(mrv_ranks["t2a"].shape[0]),
-            "mrv_a2t": int(mrv_ranks["a2t"].shape[0]),
-        },
+        "n_queries": _n_queries(masks, mrv_ranks),
     }
     if captions is not None:
         out["duplicate_captions"] = {
             lang: duplicate_captions(captions[lang]) for lang in langs if lang in captions
         }
     return out
+
+
+def _n_queries(
+    masks: Mapping[str, np.ndarray], mrv_ranks: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Queries behind each number: T2A a language's present captions, A2T the clips with
+    a caption in it, MRV the slots present in every language."""
+    return {
+        "t2a": {lang: int(mask.sum()) for lang, mask in masks.items()},
+        "a2t": {lang: int(mask.any(axis=1).sum()) for lang, mask in masks.items()},
+        "mrv_t2a": int(mrv_ranks["t2a"].shape[0]),
+        "mrv_a2t": int(mrv_ranks["a2t"].shape[0]),
+    }
 
 
 def validation_score(metrics: Mapping[str, Any]) -> float:

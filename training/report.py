@@ -156,19 +156,9 @@ def render_report(
     metrics: Mapping[str, Any], cases: Sequence[RankCase], tsne_file: str | None = "tsne.png"
 ) -> str:
     """report.md from a full metrics.json dict (provenance included): a header naming
-    what was evaluated, then ATRI's Tables 1, 2, 3 and 5."""
-    prov = metrics["provenance"]
-    commit = prov["commit"] or "unknown"
+    what was evaluated, then ATRI's Tables 1, 2, 3 and 5, then the appendices."""
     lines = [
-        "# Evaluation report",
-        "",
-        f"- checkpoint: `{metrics['checkpoint']}`",
-        f"- manifest: `{metrics['manifest']}` (sha256 `{prov['manifest_sha256']}`)",
-        f"- clips: {metrics['n_clips']}; languages: {', '.join(metrics['languages'])}",
-        f"- code: commit `{commit}`" + (" (uncommitted changes)" if prov["dirty"] else ""),
-        "",
-        "Recall and mAP in percent; ranks are 1-based. Definitions: docs/evaluation.md.",
-        "",
+        *_header(metrics),
         "## Retrieval (ATRI Table 1)",
         "",
         *recall_table(metrics),
@@ -196,7 +186,31 @@ def render_report(
         "(ATRI's Table 5 appears to count from 0).",
         "",
         *rank_case_table(cases, metrics["languages"]),
+        *_appendices(metrics, tsne_file),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _header(metrics: Mapping[str, Any]) -> list[str]:
+    """The title and what was evaluated: checkpoint, manifest, clips, code version."""
+    prov = metrics["provenance"]
+    commit = prov["commit"] or "unknown"
+    return [
+        "# Evaluation report",
+        "",
+        f"- checkpoint: `{metrics['checkpoint']}`",
+        f"- manifest: `{metrics['manifest']}` (sha256 `{prov['manifest_sha256']}`)",
+        f"- clips: {metrics['n_clips']}; languages: {', '.join(metrics['languages'])}",
+        f"- code: commit `{commit}`" + (" (uncommitted changes)" if prov["dirty"] else ""),
+        "",
+        "Recall and mAP in percent; ranks are 1-based. Definitions: docs/evaluation.md.",
+        "",
+    ]
+
+
+def _appendices(metrics: Mapping[str, Any], tsne_file: str | None) -> list[str]:
+    """Duplicate captions, when there are any, and the t-SNE plot, when there is one."""
+    lines: list[str] = []
     duplicates = {k: v for k, v in metrics.get("duplicate_captions", {}).items() if v}
     if duplicates:
         lines += [
@@ -209,7 +223,7 @@ def render_report(
         ]
     if tsne_file:
         lines += ["", "## Embedding space (ATRI Appendix A)", "", f"![t-SNE]({tsne_file})"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def tsne_points(
@@ -241,6 +255,19 @@ def tsne_points(
     return np.asarray(points), np.asarray(clip), np.asarray(kind), chosen
 
 
+def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(P, D) points laid out in 2-D by t-SNE (cosine distance, PCA init), (P, 2)."""
+    from sklearn.manifold import TSNE
+
+    n = len(points)
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 points, got {n}")
+    perplexity = min(30.0, (n - 1) / 3)
+    return TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine"
+    ).fit_transform(points.astype(np.float64))
+
+
 def plot_tsne(
     points: np.ndarray,
     clip: np.ndarray,
@@ -256,15 +283,8 @@ def plot_tsne(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
 
-    n = len(points)
-    if n < 3:
-        raise ValueError(f"t-SNE needs at least 3 points, got {n}")
-    perplexity = min(30.0, (n - 1) / 3)
-    xy = TSNE(
-        n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine"
-    ).fit_transform(points.astype(np.float64))  # (P, 2)
+    xy = tsne_2d(points, seed)  # (P, 2)
     n_clips = int(clip.max()) + 1
     palette = [c for name in ("tab20", "tab20b", "tab20c")
                for c in matplotlib.colormaps[name].colors]

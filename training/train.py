@@ -17,24 +17,21 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atri.training.command import BadInput, run_command
 from atri.training.corpus.schema import LANGS
+from atri.training.features import default_cache_dir
 from atri.training.model import AUDIO_BACKBONES, ModelConfig
 from atri.training.sampling import ENGLISH, MIXTURE_PROB, STRATEGIES
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-
-
-class BadInput(ValueError):
-    """A problem with what the user passed (exit code 2); the message names it."""
 
 
 @dataclass(frozen=True)
@@ -141,11 +138,6 @@ def getattr_path(obj: object, name: str) -> object:
     for part in name.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "atri" / "features"
 
 
 @dataclass(frozen=True)
@@ -288,33 +280,30 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s %(levelname)s [rank {rank}] %(message)s",
-    )
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
-    from atri.training.manifest import ManifestError
+def run(args: argparse.Namespace) -> int:
     from atri.training.trainer import train
 
-    try:
-        if args.workers < 0:
-            raise BadInput("--workers must be >= 0")
-        if args.max_minutes is not None and args.max_minutes <= 0:
-            raise BadInput("--max-minutes must be > 0")
-        config = resolve_config(args)
-        options = RunOptions(
-            out=args.out, resume=args.resume, cache_dir=args.cache_dir,
-            max_minutes=args.max_minutes, workers=args.workers,
-        )
-        status = train(config, options)
-    except (BadInput, ManifestError) as exc:
-        print(f"atri train: error: {exc}", file=sys.stderr)
-        return 2
-    if rank == 0:
+    if args.workers < 0:
+        raise BadInput("--workers must be >= 0")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise BadInput("--max-minutes must be > 0")
+    config = resolve_config(args)
+    options = RunOptions(
+        out=args.out, resume=args.resume, cache_dir=args.cache_dir,
+        max_minutes=args.max_minutes, workers=args.workers,
+    )
+    status = train(config, options)
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"atri train: {status}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from atri.training.manifest import ManifestError
+
+    rank = int(os.environ.get("RANK", "0"))
+    return run_command(
+        _parser(), run, argv, {BadInput: 2, ManifestError: 2},
+        log_level=logging.INFO if rank == 0 else logging.WARNING,
+        log_format=f"%(asctime)s %(levelname)s [rank {rank}] %(message)s",
+    )

@@ -1,49 +1,46 @@
 """The training loop of `atri train`: one function, `train(config, options)`.
 
 Per epoch: the strategy's seeded plan (sampling.py) is cut into global batches of
-`batch_size` items; under torchrun each rank embeds its own slice of every batch, the
-embeddings are gathered with a differentiable all_gather, and every rank computes the loss
-of the whole global batch, so the contrastive batch does not depend on the number of
-processes. (The all_gather backward sums the W identical copies of the gradient and DDP
-averages over W ranks: the update equals that of one process with the global batch.)
-Then rank 0 validates (metrics.evaluate_embeddings, metrics.validation_score), saves
-RUN_DIR/best when the score improves and RUN_DIR/last with the state to resume, and writes
-the log. Other ranks never write.
+`batch_size` items; under torchrun each rank embeds its own slice of every batch and
+every rank computes the loss of the whole global batch (step_loss.py), so the
+contrastive batch does not depend on the number of processes. Then rank 0 validates
+(metrics.evaluate_embeddings, metrics.validation_score), saves RUN_DIR/best when the
+score improves and RUN_DIR/last with the state to resume, and writes the log. Other
+ranks never write. A time budget or a signal stops the run at a step boundary
+(stopper.py).
 
 Frozen backbones: features come from the on-disk caches (features.py) and only the heads
 and the temperature train. A trainable one sees live audio (or text) every step.
 
-Optimiser: AdamW; weight decay on weight matrices only (not the temperature, biases or
-norm gains); linear warmup then cosine decay to 0, a pure function of the step, so a
-resumed run follows the same curve; gradient clipping by global norm.
+Optimiser (optim.py): AdamW; weight decay on weight matrices only (not the temperature,
+biases or norm gains); linear warmup then cosine decay to 0, a pure function of the
+step, so a resumed run follows the same curve; gradient clipping by global norm.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import signal
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
-from torch import Tensor, nn
+from torch import nn
 
 from atri.training.batches import LocalBatch, TrainData, ValData
 from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
 from atri.training.distributed import Dist, autocast, init_distributed, peak_memory
 from atri.training.fileio import atomic_write_text
-from atri.training.losses import LOSSES
 from atri.training.metrics import validation_score
-from atri.training.model import RetrievalModel, build_model
+from atri.training.model import build_model
+from atri.training.optim import lr_factor, param_groups
 from atri.training.progress import Progress
 from atri.training.sampling import draw_epoch
+from atri.training.step_loss import StepLoss
+from atri.training.stopper import Stopper
 from atri.training.train import CONFIG_FILE, BadInput, RunOptions, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -52,118 +49,6 @@ STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1
 LOG_FILE = "log.jsonl"
 STATUS_FILE = "run.json"
-
-
-def lr_factor(step: int, total: int, warmup: float) -> float:
-    """Linear warmup over the first `warmup` fraction of `total` steps, then cosine to 0."""
-    warmup_steps = max(1, round(warmup * total)) if warmup > 0 else 0
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def param_groups(model: RetrievalModel, config: TrainConfig) -> list[dict[str, Any]]:
-    """Heads and temperature at `lr`, trainable backbones at `backbone_lr`; weight decay
-    only on matrices (ndim >= 2): never on the temperature, biases or norm gains."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        backbone = name.startswith(("audio_backbone.", "text_tower."))
-        groups.setdefault((backbone, param.ndim >= 2), []).append(param)
-    out = []
-    for (backbone, decay), params in sorted(groups.items()):
-        base = config.backbone_lr if backbone else config.lr
-        out.append({
-            "params": params, "lr": base, "base_lr": base,
-            "weight_decay": config.weight_decay if decay else 0.0,
-        })
-    return out
-
-
-class StepLoss(nn.Module):
-    """One step's loss: local batch -> embeddings -> global batch (all_gather) -> loss.
-    A module so that DDP can wrap it and synchronise the gradients of its parameters."""
-
-    def __init__(self, model: RetrievalModel, strategy: str, world: int) -> None:
-        super().__init__()
-        self.model, self.strategy, self.world = model, strategy, world
-
-    def _gather(self, x: Tensor) -> Tensor:
-        """(b, ...) per rank -> (B, ...) in rank order, gradients flowing back to each rank."""
-        if self.world == 1:
-            return x
-        with warnings.catch_warnings():
-            # deprecated for _functional_collectives, whose backward needs reduce_scatter,
-            # which gloo lacks; this one's backward works on every backend
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.cat(dist_nn.all_gather(x), dim=0)
-
-    def forward(self, batch: LocalBatch) -> Tensor:
-        model = self.model
-        audio_feats = (
-            batch.audio if isinstance(batch.audio, Tensor) else model.audio_features(batch.audio)
-        )
-        if isinstance(batch.text, Tensor):
-            text_feats = batch.text  # (P, text_dim)
-        else:
-            text_feats = torch.cat([model.text_features(t, lang) for lang, t in batch.text])
-        audio = model.project_audio(audio_feats).float()  # (b, E)
-        text_emb = model.project_text(text_feats).float()  # (P, E)
-        text = audio.new_zeros(*batch.present_local.shape, audio.shape[1])  # (b, L, E)
-        text = text.index_put((batch.slots[:, 0], batch.slots[:, 1]), text_emb)
-        with torch.autocast(audio.device.type, enabled=False):  # the loss in fp32
-            return self._loss(self._gather(audio), self._gather(text), model.tau().float(), batch)
-
-    def _loss(self, audio: Tensor, text: Tensor, tau: Tensor, batch: LocalBatch) -> Tensor:
-        loss = LOSSES[self.strategy]
-        if self.strategy == "mlclap":
-            return loss(audio, text[:, 0], tau)  # audio (B, E), text (B, L, E)
-        if self.strategy == "mlclap-mixture":
-            return loss(audio, text[:, 0], tau, batch.clip_ids)
-        if self.strategy == "cacl":
-            return loss(audio, text[:, 0], text[:, 1], tau)
-        return loss(audio, text, tau, batch.present)  # kcl, kcl-balanced
-
-
-class Stopper:
-    """A stop request: the wall-time budget ran out, or SIGTERM/SIGINT arrived (a cluster
-    pre-empting the job). Checked at step boundaries, agreed on by all ranks."""
-
-    def __init__(self, max_minutes: float | None, started: float) -> None:
-        """`started`: time.monotonic() at which the budget began (process start-up, model
-        loading and feature extraction count: a cluster's wall-time limit counts them)."""
-        self.deadline = None if max_minutes is None else started + 60 * max_minutes
-        self.reason: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Stopper:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if self.reason is not None:  # asked twice: stop now, without saving
-            raise KeyboardInterrupt
-        self.reason = signal.Signals(signum).name
-
-    def should_stop(self, d: Dist) -> bool:
-        if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
-            self.reason = "time budget"
-        flag = torch.tensor([self.reason is not None], dtype=torch.int32, device=d.device)
-        if d.world > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self.reason is None:
-            self.reason = "another rank stopped"
-        return bool(flag.item())
 
 
 class _Quiet:

@@ -15,7 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def train_cost():
-    """bench/ is not a package: load the script as a module."""
+    """bench/ is not a package: load the script as a module, its folder on sys.path (where
+    its helpers are) as when it runs as a script."""
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location("train_cost", REPO / "bench" / "train_cost.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

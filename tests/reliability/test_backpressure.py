@@ -6,15 +6,12 @@ on a real `atri serve`; bench/load.py measures the defaults under 32 clients."""
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
-import soundfile as sf
 
 from atri.service.engine import Engine
 from atri.service.errors import Busy
@@ -23,20 +20,12 @@ TIMEOUT_S = 1.0
 SLACK_S = 5.0  # scheduling on a loaded 2-core machine
 
 
-def tone_flac(seconds: float) -> bytes:
-    """A long clip is a slow request: embedding takes ~50 ms per second of audio here."""
-    t = np.arange(int(seconds * 16000)) / 16000
-    buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, format="FLAC")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
-def busy_server(index_dir, served, tmp_path_factory):
+def busy_server(index_dir, start_server, tmp_path_factory):
     env = {"ATRI_MAX_HEAVY_REQUESTS": "1", "ATRI_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}
     log = tmp_path_factory.mktemp("busy") / "server.log"
-    with served(index_dir, env=env, log=log) as (url, _):
-        yield url
+    with start_server(index_dir, env=env, log=log) as server:
+        yield server.url
 
 
 def timed(call) -> tuple[httpx.Response, float]:
@@ -61,8 +50,10 @@ def assert_busy(response: httpx.Response) -> None:
     assert int(response.headers["Retry-After"]) > 0
 
 
-def test_concurrent_uploads_beyond_the_limit_are_refused_quickly(busy_server) -> None:
-    clip = tone_flac(30.0)  # ~1.5 s of embedding each: longer than the 1 s wait
+def test_concurrent_uploads_beyond_the_limit_are_refused_quickly(busy_server, make_audio) -> None:
+    # a long clip is a slow request: embedding takes ~50 ms per second of audio here, so
+    # ~1.5 s for each of these: longer than the 1 s wait
+    clip = make_audio(30.0, 16000, "FLAC")
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: timed(lambda: upload(busy_server, clip)), range(8)))
     statuses = [r.status_code for r, _ in results]
@@ -76,9 +67,10 @@ def test_concurrent_uploads_beyond_the_limit_are_refused_quickly(busy_server) ->
 
 
 def test_a_held_slot_refuses_consistency_and_text_search_but_not_health(
-    busy_server, clip_ids
+    busy_server, clip_ids, make_audio
 ) -> None:
-    long_clip = tone_flac(240.0)  # holds the slot, and the model, for several seconds
+    # holds the slot, and the model, for several seconds
+    long_clip = make_audio(240.0, 16000, "FLAC")
     with ThreadPoolExecutor(1) as pool:
         holder = pool.submit(timed, lambda: upload(busy_server, long_clip))
         time.sleep(1.5)  # uploaded and decoded: embedding now
@@ -106,8 +98,8 @@ def test_a_held_slot_refuses_consistency_and_text_search_but_not_health(
     assert health.status_code == 200 and health_s < 1.0, health_s
 
 
-def test_service_recovers_after_saturation(busy_server) -> None:
-    clip = tone_flac(2.0)
+def test_service_recovers_after_saturation(busy_server, make_audio) -> None:
+    clip = make_audio(2.0, 16000, "FLAC")
     assert upload(busy_server, clip).status_code == 200
     response = httpx.get(
         f"{busy_server}/search", params={"q": "a piano", "lang": "eng", "k": 3}, timeout=60

@@ -260,7 +260,9 @@ def check_after_restart(url: str, ledger: Ledger, corpus_all: list[str]) -> dict
 
 
 @pytest.mark.slow
-def test_kill_9_during_admin_changes(index_dir, clip_ids, served, admin_headers, tmp_path) -> None:
+def test_kill_9_during_admin_changes(
+    index_dir, clip_ids, start_server, admin_headers, tmp_path
+) -> None:
     root = Path(shutil.copytree(index_dir, tmp_path / "idx"))
     rng = np.random.default_rng(1)
     ledger = Ledger()
@@ -268,7 +270,8 @@ def test_kill_9_during_admin_changes(index_dir, clip_ids, served, admin_headers,
     outcomes: Counter = Counter()
     for trial in range(TRIALS):
         log = tmp_path / f"server-{trial}.log"
-        with served(root, log=log) as (url, proc):
+        with start_server(root, log=log) as server:
+            url, proc = server.url, server.proc
             if trial:  # the state the previous kill left, as the clients know it
                 for clip_id, there in check_after_restart(url, ledger, clip_ids).items():
                     outcomes["in-flight present" if there else "in-flight absent"] += 1
@@ -292,7 +295,7 @@ def test_kill_9_during_admin_changes(index_dir, clip_ids, served, admin_headers,
         assert not ledger.errors, ledger.errors
         assert validate(root) == [], (trial, validate(root))
         outcomes["acknowledged"] = ledger.acks
-    with served(root, log=tmp_path / "server-last.log") as (url, _):
-        check_after_restart(url, ledger, clip_ids)
+    with start_server(root, log=tmp_path / "server-last.log") as server:
+        check_after_restart(server.url, ledger, clip_ids)
     print("admin kills:", dict(outcomes))
     assert outcomes["acknowledged"] >= TRIALS  # the clients got work done between kills

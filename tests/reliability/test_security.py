@@ -1,224 +1,27 @@
-"""Safe loading and access: no user-supplied file is unpickled beyond torch's weights-only
-allow-list (a .pt whose pickle runs code is refused before the code runs, wherever it is
-given), /audio/{id} serves nothing outside the configured audio folders, the admin token
-is checked in constant time, every request body has a size limit, and CORS is off
-unless configured."""
+"""Safe access: /audio/{id} serves nothing outside the configured audio folders, the
+admin token is checked in constant time, every request body has a size limit, and CORS
+is off unless configured. (Safe loading, no unpickling of user files: test_unpickling.py.)"""
 
 from __future__ import annotations
 
-import ast
-import builtins
 import hmac
-import io
 import json
-import pickle
-import re
-import select
 import shutil
-import socket
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from atri.service.app import create_app
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ["src", "training", "index", "service", "bench", "scripts"]
-
-
-# --- malicious pickles ---------------------------------------------------------------------
-
-
-class Payload:
-    """Unpickling this runs `exec`, which writes the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return builtins.exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
-
-
-def evil_files(folder: Path) -> dict[str, Path]:
-    """The payload in each form torch.load meets: zip (torch >= 1.6), legacy, bare pickle."""
-    marker = folder / "PWNED"
-    state = {"weight": torch.zeros(2), "payload": Payload(marker)}
-    files = {}
-    files["zip"] = folder / "evil.pt"
-    torch.save(state, files["zip"])
-    files["legacy"] = folder / "evil-legacy.pth"
-    torch.save(state, files["legacy"], _use_new_zipfile_serialization=False)
-    files["pickle"] = folder / "evil-pickle.ckpt"
-    files["pickle"].write_bytes(pickle.dumps(state))
-    return files
-
-
-def test_the_payload_runs_when_unpickled_plainly(tmp_path) -> None:
-    """The premise of the tests below: these files do run code under plain unpickling."""
-    files = evil_files(tmp_path)
-    pickle.loads(files["pickle"].read_bytes())
-    assert (tmp_path / "PWNED").read_text() == "pwned"
-
-
-PICKLE_WARNING = "ignore:Detected pickle protocol"  # torch's, about the bare pickle
-
-
-@pytest.mark.filterwarnings(PICKLE_WARNING)
-@pytest.mark.parametrize("form", ["zip", "legacy", "pickle"])
-def test_malicious_checkpoint_file_is_refused(form, tmp_path) -> None:
-    from atri.training.checkpoint import UnsafeCheckpointError, load_checkpoint
-
-    path = evil_files(tmp_path)[form]
-    with pytest.raises(UnsafeCheckpointError, match="refused to unpickle"):
-        load_checkpoint(path)
-    assert not (tmp_path / "PWNED").exists()
-
-
-def test_malicious_checkpoint_given_to_index_build_exits_2(tmp_path, capsys) -> None:
-    from atri.index import cli
-
-    evil = evil_files(tmp_path)["zip"]
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    (audio / "a.flac").write_bytes(flac())
-    args = ["--audio-dir", str(audio), "--out", str(tmp_path / "index")]
-    assert cli.main(["build", "--checkpoint", str(evil), *args]) == 2
-    assert "refused to unpickle" in capsys.readouterr().err
-    assert not (tmp_path / "PWNED").exists()
-
-
-def test_malicious_checkpoint_given_to_serve_fails_the_load(index_dir, make_settings, tmp_path):
-    evil = evil_files(tmp_path)["zip"]
-    app = create_app(make_settings(index_dir, checkpoint=str(evil)))
-    with TestClient(app) as client:
-        state = app.state.load_state
-        assert state.done.wait(timeout=120)
-        health = client.get("/health")
-    assert health.status_code == 503 and health.json()["status"] == "failed"
-    assert "refused to unpickle" in health.json()["error"]
-    assert not (tmp_path / "PWNED").exists()
-
-
-def test_malicious_train_state_is_refused_on_resume(checkpoint_dir, tmp_path) -> None:
-    from atri.training.train import RunOptions, TrainConfig
-    from atri.training.trainer import STATE_FILE, Dist, Run
-
-    out = tmp_path / "run"
-    shutil.copytree(checkpoint_dir, out / "last")
-    shutil.copy(evil_files(tmp_path)["zip"], out / "last" / STATE_FILE)
-    config = TrainConfig(strategy="kcl", train=str(tmp_path / "t"), val=str(tmp_path / "v"))
-    with pytest.raises(pickle.UnpicklingError):
-        Run(config, RunOptions(out=out, resume=True), Dist(0, 1, torch.device("cpu")))
-    assert not (tmp_path / "PWNED").exists()
-
-
-@pytest.mark.filterwarnings(PICKLE_WARNING)
-def test_malicious_backbone_files_are_refused(tmp_path) -> None:
-    from atri.training.aisfx import load_aisfx_state
-    from atri.training.ced import read_ced_checkpoint
-
-    for form, path in evil_files(tmp_path).items():
-        with pytest.raises(pickle.UnpicklingError):
-            load_aisfx_state(path, expected_sha256=None)
-        with pytest.raises(pickle.UnpicklingError):
-            read_ced_checkpoint(path)
-        assert not (tmp_path / "PWNED").exists(), form
-
-
-# --- no unrestricted unpickling anywhere in the shipped code --------------------------------
-
-
-UNSAFE_CALLS = {
-    "pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load", "cPickle.loads",
-    "dill.load", "dill.loads", "joblib.load", "pandas.read_pickle", "pd.read_pickle",
-    "marshal.load", "marshal.loads", "shelve.open", "yaml.unsafe_load",
-}  # fmt: skip
-
-
-def dotted(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{dotted(node.value)}.{node.attr}"
-    return "?"
-
-
-def unsafe_loads(source: str, where: str) -> list[str]:
-    """Calls that unpickle without restriction, in one file's source."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call):
-            continue
-        name = dotted(node.func)
-        keywords = {k.arg: k.value for k in node.keywords}
-
-        def is_true(key: str, keywords: dict = keywords) -> bool:
-            value = keywords.get(key)
-            return isinstance(value, ast.Constant) and value.value is True
-
-        line = f"{where}:{node.lineno}: {name}"
-        if name in UNSAFE_CALLS or name.endswith(".read_pickle"):
-            found.append(line)
-        elif name.endswith("torch.load") and not is_true("weights_only"):
-            found.append(f"{line} without weights_only=True")
-        elif name in ("np.load", "numpy.load") and "allow_pickle" in keywords:
-            if not (isinstance(v := keywords["allow_pickle"], ast.Constant) and v.value is False):
-                found.append(f"{line} with allow_pickle")
-        elif name == "yaml.load" and "SafeLoader" not in ast.unparse(node):
-            found.append(f"{line} without SafeLoader")
-    return found
-
-
-def test_the_scan_finds_unsafe_loads() -> None:
-    source = (
-        "import pickle, torch, numpy as np\n"
-        "pickle.load(f)\n"
-        "torch.load(p)\n"
-        "torch.load(p, weights_only=False)\n"
-        "np.load(p, allow_pickle=True)\n"
-        "torch.load(p, map_location='cpu', weights_only=True)\n"
-        "np.load(p)\n"
-    )
-    assert [line.split(": ", 1)[1] for line in unsafe_loads(source, "x.py")] == [
-        "pickle.load",
-        "torch.load without weights_only=True",
-        "torch.load without weights_only=True",
-        "np.load with allow_pickle",
-    ]
-
-
-def test_no_unrestricted_unpickling_in_shipped_code() -> None:
-    found = []
-    for folder in SHIPPED:
-        for path in sorted((REPO / folder).rglob("*.py")):
-            text = path.read_text(encoding="utf-8")
-            where = str(path.relative_to(REPO))
-            found += unsafe_loads(text, where)
-            for literal in ("weights_only=False", "allow_pickle=True"):
-                if literal in text:
-                    found.append(f"{where}: {literal}")
-    assert not found, "\n".join(found)
-
-
 # --- /audio/{id} stays inside the audio folders ---------------------------------------------
 
 
-def flac(seconds: float = 0.5) -> bytes:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.zeros(int(seconds * 16000), dtype=np.float32), 16000, format="FLAC")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
-def escape_client(index_dir, make_settings, make_client, tmp_path_factory):
+def escape_client(index_dir, make_settings, make_client, make_audio, tmp_path_factory):
     """The index, plus records whose audio lies outside the one allowed folder in every
     way a path can get there; served with ATRI_AUDIO_DIRS = that folder."""
     from atri.index.store import IndexStore
@@ -229,8 +32,9 @@ def escape_client(index_dir, make_settings, make_client, tmp_path_factory):
     allowed.mkdir()
     outside.mkdir()
     secret = outside / "secret.flac"
-    secret.write_bytes(b"SECRET" + flac())
-    (allowed / "inside.flac").write_bytes(flac())
+    flac = make_audio(0.5, 16000, "FLAC")
+    secret.write_bytes(b"SECRET" + flac)
+    (allowed / "inside.flac").write_bytes(flac)
     (allowed / "link-out.flac").symlink_to(secret)
     (allowed / "link-in.flac").symlink_to(allowed / "inside.flac")
     (allowed / "dir-out").symlink_to(outside, target_is_directory=True)
@@ -332,40 +136,7 @@ def test_admin_token_401_403_and_constant_time(stub_client, admin_headers, spy_c
 # --- every body has a size limit ------------------------------------------------------------
 
 
-def post_raw(url: str, path: str, headers: bytes, chunks) -> tuple[int, dict, int]:
-    """POST `chunks` until the server answers (it may answer and close before the body
-    is sent: a client that insists on sending it all would see a broken pipe);
-    (status, JSON body, bytes sent)."""
-    where = urlparse(url)
-    sent, answer = 0, b""
-    with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
-        sock.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (path.encode(), headers))
-        try:
-            for chunk in chunks:
-                if select.select([sock], [], [], 0)[0]:
-                    break
-                sock.sendall(chunk)
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.settimeout(30)
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                answer += data
-                head, _, body = answer.partition(b"\r\n\r\n")
-                length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-                if length and len(body) >= int(length.group(1)):
-                    break
-        except ConnectionResetError:
-            pass
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body), sent
-
-
-def test_huge_json_body_is_refused_not_parsed(reliability_server) -> None:
+def test_huge_json_body_is_refused_not_parsed(reliability_server, raw_http) -> None:
     url = reliability_server.url
     many = ('{"q": "x", "k": [' + ",".join(["[]"] * 7_000_000) + "]}").encode()  # 21 MB
     long = json.dumps({"q": "a" * 5_000_000, "lang": "eng"}).encode()
@@ -373,10 +144,10 @@ def test_huge_json_body_is_refused_not_parsed(reliability_server) -> None:
         t0 = time.perf_counter()
         head = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         pieces = (body[i : i + (1 << 16)] for i in range(0, len(body), 1 << 16))
-        status, answer, sent = post_raw(url, "/search", head, pieces)
-        assert status == 413, answer
-        assert answer["error"]["details"]["limit_bytes"] == 1 << 20
-        assert sent < len(body) and time.perf_counter() - t0 < 10
+        answer = raw_http.post(url, "/search", head, pieces)
+        assert answer.status == 413, answer.body
+        assert answer.json()["error"]["details"]["limit_bytes"] == 1 << 20
+        assert answer.sent < len(body) and time.perf_counter() - t0 < 10
 
     def chunked():  # no Content-Length: refused while it streams
         yield b'7\r\n{"q": "\r\n'
@@ -384,9 +155,9 @@ def test_huge_json_body_is_refused_not_parsed(reliability_server) -> None:
             yield b"%x\r\n%s\r\n" % (1 << 16, b"a" * (1 << 16))
 
     head = b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-    status, answer, sent = post_raw(url, "/consistency", head, chunked())
-    assert status == 413 and answer["error"]["code"] == "payload_too_large"
-    assert sent < 16 << 20  # the limit, plus what the sockets' buffers held
+    answer = raw_http.post(url, "/consistency", head, chunked())
+    assert answer.status == 413 and answer.json()["error"]["code"] == "payload_too_large"
+    assert answer.sent < 16 << 20  # the limit, plus what the sockets' buffers held
 
 
 def test_json_bodies_under_the_limit_are_validated(reliability_server) -> None:

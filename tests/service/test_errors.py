@@ -191,6 +191,9 @@ def test_internal_error_is_a_uniform_500(index_dir, make_settings) -> None:
         response = client.get("/search", params={"q": "flute", "lang": "eng"})
         error = assert_error(response, 500, "internal_error")
         assert "boom" not in error["message"]  # no internals leak to the caller
+        # the real load runs on in its thread: let it end here, not during the next
+        # module's load (torch.serialization.safe_globals is process-wide, not per thread)
+        assert app.state.load_state.done.wait(120)
 
 
 def test_heavy_requests_beyond_the_limit_are_503_busy() -> None:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -55,64 +53,20 @@ def test_access_log_is_json(live_server) -> None:
     assert any(e["logger"] == "atri.service.loading" and "ready" in e["message"] for e in entries)
 
 
-def test_size_limit_is_enforced_while_streaming(live_server) -> None:
+def test_size_limit_is_enforced_while_streaming(live_server, raw_http) -> None:
     """A chunked upload with no Content-Length is answered 413 once it crosses the limit,
     long before the client would have finished sending."""
-    url = urlparse(live_server.url)
     limit = live_server.upload_limit
-    chunk = b"x" * 65536
-    sent = 0
-    answer = b""
-    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(
-            b"POST /search/audio HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: multipart/form-data; boundary=zzz\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        part = (
-            b'--zzz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
-            b"Content-Type: audio/wav\r\n\r\n"
-        )
-        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-        try:
-            while sent < 50 * limit:
-                readable, _, _ = select.select([sock], [], [], 0)
-                if readable:
-                    break
-                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed: what we want
-        sock.settimeout(10)
-        try:
-            while b"\r\n\r\n" not in answer:
-                part = sock.recv(65536)
-                if not part:
-                    break
-                answer += part
-        except ConnectionResetError:
-            pass
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert sent < 10 * limit, f"sent {sent} bytes before the 413"
+    answer = raw_http.stream_upload(live_server.url, "/search/audio", 50 * limit, b"x" * 65536)
+    assert answer.status == 413, answer.head[:200]
+    assert answer.sent < 10 * limit, f"sent {answer.sent} bytes before the 413"
 
 
-def test_content_length_over_the_limit_is_refused_at_once(live_server) -> None:
-    url = urlparse(live_server.url)
-    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(
-            b"POST /search/audio HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: multipart/form-data; boundary=zzz\r\n"
-            b"Content-Length: %d\r\n\r\n" % (live_server.upload_limit * 100)
-        )
-        answer = b""  # nothing of the body is ever sent
-        while not answer.endswith(b"}}"):
-            part = sock.recv(65536)
-            if not part:
-                break
-            answer += part
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413")
-    assert b'"payload_too_large"' in body
+def test_content_length_over_the_limit_is_refused_at_once(live_server, raw_http) -> None:
+    head = raw_http.MULTIPART + b"Content-Length: %d\r\n" % (live_server.upload_limit * 100)
+    answer = raw_http.post(live_server.url, "/search/audio", head)  # nothing of the body
+    assert answer.status == 413
+    assert b'"payload_too_large"' in answer.body
 
 
 def test_missing_index_exits_2(tmp_path, capsys) -> None:
@@ -138,26 +92,26 @@ def test_index_of_another_model_is_refused(index_dir, other_checkpoint_dir, tmp_
 def test_change_survives_kill_9(
     index_copy, start_server, make_audio, admin_headers, tmp_path
 ) -> None:
-    with start_server(index_copy) as (base, proc):
+    with start_server(index_copy) as server:
         response = httpx.post(
-            f"{base}/clips",
+            f"{server.url}/clips",
             files={"file": ("a.wav", make_audio(1.0))},
             data={"id": "durable-1", "captions": json.dumps({"eng": ["a tone"]})},
             headers=admin_headers,
             timeout=60,
         )
         assert response.status_code == 201, response.text
-        proc.send_signal(signal.SIGKILL)  # right after the acknowledgement
-        proc.wait(timeout=10)
+        server.proc.send_signal(signal.SIGKILL)  # right after the acknowledgement
+        server.proc.wait(timeout=10)
     log = tmp_path / "restarted.log"
-    with start_server(index_copy, log=log) as (base, proc):
-        clip = httpx.get(f"{base}/clips/durable-1", timeout=10)
+    with start_server(index_copy, log=log) as server:
+        clip = httpx.get(f"{server.url}/clips/durable-1", timeout=10)
         assert clip.status_code == 200
         assert clip.json()["captions"] == {"eng": ["a tone"]}
-        assert httpx.get(f"{base}/audio/durable-1", timeout=10).status_code == 200
-        proc.terminate()
+        assert httpx.get(f"{server.url}/audio/durable-1", timeout=10).status_code == 200
+        server.proc.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "shutting down" in log.read_text()
 
 

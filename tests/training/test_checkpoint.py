@@ -23,6 +23,7 @@ from atri.training.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from atri.training.fileio import file_sha256
 from atri.training.model import ModelConfig, RetrievalModel, build_model
 from atri.training.strict_load import CheckpointMismatchError
 from atri.training.text_encoder import build_text_encoder
@@ -124,7 +125,7 @@ def test_missing_and_unexpected_keys_are_named(saved, tmp_path) -> None:
     state["audio_head.4.weight"] = torch.zeros(3)
     state["audio_head.0.weight"] = torch.zeros(7, 7)
     save_file(state, str(bad / "model.safetensors"))
-    _rewrite_meta(bad, weights_sha256=ckpt._file_sha256(bad / "model.safetensors"))
+    _rewrite_meta(bad, weights_sha256=file_sha256(bad / "model.safetensors"))
     with pytest.raises(CheckpointMismatchError) as err:
         load_checkpoint(bad)
     for key in ("text_head.2.bias", "audio_head.4.weight", "audio_head.0.weight"):

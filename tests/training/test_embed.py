@@ -142,14 +142,9 @@ def test_check_langs_rejects_unknown_repeated_and_absent(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from atri.training.checkpoint import save_checkpoint
-    from atri.training.model import ModelConfig, build_model
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(build_model(ModelConfig()), out, training_config={"seed": 7},
-                           step=0, epoch=0, metrics={})
+def checkpoint(make_checkpoint) -> Path:
+    """The default architecture, heads seeded."""
+    return make_checkpoint(0, {"seed": 7})
 
 
 def _main(checkpoint: Path, manifest: Path, out: Path, cache: Path, *extra: str) -> int:
@@ -220,3 +215,22 @@ def test_main_bad_input_exits_2_naming_it(tiny_corpus, tmp_path, capsys, overrid
     assert main([x for flag, values in args.items() for x in (flag, *values)]) == 2
     assert problem in capsys.readouterr().err
     assert not (tmp_path / "e.npz").exists()
+
+
+def test_cache_defaults_to_the_trainers_and_no_cache_writes_none(
+    tiny_corpus, checkpoint, tmp_path, monkeypatch
+):
+    """Without --cache-dir, eval/embed reuse the cache `atri train` fills
+    ($XDG_CACHE_HOME/atri/features); --no-cache reads and writes none, same vectors."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    manifest = tiny_corpus / "val.jsonl"
+    common = ["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--what", "text",
+              "--langs", "eng"]
+    assert main([*common, "--out", str(tmp_path / "cached.npz")]) == 0
+    cache = tmp_path / "xdg" / "atri" / "features" / "text"
+    assert [p.name for p in cache.glob("*/eng.npz")] == ["eng.npz"]
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    assert main([*common, "--no-cache", "--out", str(tmp_path / "fresh.npz")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+    cached, fresh = np.load(tmp_path / "cached.npz"), np.load(tmp_path / "fresh.npz")
+    np.testing.assert_allclose(cached["text_vectors"], fresh["text_vectors"], atol=1e-5)

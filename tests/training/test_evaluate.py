@@ -115,14 +115,9 @@ def test_tsne_points_pick_complete_slots():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from atri.training.checkpoint import save_checkpoint
-    from atri.training.model import ModelConfig, build_model
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(build_model(ModelConfig()), out, training_config={"seed": 7},
-                           step=0, epoch=0, metrics={})
+def checkpoint(make_checkpoint) -> Path:
+    """The default architecture, heads seeded; its training config names seed 7."""
+    return make_checkpoint(0, {"seed": 7})
 
 
 @pytest.fixture(scope="module")

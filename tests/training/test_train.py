@@ -19,9 +19,9 @@ from atri.training.batches import ValData
 from atri.training.checkpoint import load_checkpoint
 from atri.training.manifest import read_manifest, write_manifest
 from atri.training.model import ModelConfig, build_model
+from atri.training.optim import lr_factor, param_groups
 from atri.training.sampling import STRATEGIES
 from atri.training.train import main
-from atri.training.trainer import lr_factor, param_groups
 
 LANGS = ("eng", "fra", "deu", "jpn")  # four of the eight: the text features cost ~20 ms each
 N_TRAIN, N_VAL = 48, 24
@@ -193,7 +193,7 @@ def test_sigterm_requests_a_clean_stop() -> None:
     import time
 
     from atri.training.distributed import Dist
-    from atri.training.trainer import Stopper
+    from atri.training.stopper import Stopper
 
     one = Dist(rank=0, world=1, device=torch.device("cpu"))
     with Stopper(None, time.monotonic()) as stopper:
@@ -310,7 +310,7 @@ def local_batch(whole: dict[str, torch.Tensor], rank: int, world: int):
 
 
 def step_grads(strategy: str, rank: int, world: int) -> tuple[float, dict[str, torch.Tensor]]:
-    from atri.training.trainer import StepLoss
+    from atri.training.step_loss import StepLoss
 
     model = stub_model()
     step = StepLoss(model, strategy, world)

@@ -1,5 +1,6 @@
 """What every language's caption grammar shares: the lexicon, the rendering context
-(attributes, what to mention, which synonym) and small string helpers."""
+(attributes, what to mention, which synonym) and small string helpers, among them the
+background phrases that the alphabetic languages place alike."""
 
 from __future__ import annotations
 
@@ -63,6 +64,27 @@ def words(*parts: str | None, sep: str = " ") -> str:
 
 def sentence(text: str, end: str = ".") -> str:
     return text[:1].upper() + text[1:] + end
+
+
+def background_last(c: Ctx, body: str) -> str:
+    """Template 0's ending in the alphabetic languages: "BODY, BACKGROUND." when the
+    background is mentioned and not 'none' (which the template says as "alone")."""
+    bg = c.get("background")
+    if bg and bg != "none":
+        body += ", " + c.word("bg_end", bg)
+    return sentence(body)
+
+
+def background_first(c: Ctx, body: str) -> str:
+    """Template 1's opening where the verb need not move: "BACKGROUND, BODY." """
+    front = c.opt("bg_front", "background")
+    return sentence(f"{front}, {body}" if front else body)
+
+
+def background_while(c: Ctx, body: str) -> str:
+    """Template 2's ending as a clause after a comma: "BODY, WHILE BACKGROUND." """
+    bg = c.opt("bg_while", "background")
+    return sentence(f"{body}, {bg}" if bg else body)
 
 
 def is_phrase(word: str) -> bool:

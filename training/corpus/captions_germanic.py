@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-from atri.training.corpus.captions_base import Ctx, Realizer, is_phrase, sentence, words
+from atri.training.corpus.captions_base import (
+    Ctx,
+    Realizer,
+    background_first,
+    background_last,
+    background_while,
+    is_phrase,
+    sentence,
+    words,
+)
 
 RTF = "rising then falling"
 
@@ -51,10 +60,7 @@ class English(Realizer):
             np,
             c.opt("register_pp", "register"),
         )
-        bg = c.get("background")
-        if bg and bg != "none":
-            body += ", " + c.word("bg_end", bg)
-        return sentence(body)
+        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, t, n = c.get("direction"), c.get("tempo"), c.get("n_notes")
@@ -73,8 +79,7 @@ class English(Realizer):
         pre = t_adv if t and np and t != "moderate" else None
         post = t_adv if t and not pre else None
         body = words(self.subject(c), pre, self.verb(c), np, post)
-        front = c.opt("bg_front", "background")
-        return sentence(f"{front}, {body}" if front else body)
+        return background_first(c, body)
 
     def t2(self, c: Ctx) -> str:
         inst = c.inst
@@ -129,10 +134,7 @@ class _V2(Realizer):
             np,
             c.opt("register_pp", "register"),
         )
-        bg = c.get("background")
-        if bg and bg != "none":
-            body += ", " + c.word("bg_end", bg)
-        return sentence(body)
+        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, n = c.get("direction"), c.get("n_notes")
@@ -174,8 +176,7 @@ class _V2(Realizer):
             verb = c.word("direction_main", d) if d else self.SOUND_VERB
             particle = c.word("direction_particle", d) if d else None
             body = words(subj, verb, adv, particle)
-        bg = c.opt("bg_while", "background")
-        return sentence(f"{body}, {bg}" if bg else body)
+        return background_while(c, body)
 
 
 # German indefinite article by gender, nominative and dative; plural has none

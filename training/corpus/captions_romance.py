@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-from atri.training.corpus.captions_base import Ctx, Realizer, is_phrase, sentence, words
+from atri.training.corpus.captions_base import (
+    Ctx,
+    Realizer,
+    background_first,
+    background_last,
+    background_while,
+    is_phrase,
+    words,
+)
 
 RTF = "rising then falling"
 
@@ -77,10 +85,7 @@ class _Romance(Realizer):
             np,
             c.opt("register_pp", "register"),
         )
-        bg = c.get("background")
-        if bg and bg != "none":
-            body += ", " + c.word("bg_end", bg)
-        return sentence(body)
+        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, t, n = c.get("direction"), c.get("tempo"), c.get("n_notes")
@@ -98,8 +103,7 @@ class _Romance(Realizer):
         pre = t_adv if t and np and t != "moderate" else None
         post = t_adv if t and not pre else None
         body = words(self.subject(c), self.verb(c), pre, np, post)
-        front = c.opt("bg_front", "background")
-        return sentence(f"{front}, {body}" if front else body)
+        return background_first(c, body)
 
     def t2(self, c: Ctx) -> str:
         inst, verbs = c.inst, c.word("verb")
@@ -120,8 +124,7 @@ class _Romance(Realizer):
                 body = words(c.word("sound_pl"), adv, subj)
             else:
                 body = words(subj, c.word("sound_pl"), adv)
-        bg = c.opt("bg_while", "background")
-        return sentence(f"{body}, {bg}" if bg else body)
+        return background_while(c, body)
 
 
 class French(_Romance):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 import time
 from pathlib import Path
 
+from atri.training.command import run_command
 from atri.training.manifest import ManifestError
 
 
@@ -41,30 +40,26 @@ def _translations(items: list[str]) -> dict[str, Path]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
-    try:
-        if args.action == "build":
-            from atri.training.corpus.build import build, format_statistics
+def run(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        from atri.training.corpus.build import build, format_statistics
 
-            if args.workers < 1:
-                raise ValueError("--workers must be at least 1")
-            start = time.monotonic()
-            stats = build(args.out_dir, size=args.size, seed=args.seed, workers=args.workers)
-            print(format_statistics(stats))
-            print(f"corpus {args.size} (seed {args.seed}) in {args.out_dir} "
-                  f"[{time.monotonic() - start:.1f} s]")
-        else:
-            from atri.training.corpus.import_csv import import_csv
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        start = time.monotonic()
+        stats = build(args.out_dir, size=args.size, seed=args.seed, workers=args.workers)
+        print(format_statistics(stats))
+        print(f"corpus {args.size} (seed {args.seed}) in {args.out_dir} "
+              f"[{time.monotonic() - start:.1f} s]")
+    else:
+        from atri.training.corpus.import_csv import import_csv
 
-            records = import_csv(args.format, args.csv, args.audio_dir,
-                                 _translations(args.translation), args.out)
-            print(f"wrote {len(records)} clips to {args.out}")
-    except (ValueError, ManifestError, FileNotFoundError) as exc:
-        print(f"atri corpus: error: {exc}", file=sys.stderr)
-        return 2
+        records = import_csv(args.format, args.csv, args.audio_dir,
+                             _translations(args.translation), args.out)
+        print(f"wrote {len(records)} clips to {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    errors = {ValueError: 2, ManifestError: 2, FileNotFoundError: 2}
+    return run_command(_parser(), run, argv, errors)

@@ -1,0 +1,164 @@
+"""Helpers of bench/train_cost.py: one measurement, run in a fresh process (`--child`).
+
+The model, the trainer's step (`step_loss.StepLoss`, `trainer.Run._step`) and batches of
+one (setting, strategy), over synthetic cached features and the demo corpus's captions;
+then the step's time, the process's resident memory and what autograd saves."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from atri.training.batches import Captions, LocalBatch, TrainData
+from atri.training.corpus.plan import plan_train
+from atri.training.distributed import Dist
+from atri.training.model import ModelConfig, RetrievalModel, build_model
+from atri.training.optim import param_groups
+from atri.training.sampling import CaptionTable, draw_epoch
+from atri.training.step_loss import StepLoss
+from atri.training.train import TrainConfig
+from atri.training.trainer import Run
+
+
+def demo_captions(n: int, seed: int = 0) -> list[dict[str, list[str]]]:
+    """Captions of n training clips of the demo corpus (planned, not rendered)."""
+    return [p.captions for p in plan_train(n, random.Random(f"{seed}:train"), "tr")]
+
+
+def _status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since start or last reset) of this process, MiB."""
+    text = Path("/proc/self/status").read_text()
+    match = re.search(rf"{field}:\s+(\d+) kB", text)
+    if match is None:
+        raise RuntimeError(f"/proc/self/status has no {field}")
+    return int(match.group(1)) / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False if not allowed here."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def synthetic_data(model: RetrievalModel, langs: tuple[str, ...],
+                   captions: list[dict[str, list[str]]]) -> TrainData:
+    """A `TrainData` over random cached audio features and the given captions (with random
+    cached text features, unless the text tower trains). `TrainData.__init__` reads a
+    manifest and the feature caches; the fields it would set are filled here instead."""
+    n, k, c = len(captions), len(langs), len(captions[0][langs[0]])
+    rows = np.arange(k * n * c).reshape(k, n, c).transpose(1, 0, 2)  # (N, K, C), lang-major
+    texts = [t for lang in langs for clip in captions for t in clip[lang]]  # (T,)
+    vectors = None
+    if not model.config.text_trainable:
+        vectors = F.normalize(torch.randn(len(texts), model.text_dim), dim=-1)  # (T, 384)
+    data = TrainData.__new__(TrainData)
+    data.table = CaptionTable(langs, np.full(n, c), np.ones((n, k), dtype=bool))
+    data.audio = torch.randn(n, model.audio_dim)  # (N, 512)
+    data.captions = Captions(langs, np.ascontiguousarray(rows), texts,
+                             np.repeat(np.arange(k), n * c), vectors)
+    data.workers = 0
+    return data
+
+
+def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int) -> Run:
+    """The trainer's `Run` holding what `Run._step` uses, without `Run.__init__` (which
+    reads manifests, writes a run directory and draws every epoch)."""
+    run = Run.__new__(Run)
+    run.config, run.model, run.total_steps = config, model, total_steps
+    run.d = Dist(rank=0, world=1, device=torch.device("cpu"))
+    run.state = {"step": 0}
+    run.step_loss = StepLoss(model, config.strategy, world=1)
+    run.optimizer = torch.optim.AdamW(param_groups(model, config))
+    run.scaler = torch.amp.GradScaler("cuda", enabled=False)
+    return run
+
+
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward, parameters excluded."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self._seen: dict[int, int] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self._params:
+            self._seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedBytes:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+    @property
+    def mb(self) -> float:
+        return sum(self._seen.values()) / 2**20
+
+
+def _setup(job: dict[str, Any]) -> tuple[RetrievalModel, Run, list[LocalBatch]]:
+    """The model, the trainer's step and `warmup + steps` batches of one (setting, strategy)."""
+    if job["setting"] == "text":
+        model_config = ModelConfig(text=f"hf:{job['tower_dir']}", text_trainable=True)
+    else:
+        model_config = ModelConfig()  # aisfx + e5-small, frozen: the default
+    config = TrainConfig(strategy=job["strategy"], train="(synthetic)", val="(synthetic)",
+                         model=model_config, langs=tuple(job["langs"]),
+                         batch_size=job["batch_size"])
+    model = build_model(model_config)
+    data = synthetic_data(model, config.langs, demo_captions(job["clips"]))
+    plan = draw_epoch(config.strategy, data.table, config.seed, 0, config.mixture_prob)
+    epoch = [batch for _, batch in data.batches(plan, 0, config.batch_size, 0, 1)]
+    n_steps = job["warmup"] + job["steps"]
+    return model, bare_run(config, model, n_steps), [epoch[i % len(epoch)] for i in range(n_steps)]
+
+
+def measure(job: dict[str, Any]) -> dict[str, Any]:
+    """Set one (setting, strategy) up, then step: the first step counts the saved
+    activations, the first `warmup` are untimed, the `steps` after them timed."""
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    model, run, batches = _setup(job)
+    model.train()
+    setup_peak, rss_setup = _status_mb("VmHWM"), _status_mb("VmRSS")
+    peak_reset = _reset_peak()
+    with SavedBytes(model) as saved:
+        losses = [run._step(batches[0])]
+    times = []
+    for i, batch in enumerate(batches[1:], start=1):
+        start = time.perf_counter()
+        losses.append(run._step(batch))
+        if i >= job["warmup"]:
+            times.append(1000 * (time.perf_counter() - start))
+    peak = _status_mb("VmHWM")
+    texts = [b.text.shape[0] if isinstance(b.text, torch.Tensor)
+             else sum(len(t) for _, t in b.text) for b in batches]
+    memory = {"rss_setup_mb": rss_setup, "peak_rss_mb": peak, "step_rss_mb": peak - rss_setup,
+              "setup_peak_rss_mb": setup_peak, "saved_activations_mb": saved.mb}
+    return {
+        "setting": job["setting"], "strategy": job["strategy"],
+        "texts_per_step": statistics.mean(texts),
+        "trainable_params_m": round(sum(p.numel() for p in model.parameters()
+                                        if p.requires_grad) / 1e6, 2),
+        **{key: round(value, 1) for key, value in memory.items()}, "peak_reset": peak_reset,
+        "warmup": job["warmup"], "steps": len(times),
+        "step_ms_median": round(statistics.median(times), 2),
+        "step_ms_min": round(min(times), 2), "step_ms_max": round(max(times), 2),
+        "loss_first": losses[0], "loss_last": losses[-1],
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+    }

@@ -1,0 +1,63 @@
+"""One training step's loss, whatever the number of processes: each rank embeds its
+slice of the global batch, a differentiable all_gather joins the embeddings, and every
+rank computes the loss of the whole global batch, so that the contrastive batch does not
+depend on the number of processes. (The all_gather backward sums the W identical copies
+of the gradient and DDP averages over W ranks: the update equals that of one process
+with the global batch.)"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.distributed.nn.functional as dist_nn
+from torch import Tensor, nn
+
+from atri.training.batches import LocalBatch
+from atri.training.losses import LOSSES
+from atri.training.model import RetrievalModel
+
+
+class StepLoss(nn.Module):
+    """One step's loss: local batch -> embeddings -> global batch (all_gather) -> loss.
+    A module so that DDP can wrap it and synchronise the gradients of its parameters."""
+
+    def __init__(self, model: RetrievalModel, strategy: str, world: int) -> None:
+        super().__init__()
+        self.model, self.strategy, self.world = model, strategy, world
+
+    def _gather(self, x: Tensor) -> Tensor:
+        """(b, ...) per rank -> (B, ...) in rank order, gradients flowing back to each rank."""
+        if self.world == 1:
+            return x
+        with warnings.catch_warnings():
+            # deprecated for _functional_collectives, whose backward needs reduce_scatter,
+            # which gloo lacks; this one's backward works on every backend
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(dist_nn.all_gather(x), dim=0)
+
+    def forward(self, batch: LocalBatch) -> Tensor:
+        model = self.model
+        audio_feats = (
+            batch.audio if isinstance(batch.audio, Tensor) else model.audio_features(batch.audio)
+        )
+        if isinstance(batch.text, Tensor):
+            text_feats = batch.text  # (P, text_dim)
+        else:
+            text_feats = torch.cat([model.text_features(t, lang) for lang, t in batch.text])
+        audio = model.project_audio(audio_feats).float()  # (b, E)
+        text_emb = model.project_text(text_feats).float()  # (P, E)
+        text = audio.new_zeros(*batch.present_local.shape, audio.shape[1])  # (b, L, E)
+        text = text.index_put((batch.slots[:, 0], batch.slots[:, 1]), text_emb)
+        with torch.autocast(audio.device.type, enabled=False):  # the loss in fp32
+            return self._loss(self._gather(audio), self._gather(text), model.tau().float(), batch)
+
+    def _loss(self, audio: Tensor, text: Tensor, tau: Tensor, batch: LocalBatch) -> Tensor:
+        loss = LOSSES[self.strategy]
+        if self.strategy == "mlclap":
+            return loss(audio, text[:, 0], tau)  # audio (B, E), text (B, L, E)
+        if self.strategy == "mlclap-mixture":
+            return loss(audio, text[:, 0], tau, batch.clip_ids)
+        if self.strategy == "cacl":
+            return loss(audio, text[:, 0], text[:, 1], tau)
+        return loss(audio, text, tau, batch.present)  # kcl, kcl-balanced
