@@ -9,24 +9,20 @@ one, or fold its live changes into a new version (docs/index.md).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from atri.index import faiss_util
 from atri.index.errors import IndexStoreError
 from atri.training.audio_io import AudioDecodeError
+from atri.training.command import BadInput, open_checkpoint, run_command
 from atri.training.corpus.import_csv import AUDIO_SUFFIXES, clip_id
+from atri.training.fileio import file_sha256
 from atri.training.manifest import ClipRecord, ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
-
-
-class BadInput(ValueError):
-    """A problem with what the user passed (exit code 2); the message names it."""
 
 
 def manifest_records(path: Path) -> list[ClipRecord]:
@@ -61,26 +57,6 @@ def audio_dir_records(folder: Path) -> list[ClipRecord]:
             f"--audio-dir {folder}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})"
         )
     return records
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def open_checkpoint(spec: str) -> tuple[Any, dict[str, Any]]:
-    """(model, info) of a checkpoint directory, file, or 'default'."""
-    if spec != "default" and not Path(spec).exists():
-        raise BadInput(f"--checkpoint {spec}: not found")
-    from atri.training.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint
-
-    try:
-        return load_checkpoint(spec)
-    except (CheckpointError, UnsafeCheckpointError, FileNotFoundError) as exc:
-        raise BadInput(f"--checkpoint {spec}: {exc}") from exc
 
 
 def _json_safe(obj: Any) -> Any:
@@ -174,16 +150,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
-    try:
-        return int(args.run(args))
-    except (BadInput, AudioDecodeError) as exc:
-        print(f"atri index {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except IndexStoreError as exc:
-        print(f"atri index {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command(
+        _parser(), lambda args: args.run(args), argv,
+        {BadInput: 2, AudioDecodeError: 2, IndexStoreError: 1},
+        name=lambda args: f"atri index {args.command}",
+    )
