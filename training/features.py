@@ -58,7 +58,7 @@ EVAL_BATCH = 1024  # rows per projection call when validating
 
 
 def default_cache_dir() -> Path:
-    """The one cache `atri train`, `eval`, `embed` and `index build` share by default:
+    """The one cache `atri train`, `atri eval` and `atri embed` share by default:
     $XDG_CACHE_HOME/atri/features, else ~/.cache/atri/features."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "atri" / "features"
