@@ -84,27 +84,30 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        """Heavy requests waiting for a slot now."""
+        """Requests waiting now for a heavy slot or for the model."""
         return self._waiting
 
     @contextmanager
     def heavy(self) -> Iterator[None]:
         """A slot for a heavy request (audio embedding, an exact pass). Busy at once when
-        `max_waiting` requests already wait for one, else Busy after `wait_s`."""
-        if not self._heavy.acquire(blocking=False):
-            self._wait_for_slot()
+        `max_waiting` requests already wait, else Busy after `wait_s`."""
+        self._acquire(self._heavy)
         try:
             yield
         finally:
             self._heavy.release()
 
-    def _wait_for_slot(self) -> None:
+    def _acquire(self, lock: threading.Lock | threading.BoundedSemaphore) -> None:
+        """Take `lock`; waiting for it counts against `max_waiting` (heavy slots and the
+        model share one count: both hold a server worker thread while they wait)."""
+        if lock.acquire(blocking=False):
+            return
         with self._waiting_lock:
             if self.max_waiting is not None and self._waiting >= self.max_waiting:
                 raise Busy(0.0, waiting=self._waiting)
             self._waiting += 1
         try:
-            acquired = self._heavy.acquire(timeout=self.wait_s)
+            acquired = lock.acquire(timeout=self.wait_s)
         finally:
             with self._waiting_lock:
                 self._waiting -= 1
@@ -123,8 +126,7 @@ class Engine:
 
     @contextmanager
     def _model(self) -> Iterator[None]:
-        if not self._model_lock.acquire(timeout=self.wait_s):
-            raise Busy(self.wait_s)
+        self._acquire(self._model_lock)
         try:
             with torch.inference_mode():
                 yield

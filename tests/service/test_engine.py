@@ -151,6 +151,35 @@ def test_waiters_beyond_the_bound_are_refused_at_once() -> None:
         assert engine.waiting == 0
 
 
+def test_text_queries_waiting_for_the_model_share_the_bound() -> None:
+    """Light text searches take no heavy slot but wait for the model lock: they count
+    against the same bound, so a burst of them cannot take every worker thread either."""
+    model = BlockingModel()
+    engine = Engine(model, OneClipStore(), name="x", audio_dirs=[], upload_dir=None,
+                    max_heavy=SLOTS, wait_s=HELD_S, max_waiting=WAITING)
+    with ThreadPoolExecutor(1 + WAITING + EXTRA) as pool:
+        try:
+            holder = pool.submit(engine.embed_texts, ["query 0"], "eng")
+            assert model.entered.wait(20), "the first query never reached the model"
+            waiters = [pool.submit(engine.embed_texts, [f"query {i}"], "eng")
+                       for i in range(1, 1 + WAITING)]
+            until(lambda: engine.waiting == WAITING, f"{WAITING} queries wait")
+            extra = [pool.submit(engine.embed_texts, [f"query {i}"], "eng")
+                     for i in range(100, 100 + EXTRA)]
+            done, pending = wait(extra, timeout=20)
+            assert not pending, f"{len(pending)} queries beyond the bound kept waiting"
+            assert not holder.done() and not any(w.done() for w in waiters)
+        finally:
+            model.release.set()
+        for future in extra:
+            with pytest.raises(Busy) as info:
+                future.result()
+            assert info.value.details == {"waited_s": 0.0, "waiting": WAITING}
+        for future in [holder, *waiters]:
+            assert future.result().shape == (1, DIM)
+    assert engine.waiting == 0
+
+
 def test_a_waiter_that_times_out_leaves_the_count() -> None:
     engine = Engine(
         model=None,
