@@ -180,17 +180,14 @@ def test_text_queries_waiting_for_the_model_share_the_bound() -> None:
     assert engine.waiting == 0
 
 
+def one_slot_engine(wait_s: float, max_waiting: int) -> Engine:
+    """An engine with one heavy slot and nothing behind it: only its limits are tested."""
+    return Engine(model=None, store=None, name="x", audio_dirs=[], upload_dir=None,
+                  max_heavy=1, wait_s=wait_s, max_waiting=max_waiting)
+
+
 def test_a_waiter_that_times_out_leaves_the_count() -> None:
-    engine = Engine(
-        model=None,
-        store=None,
-        name="x",
-        audio_dirs=[],
-        upload_dir=None,
-        max_heavy=1,
-        wait_s=0.05,
-        max_waiting=1,
-    )
+    engine = one_slot_engine(wait_s=0.05, max_waiting=1)
     with engine.heavy():
         for _ in range(3):  # each times out and frees its place for the next
             with pytest.raises(Busy) as info:
@@ -203,16 +200,7 @@ def test_a_waiter_that_times_out_leaves_the_count() -> None:
 
 
 def test_no_waiting_at_all_with_a_bound_of_zero() -> None:
-    engine = Engine(
-        model=None,
-        store=None,
-        name="x",
-        audio_dirs=[],
-        upload_dir=None,
-        max_heavy=1,
-        wait_s=30,
-        max_waiting=0,
-    )
+    engine = one_slot_engine(wait_s=30, max_waiting=0)
     with engine.heavy():
         t0 = time.perf_counter()
         with pytest.raises(Busy) as info:
