@@ -1,0 +1,48 @@
+"""scripts/warm_features.py fills exactly the caches `atri train` and `atri eval` read:
+every clip of every split (audio) and every caption of the asked languages (text)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from atri.training.features import AudioFeatureStore, backbone_identity, clip_key
+from atri.training.manifest import read_manifest
+from atri.training.model import ModelConfig, build_model
+from atri.training.text_cache import _read_rows, cache_path, text_key
+from atri.training.text_encoder import build_text_encoder
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "warm_features.py"
+SPLITS = ("train", "val", "test", "test-xfont")
+
+
+@pytest.fixture(scope="module")
+def warm():
+    spec = importlib.util.spec_from_file_location("warm_features", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_text_part_caches_every_caption_of_the_asked_languages(warm, tiny_corpus, tmp_path):
+    assert warm([str(tiny_corpus), "--part", "text", "--langs", "cat",
+                 "--cache-dir", str(tmp_path)]) == 0
+    encoder = build_text_encoder("e5-small")
+    cached = _read_rows(cache_path(tmp_path / "text", encoder, "cat"), encoder.dim)
+    captions = {c for s in SPLITS for r in read_manifest(tiny_corpus / f"{s}.jsonl")
+                for c in r.captions["cat"]}
+    assert {text_key(c) for c in captions} == set(cached)
+    assert not cache_path(tmp_path / "text", encoder, "eng").exists()  # not asked for
+
+
+def test_audio_part_caches_every_clip_of_every_split(warm, tiny_corpus, tmp_path):
+    """An empty cache of its own (~30 s of aisfx), so the script alone must fill it."""
+    assert warm([str(tiny_corpus), "--part", "audio", "--cache-dir", str(tmp_path)]) == 0
+    model = build_model(ModelConfig())
+    found = AudioFeatureStore(tmp_path, backbone_identity(model), model.audio_dim).read()
+    for split in SPLITS:
+        manifest = read_manifest(tiny_corpus / f"{split}.jsonl")
+        missing = [r.id for r in manifest if clip_key(manifest.audio_path(r)) not in found]
+        assert not missing, (split, missing[:5])
