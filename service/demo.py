@@ -40,8 +40,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def outdated(index: Path, checkpoint: str) -> str | None:
+    """Why the demo index no longer matches `checkpoint` (an update shipped a retrained
+    default checkpoint, and `atri serve` refuses an index built with other weights), else
+    None. An index or checkpoint this cannot read is left to `atri serve` to report."""
+    from atri.index import layout
+    from atri.index.errors import IndexStoreError
+    from atri.index.version import read_meta
+    from atri.training.checkpoint import (
+        CheckpointError,
+        default_checkpoint_dir,
+        read_checkpoint_meta,
+    )
+
+    try:
+        built = read_meta(layout.version_dir(index, layout.require_current(index)))
+        folder = default_checkpoint_dir() if checkpoint == "default" else Path(checkpoint)
+        current = read_checkpoint_meta(folder).get("weights_sha256")
+    except (IndexStoreError, CheckpointError, OSError):
+        return None
+    recorded = ((built.get("checkpoint") or {}).get("info") or {}).get("weights_sha256")
+    if recorded and current and recorded != current:
+        return f"it was built with other weights of checkpoint {checkpoint}"
+    return None
+
+
 def prepare(data: Path, split: str, checkpoint: str, workers: int) -> Path:
-    """The corpus and the index, each built only when absent; returns the index dir."""
+    """The corpus and the index, each built only when absent (the index also when its
+    checkpoint's weights changed); returns the index dir."""
     from atri.index.cli import main as index_main
     from atri.training.corpus.build import build
 
@@ -50,8 +76,9 @@ def prepare(data: Path, split: str, checkpoint: str, workers: int) -> Path:
     if not (corpus / "corpus.json").is_file():
         log.info("building the small demo corpus in %s (a few minutes, once)", corpus)
     build(corpus, size="small", seed=0, workers=workers)  # returns at once when complete
-    if not (index / "CURRENT").is_file():
-        log.info("indexing %s with checkpoint %s into %s", split, checkpoint, index)
+    reason = "absent" if not (index / "CURRENT").is_file() else outdated(index, checkpoint)
+    if reason:
+        log.info("indexing %s with checkpoint %s into %s (%s)", split, checkpoint, index, reason)
         code = index_main(
             ["build", "--checkpoint", checkpoint, "--manifest", str(corpus / f"{split}.jsonl"),
              "--out", str(index)]

@@ -46,7 +46,7 @@ def recorded(monkeypatch):
     def index_main(argv):
         calls["index"].append(argv)
         out = Path(argv[argv.index("--out") + 1])
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "CURRENT").write_text("1\n")
         return 0
 
@@ -81,3 +81,24 @@ def test_demo_reports_a_failed_index_build(recorded, monkeypatch, tmp_path, caps
     assert demo.main(["--data", str(tmp_path)]) == 1
     assert "index build failed" in capsys.readouterr().err
     assert recorded["serve"] == []
+
+
+def test_demo_rebuilds_an_index_of_other_checkpoint_weights(
+    index_dir, checkpoint_dir, make_checkpoint, tmp_path
+) -> None:
+    """After an update ships a retrained default checkpoint, the demo's old index would make
+    `atri serve` refuse to start: the demo sees the changed weights and indexes again."""
+    assert demo.outdated(index_dir, str(checkpoint_dir)) is None  # the one it was built with
+    retrained = make_checkpoint(1)  # same architecture, other head weights
+    assert "other weights" in demo.outdated(index_dir, str(retrained))
+    assert demo.outdated(tmp_path / "nothing-here", str(retrained)) is None  # serve reports
+
+
+def test_demo_indexes_again_only_when_outdated(recorded, monkeypatch, tmp_path) -> None:
+    reasons = iter([None, "it was built with other weights of checkpoint default"])
+    monkeypatch.setattr(demo, "outdated", lambda index, checkpoint: next(reasons))
+    assert demo.main(["--data", str(tmp_path)]) == 0  # absent: built
+    assert demo.main(["--data", str(tmp_path)]) == 0  # current: served as it is
+    assert len(recorded["index"]) == 1
+    assert demo.main(["--data", str(tmp_path)]) == 0  # outdated: built again
+    assert len(recorded["index"]) == 2 and len(recorded["serve"]) == 3
