@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -54,6 +55,27 @@ def check_index(settings: Settings) -> str | None:
     return None
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for uvicorn (`Server.run(sockets=...)`).
+
+    Created with proto IPPROTO_TCP, as getaddrinfo gives it to asyncio when uvicorn binds
+    itself: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it
+    Nagle holds each response body behind its headers until the client's delayed ACK,
+    40 ms on every keep-alive request after the first (uvicorn's own `bind_socket`
+    leaves proto 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings) -> int:
     """Run the service until interrupted; 2 when the model or index failed to load."""
     import uvicorn
@@ -76,13 +98,12 @@ def serve(settings: Settings) -> int:
     # Bind before the lifespan starts the loader: uvicorn binds after it, so a taken port
     # used to exit while the loader thread was inside native model code (a C++ abort).
     try:
-        sock = config.bind_socket()
-    except SystemExit:
-        print(
-            f"atri serve: error: cannot serve on {settings.host}:{settings.port} (see the log)",
-            file=sys.stderr,
-        )
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"atri serve: error: cannot serve on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
         return 1
+    log.info("listening on %s:%d", settings.host, settings.port)
 
     def stop_on_failure() -> None:
         state.done.wait()

@@ -102,3 +102,40 @@ def test_demo_indexes_again_only_when_outdated(recorded, monkeypatch, tmp_path) 
     assert len(recorded["index"]) == 1
     assert demo.main(["--data", str(tmp_path)]) == 0  # outdated: built again
     assert len(recorded["index"]) == 2 and len(recorded["serve"]) == 3
+
+
+def test_served_connections_send_without_nagle() -> None:
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP; on a
+    socket bound with proto 0 every keep-alive response waited 40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    async def nodelay_of_accepted() -> int:
+        sock = cli.listening_socket("127.0.0.1", 0)
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def connected(reader, writer) -> None:
+            option = writer.get_extra_info("socket").getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY
+            )
+            accepted.set_result(option)
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname())
+            option = await asyncio.wait_for(accepted, 10)
+            writer.close()
+        return option
+
+    assert asyncio.run(nodelay_of_accepted()) != 0
+
+
+def test_a_taken_port_is_an_error_naming_it() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="in use"):
+            cli.listening_socket("127.0.0.1", taken.getsockname()[1])
