@@ -40,19 +40,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="text languages, comma-separated (split them across processes)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     args = parser.parse_args(argv)
+    langs = args.langs.split(",")
+    if unknown := sorted(set(langs) - set(LANGS)):
+        parser.error(f"--langs: unknown language code(s) {unknown}; known: {','.join(LANGS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads()
     manifests = [read_manifest(args.corpus / f"{s}.jsonl") for s in SPLITS
                  if (args.corpus / f"{s}.jsonl").is_file()]
+    encoder = build_text_encoder(args.text)
     if args.part == "audio":
-        encoder = build_text_encoder(args.text)
         model = build_model(ModelConfig(audio=args.audio, text=args.text), text_encoder=encoder)
         for m in manifests:
             audio_features(model, [m.audio_path(r) for r in m], args.cache_dir)
     else:
-        encoder = build_text_encoder(args.text)
         for m in manifests:
-            text_features(encoder, m, args.langs.split(","), args.cache_dir)
+            text_features(encoder, m, langs, args.cache_dir)
     return 0
 
 

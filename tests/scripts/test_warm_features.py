@@ -46,3 +46,10 @@ def test_audio_part_caches_every_clip_of_every_split(warm, tiny_corpus, tmp_path
         manifest = read_manifest(tiny_corpus / f"{split}.jsonl")
         missing = [r.id for r in manifest if clip_key(manifest.audio_path(r)) not in found]
         assert not missing, (split, missing[:5])
+
+
+def test_unknown_language_is_refused_by_name(warm, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        warm([str(tmp_path), "--part", "text", "--langs", "eng,xx"])
+    assert exit_info.value.code == 2
+    assert "unknown language code(s) ['xx']" in capsys.readouterr().err
