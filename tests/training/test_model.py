@@ -144,3 +144,30 @@ def test_identity_tracks_backbone_weights(ced_model) -> None:
 def test_unknown_backbone_is_named(e5) -> None:
     with pytest.raises(KeyError, match="ced-huge"):
         build_model(ModelConfig(audio="ced-huge"), text_encoder=e5)
+
+
+def test_identity_text_head_locks_the_text_side(e5) -> None:
+    """LiT: the text embedding is the encoder's own (unit-norm) feature; only audio trains."""
+    model = build_model(ModelConfig(text_head="identity", embed_dim=384), text_encoder=e5)
+    feats = model.text_features(TEXTS, "eng")
+    torch.testing.assert_close(model.embed_text(TEXTS, "eng"), F.normalize(feats, dim=-1))
+    assert not any(p.requires_grad for p in model.text_head.parameters())
+    assert model.embed_audio(_clips(model.sample_rate)).shape == (2, 384)
+
+
+def test_identity_text_head_needs_the_encoder_dimension(e5) -> None:
+    with pytest.raises(ValueError, match="embed_dim == the text encoder's dimension \\(384\\)"):
+        build_model(ModelConfig(text_head="identity", embed_dim=512), text_encoder=e5)
+    with pytest.raises(ValueError, match="unknown text_head 'conv'"):
+        build_model(ModelConfig(text_head="conv"), text_encoder=e5)
+
+
+def test_audio_dropout_keeps_the_mlclap_keys_and_acts_in_train_mode(e5) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(audio="ced-tiny", audio_dropout=0.5), text_encoder=e5)
+    assert sorted(model.audio_head.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    feats = torch.randn(4, model.audio_dim)
+    model.eval()
+    torch.testing.assert_close(model.project_audio(feats), model.project_audio(feats))
+    model.train()
+    assert not torch.allclose(model.project_audio(feats), model.project_audio(feats))
