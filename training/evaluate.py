@@ -118,9 +118,13 @@ def evaluate(
     emb: ManifestEmbeddings, langs: Sequence[str]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """metrics.evaluate_embeddings of the embeddings, and the (N, C) T2A ranks of each
-    language that the rank-case table needs."""
+    language that the rank-case table needs (MRV's ranks: a caption's other carriers
+    not counted)."""
     metrics = evaluate_embeddings(emb.audio, emb.text, emb.present, langs, emb.captions)
-    ranks = {lang: t2a_ranks(emb.audio, emb.text[lang], emb.present[lang]) for lang in langs}
+    ranks = {
+        lang: t2a_ranks(emb.audio, emb.text[lang], emb.present[lang], captions=emb.captions[lang])
+        for lang in langs
+    }
     return metrics, ranks
 
 

@@ -7,7 +7,7 @@ resolved in the query's favour. All retrieval metrics derive from one quantity,
 items scoring strictly above it. With h_1 <= h_2 <= ... those counts of a query's n
 relevant items,
 
-    best rank   = 1 + h_1                       (R@k, medR, meanR; T2A has n = 1)
+    best rank   = 1 + h_1                       (R@k, medR, meanR)
     AP@k        = sum_{m : m + h_m <= k} m / (m + h_m)  /  min(n, k)
 
 which is ML-CLAP's mAP@10 (WavCaps evaluation code) whenever scores have no ties. Under
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from atri.training.caption_queries import Queries, t2a_queries
+
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
 MAX_ELEMENTS = 1 << 24  # booleans per comparison block (16 MB)
@@ -38,13 +40,15 @@ def higher_counts(
     relevant: np.ndarray,
     valid: np.ndarray,
     gallery: np.ndarray | None = None,
+    sort: bool = True,
 ) -> np.ndarray:
     """For each (query q, relevant item r): the number of gallery items that are not
     relevant to q and score strictly above relevant[q, r].
 
     scores (Q, G); relevant (Q, R) gallery indices; valid (Q, R) bool, False for padding;
     gallery (G,) bool, None = all candidates. Returns (Q, R) float, each row sorted
-    ascending, inf for padding and for relevant items outside the gallery.
+    ascending unless `sort` is False (then aligned with `relevant`), inf for padding and
+    for relevant items outside the gallery.
     """
     q, g = scores.shape
     gallery = np.ones(g, dtype=bool) if gallery is None else gallery
@@ -56,27 +60,59 @@ def higher_counts(
     higher = (scores[:, None, :] > rel_scores[:, :, None]) & candidate[:, None, :]  # (Q, R, G)
     counts = higher.sum(axis=2).astype(np.float64)  # (Q, R)
     counts[~valid] = np.inf
-    return np.sort(counts, axis=1)
+    return np.sort(counts, axis=1) if sort else counts
+
+
+def t2a_counts(
+    audio: np.ndarray, text: np.ndarray, queries: Queries, max_elements: int = MAX_ELEMENTS
+) -> np.ndarray:
+    """higher_counts of every (query, relevant clip) pair of `queries` (caption_queries.py)
+    against all N clips. audio (N, D), text (N, C, D) -> (P,) float, aligned with
+    queries.clips (unsorted)."""
+    n, dim = audio.shape
+    flat_text = text.reshape(-1, dim)  # (N*C, D)
+    out = np.empty(len(queries.clips))
+    for members, pairs in queries.blocks(max(1, max_elements // max(1, n))):
+        scores = flat_text[queries.first[members]] @ audio.T  # (b, N)
+        relevant = queries.clips[pairs]  # (b, r)
+        valid = np.ones(relevant.shape, dtype=bool)
+        out[pairs] = higher_counts(scores, relevant, valid, sort=False)
+    return out
+
+
+def t2a_slot_ranks(queries: Queries, counts: np.ndarray) -> np.ndarray:
+    """Rank of clip i under the query of slot (i, j), counting only the clips NOT relevant
+    to that query above it (MRV's R_{i,j,l}: another carrier of the caption ranking first
+    is no inconsistency). -> (N, C) float, NaN where absent."""
+    ranks = np.full(queries.pair.shape, np.nan)
+    present = queries.pair >= 0
+    ranks[present] = counts[queries.pair[present]] + 1
+    return ranks
+
+
+def t2a_metrics(queries: Queries, counts: np.ndarray) -> dict[str, float | None]:
+    """retrieval_metrics of T2A, one row per query (its relevant clips' counts)."""
+    best = np.empty(len(queries))
+    precision = np.empty(len(queries))
+    for members, pairs in queries.blocks(MAX_ELEMENTS):
+        ordered = np.sort(counts[pairs], axis=1)  # (b, r)
+        best[members] = ordered[:, 0] + 1
+        precision[members] = average_precision_at_k(ordered)
+    return _summary(best, precision)
 
 
 def t2a_ranks(
-    audio: np.ndarray, text: np.ndarray, present: np.ndarray, max_elements: int = MAX_ELEMENTS
+    audio: np.ndarray,
+    text: np.ndarray,
+    present: np.ndarray,
+    max_elements: int = MAX_ELEMENTS,
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> np.ndarray:
-    """Rank of clip i among all N clips when caption j of clip i is the query.
+    """Rank of clip i among all N clips when caption j of clip i is the query (other
+    clips carrying the same caption string, when `captions` is given, not counted).
     audio (N, D), text (N, C, D), present (N, C) bool -> (N, C) float, NaN where absent."""
-    n, c, dim = text.shape
-    ranks = np.full((n, c), np.nan)
-    step = max(1, max_elements // max(1, c * n))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        queries = text[start:stop].reshape(-1, dim)  # (b*C, D)
-        scores = queries @ audio.T  # (b*C, N)
-        target = np.repeat(np.arange(start, stop), c)[:, None]  # (b*C, 1)
-        valid = present[start:stop].reshape(-1, 1)  # (b*C, 1)
-        counts = higher_counts(scores, target, valid)[:, 0]  # (b*C,)
-        ranks[start:stop] = (counts + 1).reshape(stop - start, c)
-    ranks[~present] = np.nan
-    return ranks
+    queries = t2a_queries(present, captions)
+    return t2a_slot_ranks(queries, t2a_counts(audio, text, queries, max_elements))
 
 
 def a2t_counts(
@@ -113,12 +149,16 @@ def retrieval_metrics(counts: np.ndarray) -> dict[str, float | None]:
     """R@1, R@5, R@10 and mAP@10 in percent, medR and meanR, from sorted higher_counts
     (Q, R). Queries with no relevant item (a row of inf) are skipped."""
     counts = counts[np.isfinite(counts[:, 0])]
+    return _summary(counts[:, 0] + 1, average_precision_at_k(counts))
+
+
+def _summary(best: np.ndarray, precision: np.ndarray) -> dict[str, float | None]:
+    """The metrics of queries with best ranks `best` (Q,) and AP@10 `precision` (Q,)."""
     names = [f"R@{k}" for k in RECALL_KS] + [f"mAP@{MAP_K}", "medR", "meanR"]
-    if counts.shape[0] == 0:
+    if best.shape[0] == 0:
         return dict.fromkeys(names, None)
-    best = counts[:, 0] + 1  # (Q,)
     out: dict[str, float | None] = {f"R@{k}": 100.0 * float(np.mean(best <= k)) for k in RECALL_KS}
-    out[f"mAP@{MAP_K}"] = 100.0 * float(np.mean(average_precision_at_k(counts)))
+    out[f"mAP@{MAP_K}"] = 100.0 * float(np.mean(precision))
     out["medR"] = float(np.median(best))
     out["meanR"] = float(np.mean(best))
     return out
@@ -247,12 +287,15 @@ def evaluate_embeddings(
     audio (N, D); text[lang] (N, C, D), captions[i, j] of clip i in that language;
     present[lang] (N, C) or (N,) bool, missing = all present (absent slots may hold any
     value, NaN included); langs defaults to text's keys; captions[lang][i] the caption
-    strings of clip i, to count duplicates. Per language: T2A queries are its present
-    captions against all N clips; A2T queries are the clips with a caption in it against
-    its present captions. Gap and Dis use the captions present in both `reference` and
-    the language. MRV uses the (clip, caption index) slots present in every language,
-    and for A2T ranks against galleries restricted to those slots, so that every language
-    is ranked against the same candidates.
+    strings of clip i. Per language: T2A queries are its distinct caption strings (its
+    present slots when `captions` lacks the language), each against all N clips with
+    every clip carrying it relevant (caption_queries.py); A2T queries are the clips with
+    a caption in it against its present captions. Gap and Dis use the captions present
+    in both `reference` and the language. MRV uses the (clip, caption index) slots
+    present in every language: for T2A the rank of the clip under its slot's query with
+    the other clips relevant to that query not counted; for A2T ranks against galleries
+    restricted to those slots, so that every language is ranked against the same
+    candidates.
     """
     langs = list(text) if langs is None else list(langs)
     if not langs:
@@ -262,9 +305,12 @@ def evaluate_embeddings(
     masks = {lang: _presence(texts, present, lang) for lang in langs}
     _check_inputs(audio, texts, masks)
 
-    t2a_rank = {lang: t2a_ranks(audio, texts[lang], masks[lang], max_elements) for lang in langs}
+    strings = captions or {}
+    queries = {lang: t2a_queries(masks[lang], strings.get(lang)) for lang in langs}
+    t2a_count = {x: t2a_counts(audio, texts[x], queries[x], max_elements) for x in langs}
+    t2a_rank = {lang: t2a_slot_ranks(queries[lang], t2a_count[lang]) for lang in langs}
     a2t = {lang: a2t_counts(audio, texts[lang], masks[lang], max_elements) for lang in langs}
-    t2a = {lang: retrieval_metrics(r[np.isfinite(r)][:, None] - 1) for lang, r in t2a_rank.items()}
+    t2a = {lang: t2a_metrics(queries[lang], t2a_count[lang]) for lang in langs}
     a2t_metrics = {lang: retrieval_metrics(counts) for lang, counts in a2t.items()}
     gap, dis = _gap_dis(texts, masks, reference)
     mrv_ranks = _mrv_ranks(audio, texts, masks, t2a_rank, a2t, max_elements)
@@ -279,7 +325,7 @@ def evaluate_embeddings(
         "dis": dis,
         "mrv_std": {d: v[0] for d, v in mrv.items()},
         "mrv_var": {d: v[1] for d, v in mrv.items()},
-        "n_queries": _n_queries(masks, mrv_ranks),
+        "n_queries": _n_queries(queries, masks, mrv_ranks),
     }
     if captions is not None:
         out["duplicate_captions"] = {
@@ -289,12 +335,16 @@ def evaluate_embeddings(
 
 
 def _n_queries(
-    masks: Mapping[str, np.ndarray], mrv_ranks: Mapping[str, np.ndarray]
+    queries: Mapping[str, Queries],
+    masks: Mapping[str, np.ndarray],
+    mrv_ranks: Mapping[str, np.ndarray],
 ) -> dict[str, Any]:
-    """Queries behind each number: T2A a language's present captions, A2T the clips with
-    a caption in it, MRV the slots present in every language."""
+    """Queries behind each number: T2A a language's distinct captions (and how many of
+    them have several relevant clips), A2T the clips with a caption in it, MRV the slots
+    present in every language."""
     return {
-        "t2a": {lang: int(mask.sum()) for lang, mask in masks.items()},
+        "t2a": {lang: len(q) for lang, q in queries.items()},
+        "t2a_multi_relevant": {lang: q.n_multi_relevant() for lang, q in queries.items()},
         "a2t": {lang: int(mask.any(axis=1).sum()) for lang, mask in masks.items()},
         "mrv_t2a": int(mrv_ranks["t2a"].shape[0]),
         "mrv_a2t": int(mrv_ranks["a2t"].shape[0]),

@@ -55,6 +55,20 @@ def rank_stats_table(metrics: Mapping[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def multi_relevant_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """How many T2A queries had several relevant clips (metrics.md asks the evaluator to
+    say): a caption string on several clips is one query with all of them relevant."""
+    multi = metrics["n_queries"].get("t2a_multi_relevant")
+    if multi is None:  # a metrics.json written before the rule
+        return []
+    counts = ", ".join(f"{lang} {n}" for lang, n in multi.items())
+    return [
+        "T2A queries with several relevant clips (one caption string on several clips is "
+        f"one query, all of them relevant): {counts}.",
+        "",
+    ]
+
+
 def gap_dis_table(metrics: Mapping[str, Any]) -> list[str]:
     """ATRI Table 2: Gap and Dis of each language against English, and their average."""
     langs = [lang for lang in metrics["gap"] if lang != "avg"] + ["avg"]
@@ -167,6 +181,7 @@ def render_report(
         "",
         *rank_stats_table(metrics),
         "",
+        *multi_relevant_lines(metrics),
         "## Embedding-space consistency against English (ATRI Table 2)",
         "",
     ]
@@ -186,7 +201,7 @@ def render_report(
         "(ATRI's Table 5 appears to count from 0).",
         "",
         *rank_case_table(cases, metrics["languages"]),
-        *_appendices(metrics, tsne_file),
+        *_appendices(tsne_file),
     ]
     return "\n".join(lines) + "\n"
 
@@ -208,22 +223,11 @@ def _header(metrics: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _appendices(metrics: Mapping[str, Any], tsne_file: str | None) -> list[str]:
-    """Duplicate captions, when there are any, and the t-SNE plot, when there is one."""
-    lines: list[str] = []
-    duplicates = {k: v for k, v in metrics.get("duplicate_captions", {}).items() if v}
-    if duplicates:
-        lines += [
-            "",
-            "## Duplicate captions",
-            "",
-            "Caption strings found on two or more clips make relevance ambiguous:",
-            "",
-            *_table(["lang", "duplicated strings"], [[k, str(v)] for k, v in duplicates.items()]),
-        ]
-    if tsne_file:
-        lines += ["", "## Embedding space (ATRI Appendix A)", "", f"![t-SNE]({tsne_file})"]
-    return lines
+def _appendices(tsne_file: str | None) -> list[str]:
+    """The t-SNE plot, when there is one."""
+    if not tsne_file:
+        return []
+    return ["", "## Embedding space (ATRI Appendix A)", "", f"![t-SNE]({tsne_file})"]
 
 
 def tsne_points(

@@ -85,13 +85,15 @@ def _synthetic(n: int = 12, c: int = 2, dim: int = 16, seed: int = 0):
 
 def test_render_report_has_atri_tables_with_the_metrics():
     audio, text, present = _synthetic()
-    captions = {lang: [["same"] * 2] * 12 for lang in LANGS3}  # every clip: duplicates
+    captions = {lang: [["same"] * 2] * 12 for lang in LANGS3}  # one query, 12 clips relevant
     metrics = evaluate_embeddings(audio, text, present, LANGS3, captions)
     metrics |= {"checkpoint": "ck", "manifest": "m.jsonl",
                 "provenance": {"commit": "abc", "dirty": False, "manifest_sha256": "f00"}}
     report = render_report(metrics, [], "tsne.png")
-    for title in ("Table 1", "Table 2", "Table 3", "Table 5", "Duplicate captions"):
+    for title in ("Table 1", "Table 2", "Table 3", "Table 5"):
         assert title in report
+    assert "several relevant clips" in report
+    assert "all of them relevant): " + ", ".join(f"{x} 1" for x in LANGS3) + "." in report
     lines = report.splitlines()
     t2a_r1 = metrics["t2a"]["fra"]["R@1"]
     assert any(line.startswith(f"| fra | {t2a_r1:.2f} |") for line in lines)
@@ -178,15 +180,17 @@ def test_metrics_equal_recomputation_from_embed_npz(
     dim = data["audio_vectors"].shape[1]
     text = {lang: np.zeros((len(ids), n_slots, dim), np.float32) for lang in m["languages"]}
     present = {lang: np.zeros((len(ids), n_slots), bool) for lang in m["languages"]}
-    for clip, lang, j, vector in zip(data["text_ids"], data["text_lang"],
-                                     data["text_caption_index"], data["text_vectors"],
-                                     strict=True):
+    strings = {lang: [[""] * n_slots for _ in ids] for lang in m["languages"]}
+    for clip, lang, j, vector, caption in zip(data["text_ids"], data["text_lang"],
+                                              data["text_caption_index"], data["text_vectors"],
+                                              data["text"], strict=True):
         text[str(lang)][row[str(clip)], j] = vector
         present[str(lang)][row[str(clip)], j] = True
-    again = evaluate_embeddings(data["audio_vectors"], text, present, m["languages"])
+        strings[str(lang)][row[str(clip)]][j] = str(caption)
+    again = evaluate_embeddings(data["audio_vectors"], text, present, m["languages"], strings)
     keys = ("t2a", "a2t", "gap", "dis", "mrv_std", "mrv_var", "n_queries")
     expected = _flat({k: again[k] for k in keys})
-    assert len(expected) == 9 * 6 * 2 + 8 * 2 + 4 + 8 * 2 + 2
+    assert len(expected) == 9 * 6 * 2 + 8 * 2 + 4 + 8 * 3 + 2
     assert _flat({k: m[k] for k in keys}) == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
@@ -199,7 +203,9 @@ def test_report_md_and_tsne_png(report_dir):
     for lang in m["languages"][1:]:
         assert f"| {lang} | {m['gap'][lang]:.3f} | {m['dis'][lang]:.3f} |" in report
     assert f"| A2T | {m['mrv_var']['a2t']:.2f} |" in report
-    assert "case 1:" in report and "Duplicate captions" not in report
+    assert "case 1:" in report
+    none = ", ".join(f"{x} 0" for x in m["languages"])  # the demo corpus repeats no caption
+    assert f"all of them relevant): {none}." in report
     width, height = _png_size(report_dir / "tsne.png")
     assert 600 <= width <= 4000 and 600 <= height <= 4000
     assert (report_dir / "tsne.png").stat().st_size > 20_000  # 324 coloured markers

@@ -120,8 +120,16 @@ def test_mean_rank_variance_by_hand() -> None:
 def test_duplicate_captions() -> None:
     # "a" on clips 0 and 1, "c" on clips 1 and 2; "b" once; "x" twice but on one clip.
     assert duplicate_captions([["a", "b"], ["a", "c"], ["c", "c"], ["x", "x"]]) == 2
-    out = evaluate_embeddings(AUDIO, {"eng": ENG}, captions={"eng": [["a", "b"], ["a"], ["c"]]})
+    captions = {"eng": [["a", "b"], ["a", "c"], ["d", "e"]]}
+    out = evaluate_embeddings(AUDIO, {"eng": ENG}, captions=captions)
     assert out["duplicate_captions"] == {"eng": 1}
+    assert out["n_queries"]["t2a"] == {"eng": 5}  # "a" is one query
+    assert out["n_queries"]["t2a_multi_relevant"] == {"eng": 1}
+
+
+def test_present_slot_without_a_caption_string_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"slot \(1, 1\) is present"):
+        evaluate_embeddings(AUDIO, {"eng": ENG}, captions={"eng": [["a", "b"], ["a"], ["c", "d"]]})
 
 
 # ---- naive loops ------------------------------------------------------------------
@@ -282,7 +290,8 @@ def test_missing_language_is_skipped() -> None:
     fra[2] = np.nan
     out = evaluate_embeddings(AUDIO, {"eng": ENG, "fra": fra}, present)
     assert out["n_queries"] == {
-        "t2a": {"eng": 6, "fra": 4}, "a2t": {"eng": 3, "fra": 2}, "mrv_t2a": 4, "mrv_a2t": 2
+        "t2a": {"eng": 6, "fra": 4}, "t2a_multi_relevant": {"eng": 0, "fra": 0},
+        "a2t": {"eng": 3, "fra": 2}, "mrv_t2a": 4, "mrv_a2t": 2,
     }  # fmt: skip
     # French T2A ranks of clips 0, 1 are unchanged (all 3 clips stay candidates): 1 2 1 2.
     assert out["t2a"]["fra"]["meanR"] == pytest.approx(1.5)
