@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from atri.training.audio_io import load_audio
+from atri.training.feature_views import epoch_views, view_features, view_wave
 from atri.training.features import (
     EVAL_BATCH,
     audio_features,
@@ -56,16 +56,21 @@ class LocalBatch:
 
 
 class _Waves(torch.utils.data.Dataset):
-    """Clip i's waveform at `sample_rate`, cut to its first `max_samples` samples."""
+    """Item clip + N * view: that view (0 = clean, feature_views.py) of clip `clip`'s
+    waveform at `sample_rate`, cut to its first `max_samples` samples."""
 
-    def __init__(self, paths: Sequence[Path], sample_rate: int, max_samples: int) -> None:
+    def __init__(self, paths: Sequence[Path], sample_rate: int, max_samples: int,
+                 views: int = 0) -> None:
         self.paths, self.sample_rate, self.max_samples = list(paths), sample_rate, max_samples
+        self.views = views
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) * (self.views + 1)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(load_audio(self.paths[i], self.sample_rate)[: self.max_samples])
+        clip, view = i % len(self.paths), i // len(self.paths)
+        return torch.from_numpy(view_wave(self.paths[clip], self.sample_rate, view)
+                                [: self.max_samples])
 
 
 def _first_on_rank0(main: bool, barrier: Callable[[], None], compute: Callable[[], T]) -> T:
@@ -111,7 +116,12 @@ class Captions:
 
 
 class TrainData:
-    """The training manifest as the loop needs it: caption table, audio and captions."""
+    """The training manifest as the loop needs it: caption table, audio and captions.
+    With `augment_views` V > 0 each clip has V + 1 audio views and every epoch each clip
+    trains on one of them (feature_views.py)."""
+
+    augment_views = 0  # class defaults: bench/_train_step.py builds one without __init__
+    seed = 0
 
     def __init__(self, config, options, model: RetrievalModel, main: bool,
                  barrier: Callable[[], None]) -> None:
@@ -125,28 +135,38 @@ class TrainData:
                             "left out", left_out)
         paths = [manifest.audio_path(r) for r in manifest]
         cache = Path(options.cache_dir)
-        self.audio: torch.Tensor | None = None  # (N, audio_dim) when cached
-        self.waves = _Waves(paths, model.sample_rate, int(config.max_audio_seconds
-                                                          * model.sample_rate))
+        self.augment_views, self.seed = config.augment_views, config.seed
+        # (N, audio_dim) when cached, (V + 1, N, audio_dim) with V augmented views
+        self.audio: torch.Tensor | None = None
+        self.waves = _Waves(paths, model.sample_rate,
+                            int(config.max_audio_seconds * model.sample_rate), self.augment_views)
         self.workers = options.workers
         if not model.config.audio_trainable:
-            self.audio = _first_on_rank0(main, barrier,
-                                         lambda: audio_features(model, paths, cache))
+            views = self.augment_views
+            self.audio = _first_on_rank0(main, barrier, lambda: view_features(
+                model, paths, views, cache) if views else audio_features(model, paths, cache))
         self.captions = _first_on_rank0(main, barrier,
                                         lambda: Captions.load(model, manifest, config.langs, cache))
 
     def batches(self, plan: EpochPlan, start: int, batch_size: int, rank: int,
-                world: int) -> Iterator[tuple[int, LocalBatch]]:
-        """(batch index, this rank's LocalBatch) for the batches of `plan` from `start`."""
+                world: int, epoch: int = 0) -> Iterator[tuple[int, LocalBatch]]:
+        """(batch index, this rank's LocalBatch) for the batches of `plan` (of `epoch`,
+        which draws the audio views) from `start`."""
         local = batch_size // world
         indices = range(start, plan.n_batches(batch_size))
         parts = [plan.batch(i, batch_size).slice(rank * local, (rank + 1) * local)
                  for i in indices]
-        if self.audio is not None:
+        n = len(self.table)
+        view = (epoch_views(self.seed, epoch, n, self.augment_views) if self.augment_views
+                else np.zeros(n, dtype=np.int64))  # (N,)
+        if self.audio is not None and not self.augment_views:
             audio: Iterator = (self.audio[torch.from_numpy(p.clip)] for p in parts)
+        elif self.audio is not None:
+            audio = (self.audio[torch.from_numpy(view[p.clip]), torch.from_numpy(p.clip)]
+                     for p in parts)  # (b, audio_dim)
         else:
             audio = iter(torch.utils.data.DataLoader(
-                self.waves, batch_sampler=[p.clip.tolist() for p in parts],
+                self.waves, batch_sampler=[(p.clip + n * view[p.clip]).tolist() for p in parts],
                 num_workers=self.workers, collate_fn=list,
             ))
         for i, part, batch_audio in zip(indices, parts, audio, strict=True):

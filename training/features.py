@@ -20,6 +20,7 @@ Text: `text_features(encoder, manifest, langs, cache_dir)` -> every caption of e
 training language through `text_cache.encode_cached` (its own store under
 <cache_dir>/text), as one (T, text_dim) matrix plus an index (N, K, C) -> row.
 
+Augmented views of training clips live in the same audio store (feature_views.py).
 What the trainer reads from these caches is in batches.py.
 """
 
@@ -31,7 +32,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,30 +180,48 @@ def audio_features(
     """(N, audio_dim) float32 frozen-backbone features of the clips at `paths`, computing
     and caching only those not cached yet. Refuses a trainable backbone (its features
     change as it trains)."""
-    if model.config.audio_trainable:
-        raise ValueError("the audio backbone is trainable; its features cannot be cached")
-    store = AudioFeatureStore(cache_dir, backbone_identity(model), model.audio_dim)
+    store = frozen_store(model, cache_dir)
     keys = [clip_key(p) for p in paths]
     found = store.read()
     missing = [(k, p) for k, p in dict(zip(keys, paths, strict=True)).items() if k not in found]
-    if missing:
-        log.info("audio features: %d of %d clips to compute into %s", len(missing), len(paths),
-                 store.folder)
-        pending: dict[bytes, np.ndarray] = {}
-        with Progress(len(missing), "audio features", unit="clip") as bar:
-            batches = wave_batches([p for _, p in missing], model.sample_rate, batch_size)
-            for start, waves in zip(range(0, len(missing), batch_size), batches, strict=True):
-                feats = model.audio_features(waves).float().cpu().numpy()  # (b, audio_dim)
-                for (key, _), row in zip(missing[start : start + len(waves)], feats, strict=True):
-                    pending[key] = row
-                if len(pending) >= FLUSH_EVERY:
-                    store.write(pending)
-                    found.update(pending)
-                    pending = {}
-                bar.update(len(waves))
-        store.write(pending)
-        found.update(pending)
+    sr = model.sample_rate
+    fill(model, store, found,
+         [(k, lambda p=p: torch.from_numpy(load_audio(p, sr))) for k, p in missing], batch_size)
     return torch.from_numpy(np.stack([found[k] for k in keys]).reshape(len(keys), model.audio_dim))
+
+
+def frozen_store(model: RetrievalModel, cache_dir: Path) -> AudioFeatureStore:
+    """The feature store of the model's audio backbone; refuses a trainable one."""
+    if model.config.audio_trainable:
+        raise ValueError("the audio backbone is trainable; its features cannot be cached")
+    return AudioFeatureStore(cache_dir, backbone_identity(model), model.audio_dim)
+
+
+def fill(
+    model: RetrievalModel,
+    store: AudioFeatureStore,
+    found: dict[bytes, np.ndarray],
+    missing: Sequence[tuple[bytes, Callable[[], torch.Tensor]]],
+    batch_size: int = AUDIO_BATCH,
+) -> None:
+    """Stream the waveforms of `missing` (key, loader of a (T,) float32 wave at the
+    model's rate) through the backbone, a batch at a time, into `store` and `found`."""
+    if not missing:
+        return
+    log.info("audio features: %d clips to compute into %s", len(missing), store.folder)
+    pending: dict[bytes, np.ndarray] = {}
+    with Progress(len(missing), "audio features", unit="clip") as bar:
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            feats = model.audio_features([load() for _, load in chunk])  # (b, audio_dim)
+            pending.update(zip([k for k, _ in chunk], feats.float().cpu().numpy(), strict=True))
+            if len(pending) >= FLUSH_EVERY:
+                store.write(pending)
+                found.update(pending)
+                pending = {}
+            bar.update(len(chunk))
+    store.write(pending)
+    found.update(pending)
 
 
 @dataclass(frozen=True)

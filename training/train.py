@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     mixture_prob: float = MIXTURE_PROB  # mlclap-mixture: keep a non-English caption
     max_audio_seconds: float = 10.0  # trainable backbone: clips cropped to this length
+    augment_views: int = 0  # augmented audio views per training clip (feature_views.py)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -106,6 +107,7 @@ class TrainConfig:
             ("grad_clip", self.grad_clip >= 0),
             ("mixture_prob", 0 <= self.mixture_prob <= 1),
             ("max_audio_seconds", self.max_audio_seconds > 0),
+            ("augment_views", self.augment_views >= 0),
             ("model.embed_dim", self.model.embed_dim >= 1),
             ("model.tau_init", 0.001 <= self.model.tau_init <= 0.5),
         ):
@@ -166,6 +168,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--grad-clip": ("grad_clip", float),
     "--mixture-prob": ("mixture_prob", float),
     "--max-audio-seconds": ("max_audio_seconds", float),
+    "--augment-views": ("augment_views", int),
     "--audio": ("model.audio", str),
     "--audio-weights": ("model.audio_weights", str),
     "--text": ("model.text", str),

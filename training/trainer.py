@@ -129,7 +129,9 @@ class Run:
                 f"{self.last}: weights (step {info.get('step')}) and {STATE_FILE} "
                 f"(step {self.state['step']}) do not belong together"
             )
-        if info.get("training_config") != self.config.to_dict():
+        # Through from_dict: a run saved before a field existed holds its default.
+        stored = info.get("training_config")
+        if not isinstance(stored, dict) or TrainConfig.from_dict(stored) != self.config:
             raise BadInput(f"{self.last} was trained with another configuration")
 
     # --- one epoch -------------------------------------------------------------------
@@ -145,7 +147,8 @@ class Run:
         self.model.train()
         desc = f"epoch {epoch + 1}/{config.epochs}"
         bar = Progress(n_batches - start_batch, desc, "batch") if d.main else _Quiet()
-        batches = self.train_data.batches(plan, start_batch, config.batch_size, d.rank, d.world)
+        batches = self.train_data.batches(plan, start_batch, config.batch_size, d.rank, d.world,
+                                          epoch)
         with bar:
             for index, batch in batches:
                 loss = self._step(batch)
