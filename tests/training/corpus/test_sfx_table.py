@@ -1,0 +1,147 @@
+"""The tables that map each recording of a package to a concept, on fixture trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from atri.training.corpus.sfx import table as table_mod
+from atri.training.corpus.sfx.table import TableError, load_table, match_package, match_packages
+
+CONCEPTS = {"footsteps", "rain", "dog_bark"}
+VALUES = {"material": ("snow", "wood"), "distance": ("near", "distant")}
+
+
+def write_sine(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(800) / 16000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+
+
+def write_table(folder: Path, package: str, rows: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{package}.tsv"
+    path.write_text(
+        "# a comment\npattern\tconcept\tattrs\tnote\n" + "\n".join(rows) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(table_mod, "vocabulary", lambda: (frozenset(CONCEPTS), VALUES))
+
+
+def test_rows_parse(tmp_path: Path) -> None:
+    path = write_table(
+        tmp_path,
+        "p",
+        [
+            "snd/step_snow*.ogg\tfootsteps\tmaterial=snow;distance=near\tcrisp",
+            "music/*\t-\t-\tmusic: the soundtrack",
+            "snd/*\train\t-",
+        ],
+    )
+    first, second, third = load_table(path)
+    assert (first.concept, dict(first.attrs), first.note, first.line) == (
+        "footsteps",
+        {"material": "snow", "distance": "near"},
+        "crisp",
+        3,
+    )
+    assert (second.concept, second.reason, second.note) == (None, "music", "music: the soundtrack")
+    assert (third.concept, third.reason, third.note) == ("rain", None, "")
+
+
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        ("a/*.ogg\tcat_purr\t-", "concept", "unknown concept id 'cat_purr'"),
+        ("a/*.ogg\tfootsteps\tcolour=red", "attrs", "unknown attribute 'colour'"),
+        ("a/*.ogg\tfootsteps\tmaterial=lava", "attrs", "material='lava' not one of"),
+        ("a/*.ogg\tfootsteps\tmaterial", "attrs", "unknown attribute 'material'"),
+        ("a/*.ogg\t-\t-\tboring", "note", "exclusion reason 'boring'"),
+        ("a/*.ogg\t-\t-", "note", "exclusion reason ''"),
+        ("a/*.ogg\t-\tmaterial=snow\tmusic", "attrs", "an excluded row has no attributes"),
+        ("a/*.ogg footsteps -", None, "expected 3 or 4 tab-separated fields"),
+    ],
+)
+def test_bad_rows_name_file_line_and_field(
+    tmp_path: Path, row: str, field: str | None, message: str
+) -> None:
+    path = write_table(tmp_path, "p", ["ok/*.ogg\train\t-", row])
+    prefix = f"{path}:4: " + (f"{field}: " if field else "")
+    with pytest.raises(TableError) as err:
+        load_table(path)
+    assert str(err.value).startswith(prefix) and message in str(err.value)
+
+
+def test_missing_table_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TableError, match="nope.tsv: no such table"):
+        load_table(tmp_path / "nope.tsv")
+
+
+def test_match_first_row_wins_and_stale_rows_warn(tmp_path: Path) -> None:
+    root, tables = tmp_path / "root", tmp_path / "tables"
+    for rel in ("snd/step_snow1.wav", "snd/step_wood1.wav", "snd/dog.flac", "music/theme.wav"):
+        write_sine(root / "pkg" / rel)
+    (root / "pkg/snd/readme.txt").write_text("not audio")
+    write_table(
+        tables,
+        "pkg",
+        [
+            "snd/step_snow*\tfootsteps\tmaterial=snow",
+            "snd/step_*\tfootsteps\tmaterial=wood",
+            "snd/dog.*\tdog_bark\t-\tone bark",
+            "snd/cat.*\tdog_bark\t-",
+            "music/**\t-\t-\tmusic",
+        ],
+    )
+    result = match_package("pkg", root, tables)
+    by_rel = {s.relpath: s for s in result.sources}
+    assert sorted(by_rel) == [
+        "music/theme.wav",
+        "snd/dog.flac",
+        "snd/step_snow1.wav",
+        "snd/step_wood1.wav",
+    ]
+    assert by_rel["snd/step_snow1.wav"].attrs == {"material": "snow"}
+    assert by_rel["snd/step_wood1.wav"].attrs == {"material": "wood"}
+    dog = by_rel["snd/dog.flac"]
+    assert (dog.package, dog.concept, dog.excluded, dog.note) == (
+        "pkg",
+        "dog_bark",
+        None,
+        "one bark",
+    )
+    assert dog.path == (root / "pkg/snd/dog.flac").resolve() and dog.path.is_absolute()
+    assert (by_rel["music/theme.wav"].concept, by_rel["music/theme.wav"].excluded) == (
+        None,
+        "music",
+    )
+    assert result.warnings == [f"{tables / 'pkg.tsv'}:6: pattern 'snd/cat.*' matched no file"]
+
+
+def test_unmatched_audio_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    root, tables = tmp_path / "root", tmp_path / "tables"
+    write_sine(root / "pkg/snd/rain.wav")
+    (root / "pkg/snd/mystery.wv").write_bytes(b"wvpk")  # .wv counts as audio too
+    write_table(tables, "pkg", ["snd/rain.wav\train\t-"])
+    with pytest.raises(TableError) as err:
+        match_package("pkg", root, tables)
+    assert str(tables / "pkg.tsv") in str(err.value) and "snd/mystery.wv" in str(err.value)
+
+
+def test_match_packages_concatenates_and_needs_the_tree(tmp_path: Path) -> None:
+    root, tables = tmp_path / "root", tmp_path / "tables"
+    write_sine(root / "a/x.wav")
+    write_sine(root / "b/y.wav")
+    write_table(tables, "a", ["*\train\t-"])
+    write_table(tables, "b", ["*\t-\t-\tui"])
+    write_table(tables, "c", ["*\train\t-"])
+    assert [s.package for s in match_packages(["a", "b"], root, tables).sources] == ["a", "b"]
+    with pytest.raises(TableError, match="package c is not extracted"):
+        match_packages(["c"], root, tables)
