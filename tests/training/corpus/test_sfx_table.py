@@ -145,3 +145,17 @@ def test_match_packages_concatenates_and_needs_the_tree(tmp_path: Path) -> None:
     assert [s.package for s in match_packages(["a", "b"], root, tables).sources] == ["a", "b"]
     with pytest.raises(TableError, match="package c is not extracted"):
         match_packages(["c"], root, tables)
+
+
+@pytest.mark.parametrize(
+    "package", ["0ad-data", "openclonk-data", "gcompris-qt-data", "openttd-opensfx"]
+)
+def test_committed_container_tables_parse(package: str) -> None:
+    """The reviewed tables name only known concepts and attribute values (the lexicon's,
+    once it has taken the concepts these tables asked for)."""
+    from atri.training.corpus.sfx import lexicon
+
+    rows = load_table(
+        table_mod.TABLES_DIR / f"{package}.tsv", lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES
+    )
+    assert rows and all(r.concept or r.reason for r in rows)

@@ -73,6 +73,50 @@ def _attr(game: str, holders: str, licence: str, name: str) -> str:
 _HYDROGEN_KITS = "usr/share/hydrogen/data/drumkits/"
 _GLEN = "Glen MacArthur"
 
+# gcompris-qt-data's copyright file gives these sounds their own licence (source paths
+# src/...; inside the unpacked .rcc files they sit under gcompris/src/...).
+_GCOMPRIS_FILES = (
+    ("core/resource/sounds/win.wav", "CC-BY-3.0", "2014 Gabriel Araujo"),
+    (
+        "core/resource/intro.ogg",
+        "GPL-3+",
+        "Ludovic Grossard, 2005 - based on a theme by Djilali Sebihi",
+    ),
+    (
+        "activities/align4-2players/resource/slide.wav",
+        "CC0-1.0 AND CC-BY-3.0",
+        "jberkuta14, kwahmah_02",
+    ),
+    ("activities/canal_lock/resource/water_fill.wav", "CC-BY-3.0", "inchadney"),
+    ("activities/canal_lock/resource/door_*.wav", "CC0-1.0", "lolamadeus"),
+    ("activities/canal_lock/resource/lock.wav", "CC-BY-3.0", "MAJ061785"),
+    ("activities/guessnumber/resource/helicopter.wav", "CC-BY-3.0", "fridobeck"),
+    ("activities/instruments/resource/drum_kit.ogg", "CC-sampling-plus-1.0", "ocea"),
+    ("activities/instruments/resource/*.ogg", "GPL-3+", "Sylvain Dechy"),
+    ("activities/memory/resource/card_flip.wav", "CC-BY-3.0", "f4ngy"),
+    ("activities/memory-sound/resource/*_LA.ogg", "LAL-1.2", "Lionel Allorge"),
+    ("activities/memory-sound/resource/*_LA_cut.ogg", "LAL-1.2", "Lionel Allorge"),
+    ("activities/money/resource/money2.wav", "CC0-1.0", "keweldog"),
+    ("activities/money/resource/money1.wav", "CC0-1.0", "florian_reinke"),
+    ("activities/redraw/resource/eraser.wav", "CC0-1.0", "esperri"),
+    ("activities/redraw/resource/brush.wav", "CC0-1.0", "acrober"),
+    ("activities/reversecount/resource/icy_walk.wav", "CC-BY-3.0", "tim.kahn"),
+    ("activities/scalesboard/resource/metal_hit.wav", "CC-BY-3.0", "jorickhoofd"),
+    ("activities/target/resource/arrow.wav", "CC-BY-3.0 AND CC0-1.0", "gezortenplotz"),
+    ("activities/traffic/resource/car.wav", "CC-BY-3.0", "henrique85n"),
+    *(
+        (f"activities/{a}/resource/*", "CC-BY-SA-4.0", "2015-2017 Timothée Giet")
+        for a in ("mining", "nine_men_morris", "tic_tac_toe")
+    ),
+    *(
+        (f"activities/{a}/resource/*", "GPL-3", "2000, 2008 Bruno Coudoin and others")
+        for a in ("chronos", "explore_farm_animals", "gnumch-equality", "melody", "watercycle")
+    ),
+)
+_GCOMPRIS = tuple(
+    Licence(f"*/gcompris/src/{glob}", spdx, who) for glob, spdx, who in _GCOMPRIS_FILES
+)
+
 _ENTRIES = (
     Package(
         "0ad-data",
@@ -106,14 +150,7 @@ _ENTRIES = (
         "2014-2018 GCompris Developers <gcompris-devel@kde.org> and contributors",
         _attr("GCompris", "the GCompris Developers", "GPL-3+", "gcompris-qt-data"),
         containers=(Container("rcc", "usr/share/gcompris-qt/rcc/*.rcc"),),
-        licences=(
-            Licence("*/sounds/win.wav", "CC-BY-3.0", "2014 Gabriel Araujo"),
-            Licence(
-                "*/intro.ogg",
-                "GPL-3+",
-                "Ludovic Grossard, 2005 - based on a theme by Djilali Sebihi",
-            ),
-        ),
+        licences=_GCOMPRIS,
     ),
     Package(
         "openttd-opensfx",

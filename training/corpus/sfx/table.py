@@ -18,7 +18,6 @@ match no file are reported as warnings so that stale rows get noticed."""
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -31,34 +30,6 @@ log = logging.getLogger(__name__)
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 REASONS = ("music", "speech", "ui", "unclear", "synthetic", "duplicate", "too_short")
 EXCLUDED = "-"
-_ID = re.compile(r"[a-z][a-z0-9_]*")
-# The shared plan's attribute sets, used only until the lexicon module lands.
-_PLAN_ATTRIBUTES = {
-    "material": (
-        "snow",
-        "grass",
-        "gravel",
-        "sand",
-        "wood",
-        "metal",
-        "stone",
-        "water",
-        "ice",
-        "dirt",
-        "mud",
-        "glass",
-        "leaves",
-        "carpet",
-        "tile",
-        "concrete",
-        "cloth",
-        "plastic",
-    ),
-    "distance": ("near", "distant"),
-    "size": ("small", "large"),
-    "intensity": ("soft", "loud"),
-}
-_PLAN = Path("/tmp/plan")
 
 
 class TableError(ValueError):
@@ -100,31 +71,10 @@ class TableMatch:
 
 
 def vocabulary() -> tuple[frozenset[str], Mapping[str, tuple[str, ...]]]:
-    """(concept ids, attribute values) from the lexicon module; before it exists, from the
-    shared plan's concept list and /tmp/plan/new-concepts.txt."""
-    try:
-        from atri.training.corpus.sfx import lexicon
-    except ImportError:
-        return _plan_concepts(), _PLAN_ATTRIBUTES
+    """(concept ids, attribute values) the tables may use: the lexicon's."""
+    from atri.training.corpus.sfx import lexicon  # loaded on first use: it reads 8 languages
+
     return frozenset(lexicon.CONCEPTS), lexicon.ATTRIBUTE_VALUES
-
-
-def _plan_concepts() -> frozenset[str]:
-    ids: set[str] = set()
-    plan = (_PLAN / "sfx-plan.md").read_text(encoding="utf-8")
-    body = plan.split("## Concept ids", 1)[1].split("\nAttributes", 1)[0]
-    for line in body.splitlines()[2:]:
-        line = re.sub(r"\([^)]*\)", "", line)  # glosses may hold commas
-        line = line.split(":", 1)[1] if re.match(r"^[a-z &-]+:", line) else line
-        ids.update(m.group(1) for m in re.finditer(r"(?:^|,)\s*([a-z][a-z0-9_]*)\b(?!\?)", line))
-    extra = _PLAN / "new-concepts.txt"
-    if extra.exists():
-        ids.update(
-            ln.split("\t", 1)[0].strip()
-            for ln in extra.read_text(encoding="utf-8").splitlines()
-            if ln.strip()
-        )
-    return frozenset(ids)
 
 
 def _attrs(text: str, where: str, values: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
