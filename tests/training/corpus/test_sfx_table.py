@@ -11,7 +11,7 @@ import soundfile as sf
 from atri.training.corpus.sfx import table as table_mod
 from atri.training.corpus.sfx.table import TableError, load_table, match_package, match_packages
 
-CONCEPTS = {"footsteps", "rain", "dog_bark"}
+CONCEPTS = {"footsteps", "rain", "dog_bark"}  # plain ids: attributes not checked per concept
 VALUES = {"material": ("snow", "wood"), "distance": ("near", "distant")}
 
 
@@ -32,7 +32,7 @@ def write_table(folder: Path, package: str, rows: list[str]) -> Path:
 
 @pytest.fixture(autouse=True)
 def _vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(table_mod, "vocabulary", lambda: (frozenset(CONCEPTS), VALUES))
+    monkeypatch.setattr(table_mod, "vocabulary", lambda: (CONCEPTS, VALUES))
 
 
 def test_rows_parse(tmp_path: Path) -> None:
@@ -159,3 +159,21 @@ def test_committed_container_tables_parse(package: str) -> None:
         table_mod.TABLES_DIR / f"{package}.tsv", lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES
     )
     assert rows and all(r.concept or r.reason for r in rows)
+
+
+def test_attributes_must_apply_to_the_lexicon_concept(tmp_path: Path) -> None:
+    from atri.training.corpus.sfx import lexicon
+
+    assert "material" not in lexicon.CONCEPTS["rain"].attributes
+    path = write_table(
+        tmp_path, "p", ["a/*.ogg\tfootsteps\tmaterial=snow", "b/*.ogg\train\tmaterial=snow"]
+    )
+    with pytest.raises(TableError, match=rf"{path}:4: attrs: 'material' does not apply to 'rain'"):
+        load_table(path, lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES)
+    allowed = lexicon.CONCEPTS["digging"].materials
+    assert "glass" not in allowed
+    path = write_table(tmp_path, "q", ["a/*.ogg\tdigging\tmaterial=glass"])
+    with pytest.raises(
+        TableError, match=rf"{path}:3: attrs: material='glass' not allowed for 'digging'"
+    ):
+        load_table(path, lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 from atri.training.corpus.sfx.packages import is_audio
 
@@ -70,11 +71,27 @@ class TableMatch:
     warnings: list[str] = field(default_factory=list)  # rows that matched nothing
 
 
-def vocabulary() -> tuple[frozenset[str], Mapping[str, tuple[str, ...]]]:
-    """(concept ids, attribute values) the tables may use: the lexicon's."""
+def vocabulary() -> tuple[Mapping[str, Any], Mapping[str, tuple[str, ...]]]:
+    """(concepts by id, attribute values) the tables may use: the lexicon's."""
     from atri.training.corpus.sfx import lexicon  # loaded on first use: it reads 8 languages
 
-    return frozenset(lexicon.CONCEPTS), lexicon.ATTRIBUTE_VALUES
+    return lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES
+
+
+def _applies(concept: Any, attrs: Mapping[str, str], where: str) -> None:
+    """A lexicon concept names the attributes its captions can say (and the materials);
+    an attribute it cannot say would be silently lost, so it is an error here."""
+    allowed = getattr(concept, "attributes", None)
+    if allowed is None:
+        return
+    for key, value in attrs.items():
+        if key not in allowed:
+            raise TableError(f"{where}: attrs: {key!r} does not apply to {concept.id!r}")
+        if key == "material" and value not in concept.materials:
+            raise TableError(
+                f"{where}: attrs: material={value!r} not allowed for {concept.id!r} "
+                f"({', '.join(concept.materials)})"
+            )
 
 
 def _attrs(text: str, where: str, values: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
@@ -94,7 +111,7 @@ def _attrs(text: str, where: str, values: Mapping[str, tuple[str, ...]]) -> dict
     return attrs
 
 
-def _row(cells: list[str], where: str, concepts: frozenset[str], values: Mapping) -> tuple:
+def _row(cells: list[str], where: str, concepts: Mapping[str, Any], values: Mapping) -> tuple:
     if len(cells) < 3 or len(cells) > 4:
         raise TableError(
             f"{where}: expected 3 or 4 tab-separated fields "
@@ -117,21 +134,25 @@ def _row(cells: list[str], where: str, concepts: frozenset[str], values: Mapping
             )
     elif concept not in concepts:
         raise TableError(f"{where}: concept: unknown concept id {concept!r}")
-    return pattern, None if reason else concept, _attrs(attrs_text, where, values), reason, note
+    attrs = _attrs(attrs_text, where, values)
+    if reason is None:
+        _applies(concepts[concept], attrs, where)
+    return pattern, None if reason else concept, attrs, reason, note
 
 
 def load_table(
     path: str | Path,
-    concepts: Iterable[str] | None = None,
+    concepts: Mapping[str, Any] | Iterable[str] | None = None,
     attribute_values: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[Row]:
-    """Parse and validate one table (errors name file:line:field)."""
+    """Parse and validate one table (errors name file:line:field). `concepts` are ids, or
+    the lexicon's Concept objects by id (then attributes are checked against each)."""
     path = Path(path)
     if concepts is None or attribute_values is None:
         known, values = vocabulary()
         concepts = known if concepts is None else concepts
         attribute_values = values if attribute_values is None else attribute_values
-    concept_set = frozenset(concepts)
+    concept_map = concepts if isinstance(concepts, Mapping) else dict.fromkeys(concepts)
     rows = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -142,7 +163,7 @@ def load_table(
             continue
         where = f"{path}:{number}"
         pattern, concept, attrs, reason, note = _row(
-            line.split("\t"), where, concept_set, attribute_values
+            line.split("\t"), where, concept_map, attribute_values
         )
         rows.append(Row(pattern, concept, attrs, reason, note, str(path), number))
     return rows
