@@ -1,4 +1,5 @@
-"""`atri corpus build` and `atri corpus import-csv` (shared spec cli.md)."""
+"""`atri corpus build`, `atri corpus build-sfx` and `atri corpus import-csv` (shared spec
+cli.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--size", choices=("tiny", "small", "default"), default="small")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    sfx = sub.add_parser("build-sfx", help="the real-recordings corpus from Debian packages")
+    sfx.add_argument("out_dir", type=Path)
+    sfx.add_argument("--root", type=Path, default=None,
+                     help="an extracted package tree (default: fetch and extract into "
+                          "~/.cache/atri/sfx-root)")
+    sfx.add_argument("--tables", type=Path, default=None,
+                     help="folder of <package>.tsv tables (default: the committed ones)")
+    sfx.add_argument("--seed", type=int, default=0)
+    sfx.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     imp = sub.add_parser("import-csv", help="AudioCaps/Clotho CSVs (+ translations) to a manifest")
     imp.add_argument("--format", choices=("audiocaps", "clotho"), required=True)
     imp.add_argument("--csv", type=Path, required=True)
@@ -40,8 +50,31 @@ def _translations(items: list[str]) -> dict[str, Path]:
     return out
 
 
+def _build_sfx(args: argparse.Namespace) -> None:
+    from atri.training.corpus.sfx.build import build_sfx, format_statistics
+    from atri.training.corpus.sfx.sources import TABLES_DIR
+
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    root = args.root
+    if root is None:
+        from atri.training.corpus.sfx.extract import default_cache_dir, extract_all
+        from atri.training.corpus.sfx.packages import PACKAGES
+
+        cache = default_cache_dir(os.environ)
+        root = cache.parent / "sfx-root"
+        extract_all(sorted(PACKAGES), root, cache)
+    stats = build_sfx(args.out_dir, root, table_dir=args.tables or TABLES_DIR, seed=args.seed,
+                      workers=args.workers)
+    print(format_statistics(stats))
+    print(f"real-recordings corpus (seed {args.seed}) in {args.out_dir} "
+          f"[built in {stats['build_seconds']:.1f} s]")
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.action == "build":
+    if args.action == "build-sfx":
+        _build_sfx(args)
+    elif args.action == "build":
         from atri.training.corpus.build import build, format_statistics
 
         if args.workers < 1:

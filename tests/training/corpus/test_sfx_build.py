@@ -1,0 +1,280 @@
+"""The real-recordings corpus builder on a small fixture tree written here: a few
+packages' worth of files laid out like their real paths, with tables of their own (an
+exact duplicate across packages, take groups, a silent file, a long loop, WavPack)."""
+
+import json
+import subprocess
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from atri.training.corpus.cli import main as corpus_main
+from atri.training.corpus.render import SAMPLE_RATE
+from atri.training.corpus.schema import LANGS
+from atri.training.corpus.sfx import build, mixtures
+from atri.training.corpus.sfx.audio import ffmpeg_exe
+from atri.training.corpus.sfx.records import filename_label
+from atri.training.corpus.sfx.splits import SPLITS, apply_caps, take_stem
+from atri.training.manifest import read_manifest
+
+MT = "usr/share/games/minetest/sounds/"
+WN = "usr/share/games/wesnoth/1.16/data/core/sounds/"
+TW = "usr/share/games/teeworlds/data/audio/"
+LU = "usr/share/games/lugaru/Data/Sounds/"
+LM = "usr/share/lmms/samples/instruments/"
+XPKG = ("lugaru-data",)
+ZEROSHOT = ("cow_moo",)
+MIX_COUNTS = {"train": (6, 3), "val": (2, 1), "test": (2, 1)}
+
+# package -> (table rows, files: relpath -> how to make it)
+FIXTURE: dict[str, tuple[list[str], dict[str, str]]] = {
+    "minetest-data": (
+        [f"{MT}default_sand_footstep*\tfootsteps\tmaterial=sand\t",
+         f"{MT}default_snow_footstep*\tfootsteps\tmaterial=snow\t",
+         f"{MT}default_break_glass*\tglass_break\t-\t",
+         f"{MT}default_dig_*\tdigging\tmaterial=dirt\t",
+         f"{MT}default_water_flow.ogg\tstream\t-\tlong loop",
+         f"{MT}default_place_node*\t-\t-\tui: a click"],
+        {**{f"{MT}default_sand_footstep.{i}.ogg": "noise" for i in (1, 2, 3)},
+         **{f"{MT}default_snow_footstep.{i}.ogg": "noise" for i in (1, 2)},
+         **{f"{MT}default_break_glass.{i}.ogg": "noise" for i in (1, 2, 3)},
+         **{f"{MT}default_dig_{k}.ogg": "noise" for k in ("crumbly", "choppy", "cracky", "snappy")},
+         f"{MT}default_water_flow.ogg": "long", f"{MT}default_place_node.1.ogg": "noise"},
+    ),
+    "wesnoth-1.16-data": (
+        [f"{WN}cow*\tcow_moo\t-\t", f"{WN}ambient/campfire*\tfire_crackling\t-\t",
+         f"{WN}ambient/rain*\train\t-\t", f"{WN}ambient/wind*\twind\t-\t",
+         f"{WN}dog-*\tdog_bark\t-\t", f"{WN}sword-*\tsword_clash\t-\t",
+         f"{WN}glass-*\tglass_break\t-\t", f"{WN}door-*\tdoor_open\t-\t",
+         f"{WN}horse-*\thorse_gallop\t-\t", f"{WN}**\t-\t-\tmusic: everything else"],
+        {**{f"{WN}cow-{k}.ogg": "noise" for k in ("a", "b", "moo", "low", "calf", "bull")},
+         **{f"{WN}ambient/{k}.ogg": "noise" for k in ("campfire", "rain", "rain-heavy", "wind",
+                                                       "wind-gusts", "campfire-small")},
+         **{f"{WN}dog-{k}.wav": "noise" for k in ("bark1", "bark2", "growl", "yelp", "howl")},
+         **{f"{WN}sword-{k}.ogg": "noise" for k in ("clash", "hit", "ring", "parry", "block",
+                                                     "slash", "clang", "swing")},
+         **{f"{WN}door-{k}.ogg": "noise" for k in ("open", "creak", "wood", "iron", "gate")},
+         **{f"{WN}horse-{k}.wav": "stereo48k" for k in ("canter", "gallop", "trot")},
+         f"{WN}glass-break.wav": "dup", f"{WN}theme.ogg": "noise"},
+    ),
+    "teeworlds-data": (
+        [f"{TW}foley_body_impact*\tthud\t-\t", f"{TW}wp_gun_fire*\tgunshot\t-\t",
+         f"{TW}glass_break.wav\tglass_break\t-\t", f"{TW}hum.wav\telectricity\t-\t"],
+        {**{f"{TW}foley_body_impact-0{i}.wv": "wavpack" for i in (1, 2, 3)},
+         **{f"{TW}wp_gun_fire-0{i}.wav": "noise" for i in (1, 2, 3)},
+         f"{TW}glass_break.wav": "dup", f"{TW}hum.wav": "silent"},
+    ),
+    "lugaru-data": (
+        [f"{LU}FootStepSnow*\tfootsteps\tmaterial=snow\t", f"{LU}Fire*\tfire_crackling\t-\t",
+         f"{LU}Cow*\tcow_moo\t-\t"],
+        {f"{LU}FootStepSnow1.ogg": "noise", f"{LU}FootStepSnow2.ogg": "noise",
+         f"{LU}Fire.ogg": "noise", f"{LU}Cow.ogg": "noise"},
+    ),
+    "lmms-common": (
+        [f"{LM}violin*\tviolin\t-\t", f"{LM}piano*\tpiano\t-\t"],
+        {**{f"{LM}violin_{k}0{i}.ogg": "tone" for k in ("fingered", "bowed") for i in (1, 2)},
+         **{f"{LM}piano_{k}.ogg": "tone" for k in ("soft", "hard", "mid", "bright")}},
+    ),
+}
+
+
+def _sound(kind: str, name: str) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng(zlib.crc32(name.encode()) if kind != "dup" else 7)
+    sr = 48000 if kind == "stereo48k" else 22050
+    n = int((12.0 if kind == "long" else rng.uniform(0.4, 1.2)) * sr)
+    if kind == "silent":
+        return np.zeros(n, dtype=np.float32), sr
+    t = np.arange(n) / sr
+    if kind == "tone":
+        wave = np.sin(2 * np.pi * rng.uniform(200, 800) * t) * np.exp(-2 * t)
+    else:
+        wave = rng.standard_normal(n) * np.exp(-rng.uniform(0.5, 4) * t)
+    wave = (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+    return (np.stack([wave, wave[::-1]], axis=1) if kind == "stereo48k" else wave), sr
+
+
+def write_fixture(base: Path) -> tuple[Path, Path]:
+    root, tables = base / "root", base / "tables"
+    tables.mkdir(parents=True)
+    for package, (rows, files) in FIXTURE.items():
+        (tables / f"{package}.tsv").write_text("# fixture\n" + "\n".join(rows) + "\n")
+        for rel, kind in files.items():
+            path = root / package / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            wave, sr = _sound(kind, rel)
+            if kind == "wavpack":  # libsndfile cannot write (or read) WavPack: ffmpeg can
+                wav = path.with_suffix(".tmp.wav")
+                sf.write(wav, wave, sr)
+                subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "wavpack",
+                                "-y", str(path)], check=True)
+                wav.unlink()
+            else:
+                sf.write(path, wave, sr)
+    return root, tables
+
+
+@pytest.fixture(scope="module")
+def fixture_tree(tmp_path_factory):
+    return write_fixture(tmp_path_factory.mktemp("sfx"))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    with pytest.MonkeyPatch.context() as mp:  # the CLI builds with the module constants
+        mp.setattr(build, "XPKG", XPKG)
+        mp.setattr(build, "ZEROSHOT", ZEROSHOT)
+        mp.setattr(mixtures, "COUNTS", MIX_COUNTS)
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus(fixture_tree, held_out, tmp_path_factory):
+    root, tables = fixture_tree
+    out = tmp_path_factory.mktemp("corpus")
+    stats = build.build_sfx(out, root, table_dir=tables, seed=3, workers=2)
+    return out, stats
+
+
+def _manifests(out: Path) -> dict:
+    return {s: read_manifest(out / f"{s}.jsonl") for s in SPLITS}
+
+
+def test_splits_keep_their_promises(corpus):
+    out, stats = corpus
+    manifests = _manifests(out)
+    where: dict[str, set[str]] = defaultdict(set)
+    for split, manifest in manifests.items():
+        real = [r for r in manifest if "package" in r.meta]
+        assert real, f"{split} has no recordings"
+        for r in real:
+            where[r.meta["group"]].add(split)
+            assert (r.meta["package"] in XPKG) == (split == "test-xpkg") or split == "test-zeroshot"
+            assert (r.meta["concept"] in ZEROSHOT) == (split == "test-zeroshot")
+    assert all(len(s) == 1 for s in where.values()), where
+    sword = {r.meta["group"] for r in manifests["train"] if r.meta.get("concept") == "sword_clash"}
+    assert sword, "sword-* files are groups of their own, some in train"
+    sand = [r for m in manifests.values() for r in m if r.meta.get("attrs") == "material=sand"]
+    assert len({r.meta["group"] for r in sand}) == 1 and len(sand) == 3  # one take group
+    assert stats["drops"]["silent"] == 1 and stats["drops"]["duplicate"] == 1
+    assert stats["drops"]["excluded:ui"] == 1 and stats["drops"]["excluded:music"] == 1
+
+
+def test_records_carry_provenance_captions_and_clip_format(corpus):
+    out, _ = corpus
+    manifests = _manifests(out)
+    for split, manifest in manifests.items():
+        for r in manifest:
+            assert set(r.captions) == set(LANGS)
+            assert r.n_captions() == (4 if split == "train" else 2)
+            info = sf.info(manifest.audio_path(r))
+            assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
+            assert info.duration <= 10.0 + 1e-9
+    records = {r.meta["path"]: r for m in manifests.values() for r in m if "path" in r.meta}
+    flow = records[f"{MT}default_water_flow.ogg"]
+    assert flow.meta["cropped_from_seconds"] == pytest.approx(12.0, abs=0.01)
+    assert flow.meta["seconds"] == pytest.approx(10.0)
+    assert flow.meta["licence"] == "CC-BY-SA-3.0" and "Minetest" in flow.meta["attribution"]
+    assert flow.meta["filename_label"] == "water flow"
+    assert (f"{WN}glass-break.wav" in records) + (f"{TW}glass_break.wav" in records) == 1
+
+
+def test_mixtures_stay_in_their_split(corpus):
+    out, stats = corpus
+    manifests = _manifests(out)
+    ids = {s: {r.id for r in m} for s, m in manifests.items()}
+    for split, manifest in manifests.items():
+        for r in manifest:
+            if r.id.startswith("mix-"):
+                assert {r.meta["main"], r.meta["background"]} <= ids[split]
+                assert r.meta["concept"] != r.meta["background_concept"]
+                assert 6.0 <= r.meta["level_db"] <= 15.0
+            elif r.id.startswith("mel-"):
+                assert r.meta["background"] in ids[split]
+                assert r.meta["background_concept"] in mixtures.AMBIENT
+    assert stats["mixtures"]["train"]["pair"] == MIX_COUNTS["train"][0]
+    assert any(r.id.startswith("mel-") for r in manifests["train"])
+
+
+def test_same_corpus_for_any_worker_count_via_the_cli(corpus, fixture_tree, tmp_path, capsys):
+    out, _ = corpus
+    root, tables = fixture_tree
+    argv = ["build-sfx", str(tmp_path), "--root", str(root), "--tables", str(tables),
+            "--seed", "3", "--workers", "1"]
+    assert corpus_main(argv) == 0
+    assert "test-zeroshot" in capsys.readouterr().out
+    for split in SPLITS:
+        assert (tmp_path / f"{split}.jsonl").read_text() == (out / f"{split}.jsonl").read_text()
+    flacs = sorted(p.relative_to(out) for p in (out / "audio").rglob("*.flac"))
+    assert flacs == sorted(p.relative_to(tmp_path) for p in (tmp_path / "audio").rglob("*.flac"))
+    for rel in flacs:
+        assert np.array_equal(sf.read(out / rel, dtype="int16")[0],
+                              sf.read(tmp_path / rel, dtype="int16")[0]), rel
+    stamp = json.loads((tmp_path / "corpus.json").read_text())["stamp"]
+    assert corpus_main(argv) == 0  # finished: the second run only reads corpus.json
+    assert json.loads((tmp_path / "corpus.json").read_text())["stamp"] == stamp
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("cow*\tmoose_call\t-\t", "unknown concept id 'moose_call'"),
+    ("cow*\t-\t-\tboring", "exclusion reason 'boring'"),
+])
+def test_a_bad_table_is_exit_2_naming_the_line(fixture_tree, tmp_path, capsys, row, message):
+    root, tables = fixture_tree
+    bad = tmp_path / "tables"
+    bad.mkdir()
+    for table in tables.glob("*.tsv"):
+        (bad / table.name).write_text(table.read_text())
+    table = "wesnoth-1.16-data.tsv"
+    (bad / table).write_text(f"{WN}{row}\n" + (tables / table).read_text())
+    argv = ["build-sfx", str(tmp_path / "out"), "--root", str(root), "--tables", str(bad)]
+    assert corpus_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "wesnoth-1.16-data.tsv:1" in err
+
+
+def test_an_undecodable_file_is_named(fixture_tree, tmp_path, capsys):
+    root, tables = fixture_tree
+    broken = tmp_path / "root"
+    (broken / "lmms-common" / LM).mkdir(parents=True)
+    (broken / "lmms-common" / LM / "violin_x.ogg").write_bytes(b"OggS not really")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "lmms-common.tsv").write_text((tables / "lmms-common.tsv").read_text())
+    argv = ["build-sfx", str(tmp_path / "out"), "--root", str(broken),
+            "--tables", str(tmp_path / "t"), "--workers", "1"]
+    assert corpus_main(argv) == 2
+    assert "violin_x.ogg" in capsys.readouterr().err
+
+
+def test_take_stems_and_file_name_labels():
+    assert take_stem("sword_attack_07.ogg") == take_stem("sword_attack_20.ogg") == "sword_attack"
+    assert take_stem("GlassHit2.wav") == "glasshit" and take_stem("foo-b.ogg") == "foo"
+    assert take_stem("default_sand_footstep.2.ogg") == "default_sand_footstep"
+    assert take_stem("01.ogg") == "" and take_stem("door-open.ogg") == "door-open"
+    assert filename_label("x/default_sand_footstep.2.ogg") == "sand footstep"
+    assert filename_label("Sound/Hits/GlassHit1.ogg") == "glass hit"
+
+
+def test_caps_take_whole_groups_and_count_the_rest():
+    class C:
+        def __init__(self, key, group, concept="sword_clash"):
+            self.key, self.group, self.concept, self.package = key, group, concept, "p"
+
+    clips = [C(f"g{g}/{i}", f"g{g}") for g in range(12) for i in range(10)]
+    kept, drops = apply_caps(clips, {f"g{g}": "train" for g in range(12)}, lambda c: False)
+    groups = defaultdict(int)
+    for key in kept:
+        groups[key.split("/")[0]] += 1
+    assert sum(groups.values()) == 40 and set(groups.values()) == {8}  # 5 whole groups of 8 takes
+    assert drops["take_cap"] == 12 * 2 and drops["concept_cap"] == 7 * 8
+
+
+@pytest.mark.slow
+def test_real_corpus_builds(tmp_path):
+    """The real corpus from the real packages (fetched and extracted unless present)."""
+    assert corpus_main(["build-sfx", str(tmp_path), "--workers", "2"]) == 0
+    counts = {s: len(read_manifest(tmp_path / f"{s}.jsonl")) for s in SPLITS}
+    assert counts["train"] > 1000 and min(counts.values()) > 50, counts

@@ -1,0 +1,105 @@
+"""One clip of the real-recordings corpus: where it came from, what it is, and its
+manifest record (parallel captions from the lexicon, provenance in `meta`)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from atri.training.corpus.schema import LANGS
+from atri.training.corpus.sfx import lexicon
+from atri.training.manifest import ClipRecord
+
+# Captions per clip and language: training sees several phrasings, an evaluation clip two.
+CAPTIONS_PER_CLIP = {"train": 4, "eval": 2}
+# File-name words that say nothing about the sound (game prefixes, formats, takes).
+_NAME_NOISE = {"default", "sfx", "snd", "sound", "sounds", "wav", "ogg", "wp", "fx", "the"}
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded, kept recording. `key` (package/relpath) is unique; `audio` is the FLAC's
+    path relative to the corpus directory."""
+
+    key: str
+    package: str
+    relpath: str
+    concept: str
+    attrs: Mapping[str, str]
+    group: str
+    sha256: str
+    seconds: float
+    source_seconds: float | None
+    audio: str
+    licence: str = ""
+    attribution: str = ""
+    note: str = ""
+
+    @property
+    def id(self) -> str:
+        return clip_id(self.package, self.relpath)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].strip("-") or "x"
+
+
+def clip_id(package: str, relpath: str) -> str:
+    """Stable and readable: package slug, file-name slug, 8 hex of the full path (two
+    files of one name in different folders differ there)."""
+    digest = hashlib.sha256(f"{package}/{relpath}".encode()).hexdigest()[:8]
+    return f"{slug(package, 24)}.{slug(PurePosixPath(relpath).stem)}.{digest}"
+
+
+def filename_label(relpath: str) -> str:
+    """English words cut from the file name, as a file-name-label ablation would train on:
+    'default_sand_footstep.2.ogg' -> 'sand footstep', 'GlassHit1.wav' -> 'glass hit'."""
+    stem = PurePosixPath(relpath).name.split(".")[0]
+    words = re.split(r"[^A-Za-z]+", _CAMEL.sub(" ", stem))
+    kept = [w.lower() for w in words if len(w) > 1 and w.lower() not in _NAME_NOISE]
+    return " ".join(kept) or PurePosixPath(relpath).stem.lower()
+
+
+def variants(n: int, rng: random.Random) -> list[int]:
+    """n consecutive caption variants from a random start: distinct templates and synonyms
+    per clip, and different clips of one concept start at different phrasings."""
+    start = rng.randrange(lexicon.N_TEMPLATES * 4)
+    return [start + k for k in range(n)]
+
+
+def captions(concept: str, attrs: Mapping[str, str], n: int, rng: random.Random) -> dict:
+    chosen = variants(n, rng)
+    return {lang: [lexicon.caption(concept, attrs, lang, v) for v in chosen] for lang in LANGS}
+
+
+def n_captions(split: str) -> int:
+    return CAPTIONS_PER_CLIP["train" if split == "train" else "eval"]
+
+
+def clip_record(clip: Clip, split: str, seed: int) -> ClipRecord:
+    rng = random.Random(f"{seed}:captions:{clip.key}")
+    meta: dict[str, str | int | float | bool] = {
+        "package": clip.package,
+        "path": clip.relpath,
+        "licence": clip.licence,
+        "attribution": clip.attribution,
+        "concept": clip.concept,
+        "attrs": ";".join(f"{k}={v}" for k, v in sorted(clip.attrs.items())),
+        "group": clip.group,
+        "sha256": clip.sha256,
+        "filename_label": filename_label(clip.relpath),
+        "seconds": clip.seconds,
+        **{f"attr_{k}": v for k, v in sorted(clip.attrs.items())},
+    }
+    if clip.source_seconds is not None and clip.source_seconds > clip.seconds + 0.01:
+        meta["cropped_from_seconds"] = round(clip.source_seconds, 3)  # a long loop's start
+    if clip.note:
+        meta["note"] = clip.note
+    return ClipRecord(id=clip.id, audio=clip.audio,
+                      captions=captions(clip.concept, clip.attrs, n_captions(split), rng),
+                      meta=meta)

@@ -1,0 +1,151 @@
+"""Honest splits of the real-recordings corpus (issue 11, item 4).
+
+- Takes: files of one package and directory whose names differ only in trailing take
+  numbers, separators or take letters (sword_attack_01..20, GlassHit1..3, foo-a/foo-b)
+  form a group, and a group always lands in one split.
+- test-zeroshot: every clip of a ZEROSHOT concept (never trained, tuned or tested on
+  elsewhere). test-xpkg: the other clips of the XPKG packages (other recording chains).
+- The rest: train / val / test by a salted hash of the group key, fixed for the project
+  (not the corpus seed), so a group never changes split between builds; a concept with
+  no group in train has its first group moved there, so `test` holds seen concepts only.
+- Caps: at most MAX_TAKES clips of one group and CONCEPT_CAP clips of one concept per
+  split (lower for instruments), whole groups chosen in salted-hash order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import PurePosixPath
+from typing import Protocol
+
+SPLIT_SALT = "atri-sfx-split-v1"
+SPLITS = ("train", "val", "test", "test-xpkg", "test-zeroshot")
+EVAL_SPLITS = SPLITS[1:]
+HASH_BOUNDS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.9), ("test", 1.0))
+MAX_TAKES = {"train": 8, "eval": 3}  # near-identical takes add little beyond a few
+CONCEPT_CAP = {"train": 40, "eval": 12}  # swords and drums must not dominate
+INSTRUMENT_CAP = {"train": 15, "eval": 5}  # lmms/hydrogen ship hundreds of notes
+
+# A take suffix: separators + digits (+ a take letter), or separators + one letter.
+_TAKE = re.compile(r"(?:[\s_.\-]*\d+[a-z]?|[\s_.\-]+[a-z])$", re.IGNORECASE)
+
+
+class Groupable(Protocol):
+    key: str  # package/relpath: unique per clip
+    package: str
+    concept: str
+    group: str
+
+
+def take_stem(name: str) -> str:
+    """'sword_attack_07.ogg' -> 'sword_attack'; 'GlassHit2.wav' -> 'glasshit';
+    'foo-b.ogg' -> 'foo'; '01.ogg' -> ''."""
+    stem = PurePosixPath(name).stem.lower()
+    while True:
+        shorter = _TAKE.sub("", stem)
+        if shorter == stem:
+            return stem
+        stem = shorter
+
+
+def group_key(package: str, relpath: str) -> str:
+    path = PurePosixPath(relpath)
+    return f"{package}/{path.parent}/{take_stem(path.name)}"
+
+
+def hash_unit(*parts: str) -> float:
+    """A uniform number in [0, 1) from the salted SHA-256 of `parts`."""
+    digest = hashlib.sha256("|".join((SPLIT_SALT, *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def group_concepts(clips: Iterable[Groupable]) -> dict[str, str]:
+    """group -> its concept (the most common among its clips; ties: the smallest id)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for clip in clips:
+        counts[clip.group][clip.concept] += 1
+    return {g: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for g, c in counts.items()}
+
+
+def assign_groups(
+    clips: list[Groupable], xpkg: Iterable[str], zeroshot: Iterable[str]
+) -> dict[str, str]:
+    """group -> split. A group with any clip of a zero-shot concept goes to test-zeroshot
+    whole (even from an xpkg package: no zero-shot concept may be trained on)."""
+    xpkg, zeroshot = set(xpkg), set(zeroshot)
+    by_group: dict[str, list[Groupable]] = defaultdict(list)
+    for clip in clips:
+        by_group[clip.group].append(clip)
+    split: dict[str, str] = {}
+    for group, members in by_group.items():
+        if any(c.concept in zeroshot for c in members):
+            split[group] = "test-zeroshot"
+        elif members[0].package in xpkg:
+            split[group] = "test-xpkg"
+        else:
+            u = hash_unit("split", group)
+            split[group] = next(name for name, bound in HASH_BOUNDS if u < bound)
+    concept_of = group_concepts(clips)
+    in_train = {concept_of[g] for g, s in split.items() if s == "train"}
+    for group in sorted(split, key=lambda g: hash_unit("split", g)):
+        concept = concept_of[group]
+        if split[group] in ("val", "test") and concept not in in_train:
+            split[group] = "train"
+            in_train.add(concept)
+    return split
+
+
+def apply_caps(
+    clips: list[Groupable], split_of: dict[str, str], is_instrument: Callable[[str], bool]
+) -> tuple[dict[str, str], Counter]:
+    """clip key -> split for the clips kept, and drops by reason (take_cap, concept_cap)."""
+    concept_of = group_concepts(clips)
+    by_group: dict[str, list[Groupable]] = defaultdict(list)
+    for clip in sorted(clips, key=lambda c: c.key):
+        by_group[clip.group].append(clip)
+    buckets: dict[tuple[str, str], list[str]] = defaultdict(list)  # (split, concept) -> groups
+    for group in sorted(by_group, key=lambda g: hash_unit("cap", g)):
+        buckets[(split_of[group], concept_of[group])].append(group)
+    kept: dict[str, str] = {}
+    drops: Counter = Counter()
+    for (split, concept), groups in buckets.items():
+        kind = "train" if split == "train" else "eval"
+        cap = (INSTRUMENT_CAP if is_instrument(concept) else CONCEPT_CAP)[kind]
+        total = 0
+        for group in groups:
+            members = by_group[group]
+            takes = members[: MAX_TAKES[kind]]
+            drops["take_cap"] += len(members) - len(takes)
+            if total and total + len(takes) > cap:
+                drops["concept_cap"] += len(takes)
+                continue
+            drops["concept_cap"] += max(0, len(takes) - cap)
+            for clip in takes[:cap]:
+                kept[clip.key] = split
+            total += min(len(takes), cap)
+    return kept, drops
+
+
+def check_splits(clips: list[Groupable], split_of: dict[str, str], sha_of: dict[str, str],
+                 xpkg: Iterable[str], zeroshot: Iterable[str]) -> None:
+    """The corpus's promises, asserted: one split per group and per audio hash, zero-shot
+    concepts only in test-zeroshot, xpkg packages never in train/val/test, no split empty."""
+    xpkg, zeroshot = set(xpkg), set(zeroshot)
+    where: dict[str, dict[str, str]] = {"group": {}, "sha256": {}}
+    for clip in clips:
+        split = split_of[clip.key]
+        for kind, value in (("group", clip.group), ("sha256", sha_of[clip.key])):
+            other = where[kind].setdefault(value, split)
+            if other != split:
+                raise AssertionError(f"{kind} {value} is in {other} and {split} ({clip.key})")
+        if clip.concept in zeroshot and split != "test-zeroshot":
+            raise AssertionError(f"{clip.key}: zero-shot concept {clip.concept} in {split}")
+        if clip.package in xpkg and split in ("train", "val", "test"):
+            raise AssertionError(f"{clip.key}: held-out package {clip.package} in {split}")
+    present = set(split_of.values())
+    empty = [s for s in SPLITS if s not in present]
+    if empty:
+        raise AssertionError(f"empty split(s): {empty}")
