@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from atri.training.corpus.melody import melody_split
 from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, xfont_copy
 from atri.training.corpus.render import audio_relpath, render_shard
 from atri.training.corpus.schema import ATTRIBUTES, LANGS
+from atri.training.corpus.soundfonts import DEFAULT_TRAIN_SOUNDFONTS, assign_train_soundfonts
 from atri.training.fileio import atomic_write_text
 from atri.training.manifest import ClipRecord, write_manifest
 from atri.training.progress import Progress
@@ -41,12 +43,15 @@ SIZES: dict[str, SizeSpec] = {
 }
 
 
-def plan_corpus(size: str, seed: int) -> dict[str, list[ClipPlan]]:
+def plan_corpus(size: str, seed: int,
+                train_soundfonts: Sequence[str] = DEFAULT_TRAIN_SOUNDFONTS,
+                ) -> dict[str, list[ClipPlan]]:
     spec = SIZES[size]
     # One stream per split: the test plan does not shift when the train size changes.
     test = plan_eval(spec.test, "test", random.Random(f"{seed}:test"), "te")
+    train = plan_train(spec.train, random.Random(f"{seed}:train"), "tr")
     return {
-        "train": plan_train(spec.train, random.Random(f"{seed}:train"), "tr"),
+        "train": assign_train_soundfonts(train, train_soundfonts, seed),
         "val": plan_eval(spec.val, "val", random.Random(f"{seed}:val"), "va"),
         "test": test,
         "test-xfont": xfont_copy(test, "xf", XFONT),
@@ -86,6 +91,8 @@ def statistics(plans: dict[str, list[ClipPlan]]) -> dict:
     stats["clusters"] = {
         s: len({p.cluster for p in items if p.cluster}) for s, items in plans.items()
     }
+    stats["soundfonts"] = {s: dict(Counter(p.soundfont for p in items))
+                           for s, items in plans.items()}
     return stats
 
 
@@ -102,15 +109,27 @@ def format_statistics(stats: dict) -> str:
     for lang in LANGS:
         counts = [stats["captions"][s][lang] for s in splits]
         rows.append(f"{'captions/' + lang:<28}" + "".join(f"{c:>11}" for c in counts))
+    fonts = sorted({f for by_font in stats["soundfonts"].values() for f in by_font})
+    for font in fonts:
+        counts = [stats["soundfonts"][s].get(font, 0) for s in splits]
+        rows.append(f"{'soundfont=' + font:<28}" + "".join(f"{c:>11}" for c in counts))
     return "\n".join(rows)
 
 
+def shards_of(plans: dict[str, list[ClipPlan]]) -> list[list[ClipPlan]]:
+    """Fixed shards of at most SHARD_SIZE clips of one split and one soundfont (a synth
+    loads one), in plan order: a split rendered with one soundfont is cut as it always was."""
+    shards = []
+    for items in plans.values():
+        fonts = list(dict.fromkeys(p.soundfont for p in items))  # first-appearance order
+        for font in fonts:
+            group = [p for p in items if p.soundfont == font]
+            shards += [group[i : i + SHARD_SIZE] for i in range(0, len(group), SHARD_SIZE)]
+    return shards
+
+
 def render_all(plans: dict[str, list[ClipPlan]], out_dir: Path, workers: int) -> None:
-    shards = [
-        (items[i : i + SHARD_SIZE], str(out_dir))
-        for items in plans.values()
-        for i in range(0, len(items), SHARD_SIZE)
-    ]
+    shards = [(shard, str(out_dir)) for shard in shards_of(plans)]
     total = sum(len(items) for items in plans.values())
     with Progress(total, "rendering clips", unit="clip") as bar:
         # Always fresh spawned processes, even for one worker: fluidsynth's C state must
@@ -122,13 +141,16 @@ def render_all(plans: dict[str, list[ClipPlan]], out_dir: Path, workers: int) ->
                 bar.update(len(ids))
 
 
-def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2) -> dict:
+def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
+          train_soundfonts: Sequence[str] = DEFAULT_TRAIN_SOUNDFONTS) -> dict:
     """Build the corpus into out_dir; returns its statistics. A finished corpus with the
-    same size, seed and builder version is not rendered again."""
+    same size, seed, training soundfonts and builder version is not rendered again."""
     out_dir = Path(out_dir)
-    stamp = {"builder_version": BUILDER_VERSION, "size": size, "seed": seed}
+    stamp: dict = {"builder_version": BUILDER_VERSION, "size": size, "seed": seed}
+    if tuple(train_soundfonts) != DEFAULT_TRAIN_SOUNDFONTS:  # default: stamps as before
+        stamp["train_soundfonts"] = list(train_soundfonts)
     done_file = out_dir / "corpus.json"
-    plans = plan_corpus(size, seed)
+    plans = plan_corpus(size, seed, train_soundfonts)
     check_plan(plans)
     stats = statistics(plans)
     if done_file.is_file() and json.loads(done_file.read_text()).get("stamp") == stamp:

@@ -20,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--size", choices=("tiny", "small", "default"), default="small")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    build.add_argument("--train-soundfonts", default="fluidr3", metavar="A,B,...",
+                       help="soundfonts the train clips are rendered with, one drawn per "
+                            "clip: fluidr3, musescore, fluidr3mono, opl3 (default fluidr3)")
     sfx = sub.add_parser("build-sfx", help="the real-recordings corpus from Debian packages")
     sfx.add_argument("out_dir", type=Path)
     sfx.add_argument("--root", type=Path, default=None,
@@ -80,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
         start = time.monotonic()
-        stats = build(args.out_dir, size=args.size, seed=args.seed, workers=args.workers)
+        fonts = [name.strip() for name in args.train_soundfonts.split(",") if name.strip()]
+        stats = build(args.out_dir, size=args.size, seed=args.seed, workers=args.workers,
+                      train_soundfonts=fonts)
         print(format_statistics(stats))
         print(f"corpus {args.size} (seed {args.seed}) in {args.out_dir} "
               f"[{time.monotonic() - start:.1f} s]")

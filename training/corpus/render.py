@@ -1,6 +1,7 @@
 """Rendering planned clips with FluidSynth: real recorded General MIDI samples
-(FluidR3 GM, or TimGM6mb for the cross-soundfont split), a melody with a background
-mixed 6-12 dB under it, written as 16-bit mono FLAC.
+(FluidR3 GM, TimGM6mb for the cross-soundfont split, and for training clips the other
+soundfonts of soundfonts.py when asked), a melody with a background mixed 6-12 dB under
+it, written as 16-bit mono FLAC.
 
 FluidSynth keeps state between notes (voices, envelopes, LFO phases), so each fixed
 shard of clips gets its own freshly made synth with chorus and reverb off: a clip then
@@ -23,13 +24,10 @@ import soundfile as sf
 
 from atri.training.corpus.plan import ClipPlan
 from atri.training.corpus.schema import BACKGROUNDS, INSTRUMENTS
+from atri.training.corpus.soundfonts import SOUNDFONTS
 
 SAMPLE_RATE = 44100  # serves CED (16 kHz after resampling) and aisfx (up to 22 kHz)
 CLIP_SECONDS = 5.0
-SOUNDFONTS = {
-    "fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",  # Debian fluid-soundfont-gm (MIT)
-    "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",  # Debian timgm6mb-soundfont (GPL-2)
-}
 MELODY_CH, BACKGROUND_CH, DRUM_CH = 0, 1, 9
 SYNTH_GAIN = 0.8  # loud clips peak near -6 dBFS; soft ones stay well above 16-bit noise
 LEGATO = 0.9  # a note sounds for this fraction of the inter-onset interval
@@ -45,17 +43,17 @@ class Renderer:
     def __init__(self, soundfont: str) -> None:
         import fluidsynth  # imported here: only corpus building needs the C library
 
-        path = SOUNDFONTS[soundfont]
+        font = SOUNDFONTS[soundfont]
+        path = font.path
         if not Path(path).is_file():
             raise FileNotFoundError(
-                f"soundfont {path} not found: install the Debian package that ships it "
-                "(fluid-soundfont-gm, timgm6mb-soundfont)"
+                f"soundfont {path} not found: install the Debian package {font.package} "
+                "(scripts/install.sh installs every soundfont the corpus uses)"
             )
-        self.synth = fluidsynth.Synth(
-            gain=SYNTH_GAIN,
-            samplerate=SAMPLE_RATE,
-            **{"synth.chorus.active": 0, "synth.reverb.active": 0, "synth.cpu-cores": 1},
-        )
+        settings = {"synth.chorus.active": 0, "synth.reverb.active": 0, "synth.cpu-cores": 1}
+        if font.lazy:
+            settings["synth.dynamic-sample-loading"] = 1
+        self.synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=SAMPLE_RATE, **settings)
         self.soundfont = soundfont
         self.sfid = self.synth.sfload(path)
         if self.sfid < 0:
@@ -199,6 +197,8 @@ def write_flac(path: Path, wave: np.ndarray) -> None:
 def render_shard(args: tuple[list[ClipPlan], str]) -> list[str]:
     """Render one shard into out_dir/audio/<split>/<id>.flac; returns the clip ids."""
     plans, out_dir = args
+    if len({p.soundfont for p in plans}) != 1:
+        raise ValueError("a shard renders with one soundfont (build.render_all groups them)")
     renderer = Renderer(plans[0].soundfont)
     try:
         for plan in plans:

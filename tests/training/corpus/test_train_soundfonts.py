@@ -1,0 +1,118 @@
+"""`atri corpus build --train-soundfonts`: training clips rendered with a soundfont drawn
+per clip, the evaluation splits untouched, the reserved soundfonts refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from atri.cli import main as atri_main
+from atri.training.corpus.build import SHARD_SIZE, plan_corpus, render_all, shards_of
+from atri.training.corpus.soundfonts import (
+    REFUSED,
+    SOUNDFONTS,
+    TRAIN_SOUNDFONTS,
+    assign_train_soundfonts,
+    check_train_soundfonts,
+)
+from atri.training.manifest import read_manifest
+
+FONTS = ("fluidr3", "musescore", "fluidr3mono", "opl3")
+EVAL_SPLITS = ("val", "test", "test-xfont")
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["fluidr3", "timgm6mb"], "'timgm6mb' is refused: reserved for evaluation"),
+    (["csound"], "'csound' is refused: reserved for evaluation"),
+    (["gs"], "'gs' is refused: fluid-soundfont-gs ships only GS variation"),
+    (["fluidr3", "nope"], "unknown soundfont 'nope'; choose among fluidr3, musescore"),
+    ([], "name at least one"),
+    (["opl3", "opl3"], "twice"),
+])
+def test_bad_lists_are_refused_by_name(names: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_train_soundfonts(names)
+
+
+def test_reserved_soundfonts_can_never_train() -> None:
+    assert not {"timgm6mb", "csound"} & set(TRAIN_SOUNDFONTS)
+    assert set(TRAIN_SOUNDFONTS) <= set(SOUNDFONTS) and set(REFUSED).isdisjoint(TRAIN_SOUNDFONTS)
+    assert {SOUNDFONTS[f].package for f in TRAIN_SOUNDFONTS}.isdisjoint(
+        {"timgm6mb-soundfont", "csound-soundfont"})
+
+
+def test_cli_refuses_a_reserved_soundfont(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "corpus"
+    args = ["corpus", "build", str(out), "--size", "tiny", "--train-soundfonts"]
+    assert atri_main([*args, "musescore,timgm6mb"]) == 2
+    assert "'timgm6mb' is refused" in capsys.readouterr().err
+    assert atri_main([*args, "csound"]) == 2
+    assert "'csound' is refused" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_only_the_training_soundfont_changes() -> None:
+    default = plan_corpus("tiny", 0)
+    assert default == plan_corpus("tiny", 0, ("fluidr3",))
+    mixed = plan_corpus("tiny", 0, FONTS)
+    for split in EVAL_SPLITS:
+        assert mixed[split] == default[split]
+    assert [replace(p, soundfont="fluidr3") for p in mixed["train"]] == default["train"]
+    assert {p.soundfont for p in mixed["train"]} == set(FONTS)
+    assert {p.soundfont for p in default["train"]} == {"fluidr3"}
+    assert [p.meta()["soundfont"] for p in mixed["train"]] == [p.soundfont for p in mixed["train"]]
+    assert assign_train_soundfonts(default["train"], FONTS, 0) == mixed["train"]  # seeded
+    assert assign_train_soundfonts(default["train"], FONTS, 1) != mixed["train"]
+
+
+def test_shards_hold_one_soundfont_and_default_shards_are_unchanged() -> None:
+    default = plan_corpus("small", 0)
+    expected = [items[i : i + SHARD_SIZE] for items in default.values()
+                for i in range(0, len(items), SHARD_SIZE)]  # the cut before soundfonts
+    assert shards_of(default) == expected
+    mixed = plan_corpus("small", 0, FONTS)
+    shards = shards_of(mixed)
+    assert all(len({p.soundfont for p in s}) == 1 and len(s) <= SHARD_SIZE for s in shards)
+    assert sorted(p.id for s in shards for p in s) == sorted(
+        p.id for items in mixed.values() for p in items)
+
+
+def read_int16(path: Path) -> np.ndarray:
+    return sf.read(path, dtype="int16")[0]
+
+
+def test_build_renders_train_clips_with_the_drawn_soundfonts(tiny_corpus: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "mixed"
+    assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "2",
+                      "--train-soundfonts", ",".join(FONTS)]) == 0
+    corpus = json.loads((out / "corpus.json").read_text())
+    assert corpus["stamp"]["train_soundfonts"] == list(FONTS)
+    assert set(corpus["statistics"]["soundfonts"]["train"]) == set(FONTS)
+    assert corpus["statistics"]["soundfonts"]["test-xfont"] == {"timgm6mb": 36}
+    for split in EVAL_SPLITS:  # evaluation clips exactly as in the FluidR3-only corpus
+        assert (out / f"{split}.jsonl").read_text() == (tiny_corpus / f"{split}.jsonl").read_text()
+        for record in read_manifest(out / f"{split}.jsonl").records[:3]:
+            assert np.array_equal(read_int16(out / record.audio),
+                                  read_int16(tiny_corpus / record.audio))
+    plans = {p.id: p for p in plan_corpus("tiny", 0, FONTS)["train"]}
+    train = read_manifest(out / "train.jsonl")
+    differ = 0
+    for record in train:
+        assert record.meta["soundfont"] == plans[record.id].soundfont
+        mine, plain = read_int16(out / record.audio), read_int16(tiny_corpus / record.audio)
+        assert np.abs(mine.astype(np.float64)).max() > 100  # something plays
+        if record.meta["soundfont"] != "fluidr3":
+            differ += not np.array_equal(mine, plain)
+    assert differ == sum(r.meta["soundfont"] != "fluidr3" for r in train) > 60
+
+    # the same clips from one worker: identical samples
+    one = tmp_path / "one-worker"
+    render_all({"train": list(plans.values())}, one, workers=1)
+    for record in train:
+        assert np.array_equal(read_int16(one / record.audio), read_int16(out / record.audio))

@@ -1,0 +1,77 @@
+"""The General MIDI soundfonts the demo corpus renders with, and which of them may train.
+
+Every split renders with FluidR3 GM except `test-xfont` (TimGM6mb, the cross-soundfont
+test). `atri corpus build --train-soundfonts a,b,...` renders each training clip with a
+soundfont drawn per clip from the list, so a model hears other recordings and syntheses of
+the same instruments; val and test stay FluidR3, so scores stay comparable. The soundfonts
+reserved for measuring transfer (shared spec corpus.md) are refused by name.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from atri.training.corpus.plan import ClipPlan
+
+
+@dataclass(frozen=True)
+class Soundfont:
+    path: str
+    package: str  # the Debian package that ships it
+    licence: str
+    # Load samples only when a preset is selected: the same samples, but opening a
+    # compressed .sf3 drops from ~10 s to ~0.1 s (measured), which every shard pays.
+    lazy: bool = False
+
+
+SOUNDFONTS: dict[str, Soundfont] = {
+    "fluidr3": Soundfont("/usr/share/sounds/sf2/FluidR3_GM.sf2", "fluid-soundfont-gm", "MIT"),
+    "timgm6mb": Soundfont("/usr/share/sounds/sf2/TimGM6mb.sf2", "timgm6mb-soundfont", "GPL-2"),
+    "musescore": Soundfont("/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
+                           "musescore-general-soundfont", "MIT", lazy=True),
+    "fluidr3mono": Soundfont("/usr/share/sounds/sf3/FluidR3Mono_GM.sf3",
+                             "fluidr3mono-gm-soundfont", "MIT", lazy=True),
+    # samples of an OPL3 FM chip: synthetic timbres, the farthest from the other fonts
+    "opl3": Soundfont("/usr/share/sounds/sf2/OPL-3_FM_128M.sf2", "opl3-soundfont",
+                      "CC-BY-SA-4.0", lazy=True),
+}
+DEFAULT_TRAIN_SOUNDFONTS: tuple[str, ...] = ("fluidr3",)
+TRAIN_SOUNDFONTS: tuple[str, ...] = ("fluidr3", "musescore", "fluidr3mono", "opl3")
+# Names a user may try that must never train, with the reason the error gives.
+REFUSED: dict[str, str] = {
+    "timgm6mb": "reserved for evaluation: it renders the test-xfont split (shared spec "
+                "corpus.md)",
+    "csound": "reserved for evaluation (csound-soundfont, shared spec corpus.md)",
+    "gs": "fluid-soundfont-gs ships only GS variation sound effects (banks 1-8), none of "
+          "the corpus's General MIDI instruments, backgrounds or drum kit",
+}
+
+
+def check_train_soundfonts(names: Sequence[str]) -> tuple[str, ...]:
+    """The names as a tuple, or ValueError naming what is wrong with them."""
+    names = tuple(names)
+    if not names:
+        raise ValueError("--train-soundfonts: name at least one soundfont")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--train-soundfonts: {list(names)} names a soundfont twice")
+    for name in names:
+        if name in REFUSED:
+            raise ValueError(f"--train-soundfonts: {name!r} is refused: {REFUSED[name]}")
+        if name not in TRAIN_SOUNDFONTS:
+            raise ValueError(f"--train-soundfonts: unknown soundfont {name!r}; "
+                             f"choose among {', '.join(TRAIN_SOUNDFONTS)}")
+    return names
+
+
+def assign_train_soundfonts(plans: list[ClipPlan], names: Sequence[str],
+                            seed: int) -> list[ClipPlan]:
+    """Each training clip rendered with a soundfont drawn uniformly from `names`, from a
+    stream of its own: the clips' attributes, melodies and captions stay those of the
+    FluidR3-only corpus, and the default list leaves the plans untouched."""
+    names = check_train_soundfonts(names)
+    if names == DEFAULT_TRAIN_SOUNDFONTS:
+        return plans
+    rng = random.Random(f"{seed}:train-soundfont")
+    return [replace(p, soundfont=rng.choice(names)) for p in plans]
