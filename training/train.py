@@ -54,6 +54,9 @@ class TrainConfig:
     mixture_prob: float = MIXTURE_PROB  # mlclap-mixture: keep a non-English caption
     max_audio_seconds: float = 10.0  # trainable backbone: clips cropped to this length
     augment_views: int = 0  # augmented audio views per training clip (feature_views.py)
+    # A checkpoint whose heads and temperature start this run (same model config): continued
+    # training on new data beside a replay of the old (trainer.init_heads).
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -110,6 +113,7 @@ class TrainConfig:
             ("augment_views", self.augment_views >= 0),
             ("model.embed_dim", self.model.embed_dim >= 1),
             ("model.tau_init", 0.001 <= self.model.tau_init <= 0.5),
+            ("model.audio_dropout", 0 <= self.model.audio_dropout < 1),
         ):
             if not ok:
                 problems.append(f"{name} = {getattr_path(self, name)!r} is out of range")
@@ -169,11 +173,14 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--mixture-prob": ("mixture_prob", float),
     "--max-audio-seconds": ("max_audio_seconds", float),
     "--augment-views": ("augment_views", int),
+    "--init-from": ("init_from", str),
     "--audio": ("model.audio", str),
     "--audio-weights": ("model.audio_weights", str),
     "--text": ("model.text", str),
     "--embed-dim": ("model.embed_dim", int),
     "--tau-init": ("model.tau_init", float),
+    "--text-head": ("model.text_head", str),
+    "--audio-dropout": ("model.audio_dropout", float),
 }
 SWITCHES: dict[str, str] = {
     "--fixed-tau": "model.fixed_tau",

@@ -64,6 +64,27 @@ class _Quiet:
         pass
 
 
+def init_heads(model: nn.Module, source: str) -> None:
+    """Copy the heads and the temperature of checkpoint `source` (a directory or "default")
+    into `model`. Both must have the same backbone, text encoder and head shapes, else
+    BadInput names the difference; the backbones themselves are not copied."""
+    if source != "default" and not Path(source).exists():
+        raise BadInput(f"init_from {source}: checkpoint not found")
+    donor, _ = load_checkpoint(source)
+    if donor.identity() != model.identity():
+        raise BadInput(f"init_from {source}: built with {donor.identity()}, this run uses "
+                       f"{model.identity()}")
+    for name in ("audio_head", "text_head"):
+        want = {k: tuple(v.shape) for k, v in getattr(model, name).state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in getattr(donor, name).state_dict().items()}
+        if want != have:
+            raise BadInput(f"init_from {source}: {name} is {have}, this run's is {want}")
+        getattr(model, name).load_state_dict(getattr(donor, name).state_dict())
+    with torch.no_grad():
+        model.temperature.copy_(donor.temperature)
+    log.info("heads and temperature initialised from %s", source)
+
+
 def _fresh_state() -> dict[str, Any]:
     return {
         "format": STATE_FORMAT, "epoch": 0, "batch": 0, "step": 0,
@@ -88,6 +109,8 @@ class Run:
             self._check_resumable(info)
         else:
             self.model = build_model(config.model, device=d.device)
+            if config.init_from:
+                init_heads(self.model, config.init_from)
         if config.batch_size % d.world:
             raise BadInput(f"batch_size {config.batch_size} is not a multiple of the "
                            f"{d.world} processes")
