@@ -16,7 +16,7 @@ from atri.training.corpus.cli import main as corpus_main
 from atri.training.corpus.render import SAMPLE_RATE
 from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import build, mixtures
-from atri.training.corpus.sfx.audio import ffmpeg_exe
+from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source
 from atri.training.corpus.sfx.records import filename_label
 from atri.training.corpus.sfx.splits import SPLITS, apply_caps, take_stem
 from atri.training.manifest import read_manifest
@@ -278,3 +278,19 @@ def test_real_corpus_builds(tmp_path):
     assert corpus_main(["build-sfx", str(tmp_path), "--workers", "2"]) == 0
     counts = {s: len(read_manifest(tmp_path / f"{s}.jsonl")) for s in SPLITS}
     assert counts["train"] > 1000 and min(counts.values()) > 50, counts
+
+
+def test_an_ogg_stream_in_a_wave_wrapper_decodes(tmp_path):
+    """lmms ships .ogg files that are RIFF/WAVE around an Ogg stream (Vorbis ACM tag 0x674F)."""
+    ogg = tmp_path / "plain.ogg"
+    wave, sr = _sound("noise", "wrapped")
+    sf.write(ogg, wave, sr)
+    fmt = (0x674F).to_bytes(2, "little") + (1).to_bytes(2, "little") + sr.to_bytes(4, "little")
+    fmt += bytes(8)
+    data = ogg.read_bytes()
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt
+    body += b"data" + len(data).to_bytes(4, "little") + data + bytes(len(data) & 1)
+    wrapped = tmp_path / "kick04.ogg"
+    wrapped.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    decoded, _ = load_source(wrapped)
+    assert np.array_equal(decoded, load_source(ogg)[0])

@@ -62,16 +62,33 @@ def _decode_ffmpeg(path: Path) -> np.ndarray:
         return decode(wav, SAMPLE_RATE, name=str(path), max_seconds=CLIP_MAX_SECONDS)
 
 
+def wave_ogg_payload(path: Path) -> bytes | None:
+    """The Ogg stream inside a RIFF/WAVE file of the old Vorbis ACM format tags (lmms
+    ships five such `.ogg` files): neither libsndfile nor ffmpeg reads the wrapper, but
+    the `data` chunk is a plain Ogg Vorbis stream."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while chunk := f.read(8):
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                data = f.read(size)
+                return data if data[:4] == b"OggS" else None
+            f.seek(size + (size & 1), 1)  # RIFF chunks are padded to even sizes
+    return None
+
+
 def load_source(path: Path) -> tuple[np.ndarray, float | None]:
     """(mono float32 at SAMPLE_RATE, cropped to CLIP_MAX_SECONDS; the source's full length
     in seconds when the header knows it). Raises AudioDecodeError naming the file."""
-    seconds, info = None, None
-    if path.suffix.lower() not in FFMPEG_SUFFIXES:
-        try:
-            info = sf.info(str(path))
-        except (sf.LibsndfileError, RuntimeError):
-            info = None  # a format libsndfile does not know: ffmpeg's turn
-    if info is None:
+    seconds = None
+    info = _sf_info(path)
+    if (ogg := wave_ogg_payload(path)) is not None:
+        wave = decode(ogg, SAMPLE_RATE, name=str(path), max_seconds=CLIP_MAX_SECONDS)
+    elif info is None:
         wave = _decode_ffmpeg(path)
     else:
         # A file libsndfile recognises but cannot finish (truncated) is an error, not
@@ -81,6 +98,16 @@ def load_source(path: Path) -> tuple[np.ndarray, float | None]:
     if not np.isfinite(wave).all():
         raise AudioDecodeError(f"{path}: decoded samples hold NaN or infinity")
     return wave[: int(CLIP_MAX_SECONDS * SAMPLE_RATE)], seconds
+
+
+def _sf_info(path: Path) -> sf._SoundFileInfo | None:
+    """libsndfile's view of the file, or None for a format it does not know (ffmpeg's turn)."""
+    if path.suffix.lower() in FFMPEG_SUFFIXES:
+        return None
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError):
+        return None
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
