@@ -58,8 +58,9 @@ class PairMix:
         return {"kind": "pair", "concept": self.main.concept,
                 "background_concept": self.background.concept, "main": self.main.id,
                 "background": self.background.id, "level_db": round(self.level_db, 2),
-                "licence": f"{self.main.licence} + {self.background.licence}",
-                "attribution": f"{self.main.attribution} {self.background.attribution}"}
+                "licence": " + ".join(dict.fromkeys((self.main.licence, self.background.licence))),
+                "attribution": " ".join(dict.fromkeys((self.main.attribution,
+                                                       self.background.attribution)))}
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ def plan_pairs(clips: list[Clip], split: str, n: int, rng: random.Random,
         if main.concept == background.concept:
             continue
         level = rng.uniform(*PAIR_LEVEL_DB)
-        chosen = variants(n_captions(split), rng)
-        caps = {lang: [lexicon.mixture_caption((main.concept, main.attrs),
-                                               (background.concept, background.attrs), lang, v)
-                       for v in chosen] for lang in LANGS}
+        pair = ((main.concept, main.attrs), (background.concept, background.attrs))
+        chosen = variants(n_captions(split), rng,
+                          lambda v, pair=pair: lexicon.mixture_caption(*pair, "eng", v))
+        caps = {lang: [lexicon.mixture_caption(*pair, lang, v) for v in chosen] for lang in LANGS}
         mixes.append(PairMix(f"mix-{split}-{len(mixes):05d}", split, main, background, level, caps))
     return mixes
 

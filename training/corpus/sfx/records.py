@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -16,6 +16,7 @@ from atri.training.manifest import ClipRecord
 
 # Captions per clip and language: training sees several phrasings, an evaluation clip two.
 CAPTIONS_PER_CLIP = {"train": 4, "eval": 2}
+VARIANT_WINDOW = 3  # variants tried per template when looking for distinct captions
 # File-name words that say nothing about the sound (game prefixes, formats, takes).
 _NAME_NOISE = {"default", "sfx", "snd", "sound", "sounds", "wav", "ogg", "wp", "fx", "the"}
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -65,15 +66,27 @@ def filename_label(relpath: str) -> str:
     return " ".join(kept) or PurePosixPath(relpath).stem.lower()
 
 
-def variants(n: int, rng: random.Random) -> list[int]:
-    """n consecutive caption variants from a random start: distinct templates and synonyms
-    per clip, and different clips of one concept start at different phrasings."""
+def variants(n: int, rng: random.Random, english: Callable[[int], str]) -> list[int]:
+    """n caption variants from a random start (different clips of one concept start at
+    different phrasings), skipping a variant whose English caption repeats an earlier
+    one while others are left, so a clip's captions differ where the lexicon allows.
+    The same variants serve every language, so the lists stay parallel."""
     start = rng.randrange(lexicon.N_TEMPLATES * 4)
-    return [start + k for k in range(n)]
+    window = range(start, start + lexicon.N_TEMPLATES * VARIANT_WINDOW)
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for v in window:
+        text = english(v)
+        if text not in seen:
+            seen.add(text)
+            chosen.append(v)
+        if len(chosen) == n:
+            return chosen
+    return (chosen + [v for v in window if v not in chosen])[:n]
 
 
 def captions(concept: str, attrs: Mapping[str, str], n: int, rng: random.Random) -> dict:
-    chosen = variants(n, rng)
+    chosen = variants(n, rng, lambda v: lexicon.caption(concept, attrs, "eng", v))
     return {lang: [lexicon.caption(concept, attrs, lang, v) for v in chosen] for lang in LANGS}
 
 
