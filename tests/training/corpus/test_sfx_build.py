@@ -18,7 +18,7 @@ from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import build, mixtures
 from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source
 from atri.training.corpus.sfx.records import filename_label
-from atri.training.corpus.sfx.splits import SPLITS, apply_caps, take_stem
+from atri.training.corpus.sfx.splits import SPLITS, apply_caps, check_splits, take_stem
 from atri.training.manifest import read_manifest
 
 MT = "usr/share/games/minetest/sounds/"
@@ -160,6 +160,7 @@ def test_splits_keep_their_promises(corpus):
     sand = [r for m in manifests.values() for r in m if r.meta.get("attrs") == "material=sand"]
     assert len({r.meta["group"] for r in sand}) == 1 and len(sand) == 3  # one take group
     assert stats["drops"]["silent"] == 1 and stats["drops"]["duplicate"] == 1
+    assert sum(stats["clips"].values()) + sum(stats["drops"].values()) == stats["sources"]
     assert stats["drops"]["excluded:ui"] == 1 and stats["drops"]["excluded:music"] == 1
 
 
@@ -294,3 +295,24 @@ def test_an_ogg_stream_in_a_wave_wrapper_decodes(tmp_path):
     wrapped.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
     decoded, _ = load_source(wrapped)
     assert np.array_equal(decoded, load_source(ogg)[0])
+
+
+def test_the_split_checks_fire():
+    class C:
+        def __init__(self, key, group, concept, package="p"):
+            self.key, self.group, self.concept, self.package = key, group, concept, package
+
+    full = {"x": "val", "y": "test", "z": "test-xpkg", "w": "test-zeroshot"}
+    clips = [C(k, k, "wind", "q") for k in full] + [C("a", "g", "thud"), C("b", "g", "thud")]
+    sha = {c.key: c.key for c in clips}
+    with pytest.raises(AssertionError, match="group g is in train and val"):
+        check_splits(clips, {**full, "a": "train", "b": "val"}, sha, (), ())
+    apart = [*clips[:-1], C("b", "h", "thud")]  # other groups, the same audio
+    with pytest.raises(AssertionError, match="sha256 s is in train and val"):
+        check_splits(apart, {**full, "a": "train", "b": "val"}, {**sha, "a": "s", "b": "s"}, (), ())
+    with pytest.raises(AssertionError, match="zero-shot concept thud in train"):
+        check_splits(clips, {**full, "a": "train", "b": "train"}, sha, (), ("thud",))
+    with pytest.raises(AssertionError, match="held-out package p in train"):
+        check_splits(clips, {**full, "a": "train", "b": "train"}, sha, ("p",), ())
+    with pytest.raises(AssertionError, match=r"empty split\(s\): \['train'\]"):
+        check_splits(clips, {**full, "a": "val", "b": "val"}, sha, (), ())

@@ -207,6 +207,8 @@ def build_sfx(out_dir: Path, root: Path, table_dir: Path = TABLES_DIR, seed: int
     for split, records in records_for(by_split, mixes, seed).items():
         write_manifest(out_dir / f"{split}.jsonl", records)
     stats = statistics(by_split, mixes, drops, len(sources) + len(excluded))
+    if sum(stats["clips"].values()) + sum(drops.values()) != stats["sources"]:
+        raise AssertionError(f"clips and drops do not add up to the sources: {stats}")
     stats["build_seconds"] = round(time.monotonic() - start, 1)
     atomic_write_text(done_file, json.dumps({"stamp": stamp, "statistics": stats}, indent=1,
                                             ensure_ascii=False))
