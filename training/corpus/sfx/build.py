@@ -95,8 +95,7 @@ def decode_all(sources: list[Source], out_dir: Path, workers: int) -> dict[str, 
     return {d.key: d for d in decoded}
 
 
-def collapse(sources: list[Source], decoded: dict[str, Decoded], out_dir: Path,
-             drops: Counter) -> list[Clip]:
+def collapse(sources: list[Source], decoded: dict[str, Decoded], drops: Counter) -> list[Clip]:
     """Clips of the kept sources; the first (in key order) of identical samples wins."""
     paths = audio_paths(sources)
     seen: set[str] = set()
@@ -109,7 +108,6 @@ def collapse(sources: list[Source], decoded: dict[str, Decoded], out_dir: Path,
             continue
         if d.sha256 in seen:
             drops["duplicate"] += 1
-            (out_dir / paths[key]).unlink(missing_ok=True)
             continue
         seen.add(d.sha256)
         licence, attribution = package_licence(source)
@@ -122,14 +120,22 @@ def collapse(sources: list[Source], decoded: dict[str, Decoded], out_dir: Path,
     return clips
 
 
+def prune_audio(out_dir: Path, folders: Iterable[str], keep: set[str]) -> int:
+    """Delete FLACs under OUT/audio/<folder> that no manifest names (duplicates, capped
+    clips, what an earlier build with other tables left); returns how many. Only the
+    builder's own folders (packages, mix): OUT may hold other corpora's audio too."""
+    stale = [p for folder in folders for p in (out_dir / "audio" / folder).rglob("*.flac")
+             if p.relative_to(out_dir).as_posix() not in keep]
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
 def choose_splits(clips: list[Clip], xpkg: Sequence[str], zeroshot: Sequence[str],
-                  out_dir: Path, drops: Counter) -> dict[str, list[Clip]]:
+                  drops: Counter) -> dict[str, list[Clip]]:
     group_split = splits.assign_groups(clips, xpkg, zeroshot)
     kept, cap_drops = splits.apply_caps(clips, group_split, is_instrument)
     drops.update(cap_drops)
-    for clip in clips:
-        if clip.key not in kept:
-            (out_dir / clip.audio).unlink(missing_ok=True)
     clips = [c for c in clips if c.key in kept]
     splits.check_splits(clips, kept, {c.key: c.sha256 for c in clips}, xpkg, zeroshot)
     by_split: dict[str, list[Clip]] = defaultdict(list)
@@ -199,13 +205,16 @@ def build_sfx(out_dir: Path, root: Path, table_dir: Path = TABLES_DIR, seed: int
     done_file.unlink(missing_ok=True)  # a half-rebuilt corpus must not look finished
     drops = Counter(f"excluded:{s.excluded}" for s in excluded)
     decoded = decode_all(sources, out_dir, workers)
-    clips = collapse(sources, decoded, out_dir, drops)
-    by_split = choose_splits(clips, xpkg, zeroshot, out_dir, drops)
+    clips = collapse(sources, decoded, drops)
+    by_split = choose_splits(clips, xpkg, zeroshot, drops)
     mixes = mixtures.plan_mixtures(by_split, seed, is_instrument)
     shards = [(mixes[i : i + SHARD_SIZE], str(out_dir)) for i in range(0, len(mixes), SHARD_SIZE)]
     run_sharded(mixtures.render_shard, shards, workers, "mixing", [len(s[0]) for s in shards])
-    for split, records in records_for(by_split, mixes, seed).items():
-        write_manifest(out_dir / f"{split}.jsonl", records)
+    records = records_for(by_split, mixes, seed)
+    for split, items in records.items():
+        write_manifest(out_dir / f"{split}.jsonl", items)
+    folders = sorted({s.package for s in sources}) + ["mix"]
+    prune_audio(out_dir, folders, {r.audio for items in records.values() for r in items})
     stats = statistics(by_split, mixes, drops, len(sources) + len(excluded))
     if sum(stats["clips"].values()) + sum(drops.values()) != stats["sources"]:
         raise AssertionError(f"clips and drops do not add up to the sources: {stats}")
