@@ -117,6 +117,30 @@ def test_german_endings_follow_gender() -> None:
         assert text.startswith(f"Zu hören {'sind' if tag == 'p' else 'ist'} {article}"), text
 
 
+def test_size_goes_after_the_article_in_clauses() -> None:
+    """ "Ein großer Hund bellt.", never "Großer ein Hund" (a bracket around an article)."""
+    articles = {"deu": "ein|eine|einen", "nld": "een", "fra": "un|une", "eng": "a|an"}
+    for cid, attrs, variant in samples(200, seed=7, only=("size",)):
+        v = variant - variant % N_TEMPLATES + 2
+        for lang, arts in articles.items():
+            text = caption(cid, attrs, lang, v)
+            adjectives = "|".join(
+                re.escape(w)
+                for w in (
+                    "klein",
+                    "groß",
+                    "klein",
+                    "groot",
+                    "grote",
+                    "petit",
+                    "gros",
+                    "small",
+                    "big",
+                )
+            )
+            assert not re.search(rf"(?i)\b({adjectives})\w* ({arts})\b", text), text
+
+
 def test_dutch_inflection_follows_het_and_de() -> None:
     forms = {
         "small": ("klein", "kleine"),

@@ -253,6 +253,14 @@ def caption(concept: str, attrs: Mapping[str, str], lang: str, variant: int) -> 
     np = _np(lang, c, attrs, variant)
     if template == 0:
         return np[0]
+    if template == 3:  # "bruit de pluie", but not "bruit de bruit sourd": take another synonym
+        skip = data["frames"].get("t3_skip", ())
+        for k in range(len(_lang(lang)[1][concept]["np"])):
+            np = _np(lang, c, attrs, variant + k * N_TEMPLATES)
+            if np[0].split(" ", 1)[0] not in skip:
+                break
+        else:
+            return np[0]
     text = data["frames"][f"t{template}"].format(**_fill(lang, np))
     return g.capitalize(text) if text.endswith(".") else text
 
