@@ -25,6 +25,7 @@ from atri.training.corpus.sfx.records import Clip, clip_record
 from atri.training.corpus.sfx.sources import (
     TABLES_DIR,
     Source,
+    captions_digest,
     is_instrument,
     package_licence,
     read_sources,
@@ -195,7 +196,8 @@ def build_sfx(out_dir: Path, root: Path, table_dir: Path = TABLES_DIR, seed: int
     stamp = {"builder_version": BUILDER_VERSION, "seed": seed, "xpkg": list(xpkg),
              "zeroshot": list(zeroshot),
              "mixtures": {split: list(n) for split, n in mixtures.COUNTS.items()},
-             "tables": sources_digest(sources, excluded, table_dir)}
+             "tables": sources_digest(sources, excluded, table_dir),
+             "captions": captions_digest()}
     done_file = out_dir / "corpus.json"
     if done_file.is_file():
         done = json.loads(done_file.read_text())

@@ -15,8 +15,11 @@ from atri.training.corpus.sfx.table import TABLES_DIR, Source, match_packages
 
 INSTRUMENT_GROUP = "instruments"
 
-__all__ = ["TABLES_DIR", "Source", "is_instrument", "package_licence", "read_sources",
-           "source_key", "sources_digest"]
+__all__ = ["TABLES_DIR", "Source", "captions_digest", "is_instrument", "package_licence",
+           "read_sources", "source_key", "sources_digest"]
+# What the captions are written from: the sfx lexicon and the demo grammar (mel- clips).
+_CAPTION_SOURCES = ("sfx/lexicon.py", "sfx/grammar.py", "sfx/lexicon_data/*.json",
+                    "captions*.py", "lexicon.json")
 
 
 def source_key(source: Source) -> str:
@@ -72,4 +75,15 @@ def sources_digest(included: Iterable[Source], excluded: Iterable[Source], table
         row = [source_key(source), Path(source.path).stat().st_size, source.concept,
                sorted(dict(source.attrs).items()), source.excluded]
         digest.update(json.dumps(row).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def captions_digest() -> str:
+    """SHA-256 over the code and word lists captions come from: a corpus captioned by an
+    older lexicon is not taken for finished."""
+    corpus = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for pattern in _CAPTION_SOURCES:
+        for path in sorted(corpus.glob(pattern)):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
