@@ -208,6 +208,7 @@ def test_same_corpus_for_any_worker_count_via_the_cli(corpus, fixture_tree, tmp_
     assert corpus_main(argv) == 0
     assert "test-zeroshot" in capsys.readouterr().out
     for split in SPLITS:
+        assert len(read_manifest(tmp_path / f"{split}.jsonl")) > 0  # valid, audio present
         assert (tmp_path / f"{split}.jsonl").read_text() == (out / f"{split}.jsonl").read_text()
     flacs = sorted(p.relative_to(out) for p in (out / "audio").rglob("*.flac"))
     assert flacs == sorted(p.relative_to(tmp_path) for p in (tmp_path / "audio").rglob("*.flac"))
