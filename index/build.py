@@ -4,7 +4,8 @@ Clips are decoded and embedded a batch at a time and every batch is saved as a n
 shard under `INDEX_DIR/.work/<key>/` before the next one starts, so memory holds one
 batch and an interrupted build resumes where it stopped: a rerun with the same model
 and clips skips the shards that exist. Captions are embedded the same way, each
-distinct string once per language. The version is then written from the shards
+distinct string once per language, a vocabulary's labels (index/vocabulary.py) after the
+clips' captions. The version is then written from the shards
 (streamed), published atomically, and the shards removed.
 """
 
@@ -24,6 +25,7 @@ import torch
 
 from atri.index import faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
+from atri.index.vocabulary import Vocabulary
 from atri.training.audio_io import load_audio
 from atri.training.corpus.schema import LANGS
 from atri.training.manifest import ClipRecord
@@ -35,11 +37,10 @@ AUDIO_BATCH = 16  # clips per forward
 TEXT_BATCH = 256  # captions per forward
 
 BatchHook = Callable[[str, int], None]  # (shard name, batch index), after each saved batch
+Captions = dict[str, tuple[list[str], list[list[str]]]]  # lang -> (texts, clip ids of each)
 
 
-def distinct_captions(
-    records: Sequence[ClipRecord],
-) -> dict[str, tuple[list[str], list[list[str]]]]:
+def distinct_captions(records: Sequence[ClipRecord]) -> Captions:
     """lang -> (distinct captions in first-seen order, the clips carrying each), in
     LANGS order; a clip listing a caption twice is named once."""
     found: dict[str, dict[str, list[str]]] = {}
@@ -52,9 +53,26 @@ def distinct_captions(
     return {lang: (list(found[lang]), list(found[lang].values())) for lang in ordered}
 
 
+def with_labels(captions: Captions, vocabulary: Vocabulary) -> Captions:
+    """`captions` plus every vocabulary label a language lacks, as a caption of no clip
+    (a label that some clip also carries stays that caption, with its clips); LANGS
+    order."""
+    merged = {
+        lang: (list(texts), [list(c) for c in ids]) for lang, (texts, ids) in captions.items()
+    }
+    for lang, labels in vocabulary.labels.items():
+        texts, clip_ids = merged.setdefault(lang, ([], []))
+        known = set(texts)
+        new = [label for label in labels if label not in known]
+        texts += new
+        clip_ids += [[] for _ in new]
+    ordered = [lang for lang in LANGS if lang in merged] + sorted(set(merged) - set(LANGS))
+    return {lang: merged[lang] for lang in ordered}
+
+
 def work_key(identity: dict[str, Any], records: Sequence[ClipRecord], batches: tuple) -> str:
-    """Shards are reused only for the same model, clips (ids, files, captions) and
-    batch sizes."""
+    """Shards are reused only for the same model, clips (ids, files, captions), batch
+    sizes and vocabulary."""
     digest = hashlib.sha256(json.dumps([identity, batches], sort_keys=True).encode())
     for record in records:
         stat = os.stat(record.audio)
@@ -121,7 +139,7 @@ def embed_audio_shards(
 
 def embed_caption_shards(
     model: Any,
-    captions: dict[str, tuple[list[str], list[list[str]]]],
+    captions: Captions,
     work: Path,
     batch: int,
     on_batch: BatchHook | None,
@@ -151,11 +169,14 @@ def build_index(
     audio_batch: int = AUDIO_BATCH,
     text_batch: int = TEXT_BATCH,
     on_batch: BatchHook | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> int:
     """Embed `records` (audio paths absolute) with `model` and publish them as the new
     current version of the index at `root`; returns its number. `factory` None picks
     the kind by size (faiss_util.choose_factory). `meta` adds e.g. checkpoint and source
-    to meta.json. Rerunning after an interruption reuses the finished batches."""
+    to meta.json. `vocabulary` adds its labels to the caption index and its name, hash
+    and counts to meta.json. Rerunning after an interruption reuses the finished
+    batches."""
     root = Path(root).resolve()
     if not records:
         raise ValueError("nothing to index: no clips")
@@ -163,19 +184,13 @@ def build_index(
     model.eval()
     identity = model.identity()
     dim = int(model.config.embed_dim)
-    work_root = root / layout.WORK
-    key = work_key(identity, records, (audio_batch, text_batch, dim))
-    work = work_root / key
-    if work_root.is_dir():
-        for stale in work_root.iterdir():
-            if stale.name != key:
-                shutil.rmtree(stale, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    resumed = len(list(work.glob("*.npy")))
-    if resumed:
-        log.info("resuming the build in %s: %d batch(es) already embedded", work, resumed)
-
+    labels = vocabulary.sha256 if vocabulary is not None else None
+    work = work_dir(root, work_key(identity, records, (audio_batch, text_batch, dim, labels)))
     captions = distinct_captions(records)
+    if vocabulary is not None:
+        captions = with_labels(captions, vocabulary)
+        meta = {**(meta or {}), "vocabulary": vocabulary.meta()}
+    label_sets = {lang: set(v) for lang, v in vocabulary.labels.items()} if vocabulary else {}
     audio_paths = embed_audio_shards(model, records, work, audio_batch, on_batch)
     caption_paths = embed_caption_shards(model, captions, work, text_batch, on_batch)
 
@@ -188,7 +203,9 @@ def build_index(
             records=records,
             vectors=read_shards(audio_paths),
             captions={
-                lang: CaptionSource(texts, clip_ids, read_shards(caption_paths[lang]))
+                lang: CaptionSource(
+                    texts, clip_ids, read_shards(caption_paths[lang]), label_sets.get(lang, set())
+                )
                 for lang, (texts, clip_ids) in captions.items()
             },
             factory=factory,
@@ -197,6 +214,29 @@ def build_index(
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+    version = publish(root, staged, dim)
+    shutil.rmtree(work, ignore_errors=True)
+    return version
+
+
+def work_dir(root: Path, key: str) -> Path:
+    """INDEX_DIR/.work/<key>, other keys' shards removed (a changed model or corpus
+    cannot reuse them)."""
+    work_root = root / layout.WORK
+    work = work_root / key
+    if work_root.is_dir():
+        for stale in work_root.iterdir():
+            if stale.name != key:
+                shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    resumed = len(list(work.glob("*.npy")))
+    if resumed:
+        log.info("resuming the build in %s: %d batch(es) already embedded", work, resumed)
+    return work
+
+
+def publish(root: Path, staged: Path, dim: int) -> int:
+    """Make the staged version current and start its empty live log; returns its number."""
     log_path = root / layout.LIVE_LOG
     with layout.locked(root):
         old = live.read_log(log_path)
@@ -210,5 +250,4 @@ def build_index(
             )
         version = layout.publish(root, staged)
         live.reset_log(log_path, version, dim)
-    shutil.rmtree(work, ignore_errors=True)
     return version

@@ -2,6 +2,7 @@
 one, or fold its live changes into a new version (docs/index.md).
 
     atri index build --checkpoint C (--manifest M | --audio-dir D) --out INDEX_DIR [--factory STR]
+                     [--vocabulary default|FILE.json]
     atri index validate INDEX_DIR
     atri index compact INDEX_DIR
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from atri.index import faiss_util
 from atri.index.errors import IndexStoreError
+from atri.index.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 from atri.training.audio_io import AudioDecodeError
 from atri.training.command import BadInput, open_checkpoint, run_command
 from atri.training.corpus.import_csv import AUDIO_SUFFIXES, clip_id
@@ -82,6 +84,7 @@ def build(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.manifest}: no clips")
     if args.batch_size < 1:
         raise BadInput("--batch-size must be at least 1")
+    vocabulary = _vocabulary(args.vocabulary)
     model, info = open_checkpoint(args.checkpoint)
     if args.factory is not None:
         try:
@@ -101,9 +104,21 @@ def build(args: argparse.Namespace) -> int:
         factory=args.factory,
         audio_batch=args.batch_size,
         meta={"checkpoint": checkpoint, "source": source},
+        vocabulary=vocabulary,
     )
-    print(f"{args.out}: version {version} with {len(records)} clips")
+    labels = f" and {vocabulary.name} vocabulary labels" if vocabulary else ""
+    print(f"{args.out}: version {version} with {len(records)} clips{labels}")
     return 0
+
+
+def _vocabulary(spec: str | None) -> Vocabulary | None:
+    """The --vocabulary, read before the model loads: a bad file fails fast (exit 2)."""
+    if spec is None:
+        return None
+    try:
+        return load_vocabulary(spec)
+    except VocabularyError as exc:
+        raise BadInput(str(exc)) from exc
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -139,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="index directory")
     b.add_argument("--factory", help="FAISS factory string (default: chosen by size)")
     b.add_argument("--batch-size", type=int, default=16, help="clips per forward")
+    b.add_argument(
+        "--vocabulary",
+        metavar="default|FILE",
+        help="add labels to the caption index so that uploads are labelled in every "
+        "language: 'default' (the concept lexicon, 8 languages) or a JSON file "
+        "{lang: [label, ...]}",
+    )
     b.set_defaults(run=build)
     v = sub.add_parser("validate", help="check an index directory")
     v.add_argument("index", type=Path)

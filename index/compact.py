@@ -16,7 +16,8 @@ from atri.index.live import LangDelta, LiveState
 from atri.index.version import CHUNK, CaptionSource, Version, write_version
 from atri.training.manifest import ClipRecord
 
-CARRIED = ("model", "checkpoint", "source")  # meta.json fields a new version inherits
+# meta.json fields a new version inherits (the vocabulary's labels are carried as rows)
+CARRIED = ("model", "checkpoint", "source", "vocabulary")
 
 
 def _masked_rows(vectors: np.ndarray, keep: np.ndarray, extra: np.ndarray) -> Iterator[np.ndarray]:
@@ -41,6 +42,7 @@ def _captions(base: Version, state: LiveState, lang: str) -> CaptionSource:
     ld: LangDelta = state.lang(lang)
     texts: list[str] = []
     clip_ids: list[list[str]] = []
+    labels: set[str] = set()
     index = base.captions.get(lang)
     keep = np.zeros(len(index) if index is not None else 0, dtype=bool)
     if index is not None:
@@ -52,10 +54,12 @@ def _captions(base: Version, state: LiveState, lang: str) -> CaptionSource:
             keep[row] = True
             texts.append(obj["text"])
             clip_ids.append(clips)
+            if obj.get("vocabulary"):
+                labels.add(obj["text"])
     texts += ld.texts
     clip_ids += [list(c) for c in ld.clip_ids]
     vectors = index.vectors if index is not None else np.zeros((0, state.dim), np.float16)
-    return CaptionSource(texts, clip_ids, _masked_rows(vectors, keep, ld.vectors))
+    return CaptionSource(texts, clip_ids, _masked_rows(vectors, keep, ld.vectors), labels)
 
 
 def write_compacted(out: Path, base: Version, state: LiveState) -> dict[str, Any]:

@@ -181,7 +181,8 @@ def _intact(line: bytes) -> bool:
 class LangDelta:
     """Caption changes in one language. Captions already in the base gain clips through
     `base_extra`; only strings the base lacks get a vector here, so every caption stays
-    distinct. `dead_rows`: base captions none of whose clips is live any more."""
+    distinct. `dead_rows`: base captions none of whose clips is live any more (never a
+    vocabulary label)."""
 
     texts: tuple[str, ...]
     vectors: np.ndarray  # (T, E) float32
@@ -237,11 +238,13 @@ def _base_row(base: Version, lang: str, text: str) -> int | None:
 def _with_dead_rows(
     ld: LangDelta, base: Version, lang: str, rows: set[int], tomb: frozenset[str]
 ) -> LangDelta:
-    """Recompute whether each of `rows` (base captions touched by a change) is dead."""
+    """Recompute whether each of `rows` (base captions touched by a change) is dead. A
+    vocabulary label never is: it labels uploads whether or not a clip carries it."""
     dead = set(ld.dead_rows)
+    index = base.captions[lang]
     for row in rows:
-        _, clips = base.captions[lang].entry(row)
-        if ld.base_extra.get(row) or any(c not in tomb for c in clips):
+        _, clips = index.entry(row)
+        if ld.base_extra.get(row) or any(c not in tomb for c in clips) or index.is_label(row):
             dead.discard(row)
         else:
             dead.add(row)

@@ -148,7 +148,8 @@ class IndexStore:
 
     @property
     def captions_indexed(self) -> int:
-        """Distinct (language, caption) pairs with at least one live clip."""
+        """Distinct (language, caption) pairs served: captions with at least one live
+        clip, and vocabulary labels (which need none)."""
         snap = self._snap
         total = 0
         for lang in set(snap.base.captions) | set(snap.live.captions):
@@ -199,7 +200,8 @@ class IndexStore:
 
     def search_captions(self, queries: np.ndarray, lang: str, k: int) -> list[list[CaptionHit]]:
         """Per query (Q, E), the k best distinct captions in `lang` with their live clip
-        ids ([] per query when the index has no captions in `lang`)."""
+        ids ([] per query when the index has no captions in `lang`). A vocabulary label
+        no live clip carries comes with no clip id."""
         q = self._queries(queries)
         snap = self._snap
         ld = snap.live.lang(lang)

@@ -9,7 +9,7 @@ import numpy as np
 
 from atri.index import layout, live
 from atri.index.errors import IndexStoreError
-from atri.index.version import Version
+from atri.index.version import CaptionIndex, Version
 
 
 def _check_version(version: Version) -> list[str]:
@@ -41,27 +41,42 @@ def _check_version(version: Version) -> list[str]:
                 )
                 break
     for lang, caps in version.captions.items():
-        name = f"{where}/captions/{lang}"
-        c = len(caps)
-        if caps.vectors.shape != (c, dim):
-            problems.append(f"{name}.npy: shape {caps.vectors.shape}, expected ({c}, {dim})")
-        if caps.index.ntotal != c:
-            problems.append(f"{name}.faiss: ntotal {caps.index.ntotal}, expected {c}")
-        seen: set[str] = set()
-        for row, obj in enumerate(caps.table):
-            unknown = [i for i in obj["clip_ids"] if i not in version.position]
-            if unknown or not obj["clip_ids"]:
-                problems.append(
-                    f"{name}.jsonl:{row + 1}: clip ids {unknown or '[]'} not in the index"
-                )
-            if obj["text"] in seen:
-                problems.append(f"{name}.jsonl:{row + 1}: caption repeated")
-            seen.add(obj["text"])
-            if len(problems) > 50:
-                return problems
-        hashes = np.asarray(caps._hashes)
-        if not np.all(hashes[1:] >= hashes[:-1]):
-            problems.append(f"{name}.hash.npy: not sorted")
+        problems += _check_captions(version, lang, caps)
+        if len(problems) > 50:
+            break
+    return problems
+
+
+def _check_captions(version: Version, lang: str, caps: CaptionIndex) -> list[str]:
+    """One language's caption files against each other, the clips and meta.json."""
+    problems = []
+    name = f"{version.path}/captions/{lang}"
+    c, dim = len(caps), version.dim
+    if caps.vectors.shape != (c, dim):
+        problems.append(f"{name}.npy: shape {caps.vectors.shape}, expected ({c}, {dim})")
+    if caps.index.ntotal != c:
+        problems.append(f"{name}.faiss: ntotal {caps.index.ntotal}, expected {c}")
+    seen: set[str] = set()
+    labels = 0
+    for row, obj in enumerate(caps.table):
+        unknown = [i for i in obj["clip_ids"] if i not in version.position]
+        labels += bool(obj.get("vocabulary"))
+        # only a vocabulary label may have no clip
+        if unknown or not (obj["clip_ids"] or obj.get("vocabulary")):
+            problems.append(f"{name}.jsonl:{row + 1}: clip ids {unknown or '[]'} not in the index")
+        if obj["text"] in seen:
+            problems.append(f"{name}.jsonl:{row + 1}: caption repeated")
+        seen.add(obj["text"])
+        if len(problems) > 50:
+            return problems
+    expected = version.meta.get("vocabulary", {}).get("labels", {}).get(lang, 0)
+    if labels != expected:
+        problems.append(
+            f"{name}.jsonl: {labels} vocabulary labels, meta.json's vocabulary has {expected}"
+        )
+    hashes = np.asarray(caps._hashes)
+    if not np.all(hashes[1:] >= hashes[:-1]):
+        problems.append(f"{name}.hash.npy: not sorted")
     return problems
 
 

@@ -7,7 +7,8 @@
     vectors.npy          (N, E) float16, the raw clip vectors (exact ranks, re-indexing)
     records.jsonl        manifest records, audio paths absolute (+ .offsets.npy)
     captions/<lang>.*    per language: distinct captions with their clip ids (.jsonl +
-                         .offsets.npy), (C, E) float16 vectors (.npy), the FAISS index
+                         .offsets.npy; a vocabulary label also has "vocabulary": true and
+                         may have no clip), (C, E) float16 vectors (.npy), the FAISS index
                          (.faiss), and sorted text hashes for lookup (.hash.npy, .rows.npy)
 
 The FAISS indices are built from the float16 vectors upcast, so FAISS scores and the
@@ -20,8 +21,8 @@ import hashlib
 import json
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence, Set
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,23 @@ class Table:
 
 @dataclass
 class CaptionSource:
-    """Distinct captions of one language, clip ids per caption, and their vectors."""
+    """Distinct captions of one language, clip ids per caption, and their vectors.
+    `labels`: the texts that are vocabulary labels (index/vocabulary.py), which stay in
+    the index with no clip."""
 
     texts: Sequence[str]
     clip_ids: Sequence[Sequence[str]]
     vectors: Iterable[np.ndarray]  # (n_i, E) chunks, len(texts) rows in all
+    labels: Set[str] = field(default_factory=frozenset)
+
+
+def caption_row(text: str, clip_ids: Sequence[str], label: bool) -> str:
+    """One line of captions/<lang>.jsonl. The flag is written only when set, so indices
+    without a vocabulary keep the exact rows older versions of atri wrote and read."""
+    row: dict[str, Any] = {"text": text, "clip_ids": list(clip_ids)}
+    if label:
+        row["vocabulary"] = True
+    return json.dumps(row, ensure_ascii=False)
 
 
 def write_matrix(path: Path, n: int, dim: int, chunks: Iterable[np.ndarray]) -> np.ndarray:
@@ -212,7 +225,7 @@ def write_version(
         write_table(
             caption_dir / f"{lang}.jsonl",
             (
-                json.dumps({"text": t, "clip_ids": list(c)}, ensure_ascii=False)
+                caption_row(t, c, t in source.labels)
                 for t, c in zip(source.texts, source.clip_ids, strict=True)
             ),
         )
@@ -282,6 +295,10 @@ class CaptionIndex:
     def entry(self, row: int) -> tuple[str, list[str]]:
         obj = self.table[row]
         return obj["text"], obj["clip_ids"]
+
+    def is_label(self, row: int) -> bool:
+        """Whether the row is a vocabulary label (kept even when no clip carries it)."""
+        return bool(self.table[row].get("vocabulary", False))
 
     def row_of(self, text: str) -> int | None:
         """The row of a caption string, by binary search over the hashes."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -173,6 +173,13 @@ class Engine:
     @property
     def captions_indexed(self) -> int:
         return int(self.store.captions_indexed)
+
+    @property
+    def vocabulary(self) -> dict[str, Any] | None:
+        """The label vocabulary the index was built with (meta.json, index/vocabulary.py),
+        None without one."""
+        found = self.store.meta.get("vocabulary")
+        return dict(found) if found else None
 
     @property
     def warnings(self) -> list[str]:

@@ -53,6 +53,14 @@ class ErrorResponse(BaseModel):
 # --- health, languages ---------------------------------------------------------------------
 
 
+class VocabularyInfo(BaseModel):
+    """The label vocabulary an index was built with (its meta.json)."""
+
+    name: str = Field(description="'default' (the concept lexicon) or the file it came from")
+    sha256: str = Field(description="hash of the labels")
+    labels: dict[str, int] = Field(description="number of labels per language")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     index_size: int
@@ -63,6 +71,9 @@ class Health(BaseModel):
         default_factory=list,
         description="what serves but not as well as it should, e.g. an approximate index "
         "whose tuning fell short of its recall target",
+    )
+    vocabulary: VocabularyInfo | None = Field(
+        None, description="the labels POST /search/audio can answer with besides captions"
     )
 
 
@@ -130,7 +141,11 @@ class CaptionHit(BaseModel):
     rank: int
     text: str
     score: float
-    clip_ids: list[str]
+    clip_ids: list[str] = Field(description="the indexed clips carrying this caption")
+    source: Literal["index", "vocabulary"] = Field(
+        description="'index': a caption of indexed clips; 'vocabulary': a label of the "
+        "vocabulary the index was built with (atri index build --vocabulary), no clip"
+    )
 
 
 class ClipHit(BaseModel):

@@ -138,6 +138,48 @@ def index_dir(
     return root
 
 
+def sound_files(folder: Path) -> list[Path]:
+    """Three short recordings in three containers: a decaying bell-like tone, a noise
+    burst and a rising chirp (real files that every decoder path reads)."""
+    import soundfile as sf
+
+    sr = 16000
+    t = np.arange(int(1.5 * sr)) / sr
+    bell = sum(np.sin(2 * np.pi * f * t) / (i + 1) for i, f in enumerate((660, 1320, 1980)))
+    waves = {
+        "bell.wav": bell * np.exp(-3 * t),
+        "noise.flac": np.random.default_rng(0).standard_normal(len(t)) * np.exp(-t),
+        "sub/chirp.ogg": np.sin(2 * np.pi * (300 + 900 * t) * t),
+    }
+    paths = []
+    for name, wave in waves.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.3 * wave / np.abs(wave).max()).astype(np.float32), sr)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def make_sounds() -> Callable[[Path], list[Path]]:
+    """(folder) -> the paths of three recordings written below it."""
+    return sound_files
+
+
+@pytest.fixture(scope="session")
+def vocabulary_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """`atri index build --checkpoint default --audio-dir D --vocabulary default` over a
+    folder of three captionless recordings: (index, the recordings)."""
+    from atri.index.cli import main
+
+    root = tmp_path_factory.mktemp("vocabulary-index")
+    sounds = sound_files(root / "clips")
+    out = root / "idx"
+    args = ["build", "--checkpoint", "default", "--audio-dir", str(root / "clips")]
+    assert main([*args, "--out", str(out), "--vocabulary", "default"]) == 0
+    return out, sounds
+
+
 @pytest.fixture(scope="session")
 def clip_ids(index_dir: Path) -> list[str]:
     from atri.index.store import IndexStore

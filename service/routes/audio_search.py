@@ -51,7 +51,14 @@ def search_audio(
         took_ms=elapsed_ms(started),
         duration_s=round(decoded.duration_s, 3),
         captions=[
-            CaptionHit(rank=r, text=text, score=round(float(score), 6), clip_ids=list(clip_ids))
+            CaptionHit(
+                rank=r,
+                text=text,
+                score=round(float(score), 6),
+                clip_ids=list(clip_ids),
+                # the backends drop captions no live clip carries, except vocabulary labels
+                source="index" if clip_ids else "vocabulary",
+            )
             for r, (text, score, clip_ids) in enumerate(captions, start=1)
         ],
         similar_clips=[

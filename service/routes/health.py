@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from atri.service.deps import StateDep
 from atri.service.languages import LANGUAGES, aliases
-from atri.service.schemas import Health, HealthUnavailable, LanguageOut
+from atri.service.schemas import Health, HealthUnavailable, LanguageOut, VocabularyInfo
 
 router = APIRouter(tags=["service"])
 
@@ -29,6 +29,7 @@ def health(state: StateDep) -> Health | JSONResponse:
         model=engine.name,
         languages=list(LANGUAGES),
         warnings=engine.warnings,
+        vocabulary=VocabularyInfo(**vocabulary) if (vocabulary := engine.vocabulary) else None,
     )
 
 

@@ -54,7 +54,7 @@ async function pollHealth() {
       state.ready = true;
       badge.className = "status status-ok";
       badge.textContent = `ready · ${body.index_size} clips · ${body.captions_indexed} captions`;
-      badge.title = body.model;
+      badge.title = body.model + (body.vocabulary ? ` · labels: ${body.vocabulary.name} vocabulary` : "");
       return;
     }
     badge.className = body.status === "failed" ? "status status-failed" : "status status-loading";
@@ -202,18 +202,21 @@ async function describeAudio() {
     const captions = $("caption-results");
     captions.replaceChildren();
     for (const hit of result.captions) {
+      // a vocabulary label (atri index build --vocabulary) names a sound, not an indexed clip
+      const label = hit.source === "vocabulary";
       const clips = el("div", { class: "meta" }, `score ${hit.score.toFixed(3)} · `);
+      if (label) clips.append(el("span", { class: "tag", text: "label" }));
       hit.clip_ids.slice(0, 5).forEach((id, i) => {
         if (i) clips.append(", ");
         clips.append(el("a", { href: `/clips/${encodeURIComponent(id)}`, target: "_blank", text: id }));
       });
       if (hit.clip_ids.length > 5) clips.append(` +${hit.clip_ids.length - 5}`);
-      captions.append(el("li", {}, el("div", { text: hit.text }), clips));
+      captions.append(el("li", { class: label ? "label" : "caption" }, el("div", { class: "text", text: hit.text }), clips));
     }
     $("similar-results").replaceChildren(
       ...result.similar_clips.map((hit) => resultItem({ ...hit, meta: {} }, { compact: true })),
     );
-    info("audio-info", `${result.duration_s.toFixed(1)} s of audio · captions in ${langName(result.lang)} · ${result.took_ms.toFixed(0)} ms`);
+    info("audio-info", `${result.duration_s.toFixed(1)} s of audio · labels and captions in ${langName(result.lang)} · ${result.took_ms.toFixed(0)} ms`);
   } catch (err) {
     info("audio-info", err.message, true);
   } finally {

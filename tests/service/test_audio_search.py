@@ -109,7 +109,8 @@ def test_an_indexed_clip_finds_itself_and_captions(client, tiny_corpus, records,
     assert len(set(texts)) == len(texts)  # distinct strings
     french = {t: i for i, r in records.items() for t in r.captions["fra"]}
     for c in captions:
-        assert set(c) == {"rank", "text", "score", "clip_ids"}
+        assert set(c) == {"rank", "text", "score", "clip_ids", "source"}
+        assert c["source"] == "index"  # the index has no vocabulary
         assert c["text"] in french  # a caption of the requested language
         assert french[c["text"]] in c["clip_ids"]
     scores = [c["score"] for c in captions]

@@ -98,3 +98,37 @@ def test_search_page(browser, live_server, records) -> None:
     assert target.get_attribute("data-id") == top.get_attribute("data-id")
     cells = [td.text for td in target.find_elements(By.CSS_SELECTOR, "td")][1:9]
     assert all(c.isdigit() and int(c) >= 1 for c in cells), cells
+
+
+def test_an_upload_is_labelled_in_the_chosen_language(
+    browser, start_server, vocabulary_index, tmp_path
+) -> None:
+    """An index of captionless audio built with --vocabulary default: the audio tab shows
+    the labels of an uploaded recording in the language chosen."""
+    import unicodedata
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from atri.training.corpus.sfx.lexicon import vocabulary
+
+    index, sounds = vocabulary_index
+    japanese = {unicodedata.normalize("NFKC", t).strip() for t in vocabulary("jpn")}
+    wait = WebDriverWait(browser, WAIT_S)
+    with start_server(index, log=tmp_path / "server.log") as server:
+        browser.get(server.url + "/")
+        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#audio-lang option")) >= 8)
+        browser.find_element(By.ID, "tab-audio").click()
+        Select(browser.find_element(By.ID, "audio-lang")).select_by_value("jpn")
+        browser.find_element(By.ID, "audio-file").send_keys(str(sounds[0]))
+        browser.find_element(By.ID, "audio-btn").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#caption-results li"))
+        items = browser.find_elements(By.CSS_SELECTOR, "#caption-results li")
+        assert len(items) == 10
+        for item in items:
+            assert "label" in item.get_attribute("class").split()
+            assert item.find_element(By.CSS_SELECTOR, ".text").text in japanese
+            assert item.find_element(By.CSS_SELECTOR, ".tag").text == "label"
+        assert "Japanese" in browser.find_element(By.ID, "audio-info").text
