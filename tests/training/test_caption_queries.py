@@ -30,8 +30,10 @@ def _naive_language(audio, table, strings, present):
     per_query, per_slot = {}, {}
     for text, relevant in carriers.items():
         scores = {g: _dot(table[text], audio[g]) for g in range(n)}
-        above = {r: sum(1 for g in range(n) if g not in relevant and scores[g] > scores[r])
-                 for r in relevant}
+        above = {
+            r: sum(1 for g in range(n) if g not in relevant and scores[g] > scores[r])
+            for r in relevant
+        }
         best = 1 + min(above.values())
         # relevant items ahead of the non-relevant ones they tie with (the rank convention)
         order = sorted(scores, key=lambda g: (-scores[g], g not in relevant))
@@ -86,31 +88,38 @@ def test_repeated_captions_match_naive_loops(n, c, d, vocab, ties) -> None:
     got = evaluate_embeddings(audio, text, present, LANGS, strings, max_elements=7)
     slot_ranks = {}
     for lang in LANGS:
-        per_query, slot_ranks[lang] = _naive_language(audio, tables[lang], strings[lang],
-                                                      present[lang])
+        per_query, slot_ranks[lang] = _naive_language(
+            audio, tables[lang], strings[lang], present[lang]
+        )
         assert got["t2a"][lang] == pytest.approx(_summary(list(per_query.values())))
         assert got["n_queries"]["t2a"][lang] == len(per_query)
-        multi = sum(len({i for i in range(n) for s in strings[lang][i] if s == t}) > 1
-                    for t in per_query)
+        multi = sum(
+            len({i for i in range(n) for s in strings[lang][i] if s == t}) > 1 for t in per_query
+        )
         assert got["n_queries"]["t2a_multi_relevant"][lang] == multi
         ranks = t2a_ranks(audio, text[lang], present[lang], 5, strings[lang])
         assert {slot: ranks[slot] for slot in slot_ranks[lang]} == slot_ranks[lang]
     complete = [s for s in slot_ranks["eng"] if all(s in slot_ranks[x] for x in LANGS)]
     rows = [[slot_ranks[x][s] for x in LANGS] for s in complete]
     assert got["mrv_var"]["t2a"] == pytest.approx(
-        sum(statistics.pvariance(r) for r in rows) / len(rows))
+        sum(statistics.pvariance(r) for r in rows) / len(rows)
+    )
     assert got["mrv_std"]["t2a"] == pytest.approx(
-        sum(statistics.pstdev(r) for r in rows) / len(rows))
+        sum(statistics.pstdev(r) for r in rows) / len(rows)
+    )
     assert sum(got["n_queries"]["t2a_multi_relevant"].values()) > 0  # the case has repeats
 
 
-@pytest.mark.parametrize(("n", "c", "ties", "seed"), [(9, 3, True, 0), (20, 5, False, 1),
-                                                      (7, 1, False, 2)])
+@pytest.mark.parametrize(
+    ("n", "c", "ties", "seed"), [(9, 3, True, 0), (20, 5, False, 1), (7, 1, False, 2)]
+)
 def test_unique_captions_give_exactly_the_slot_numbers(n, c, ties, seed) -> None:
     # strings made unique: every number equals the caption-free result
     audio, text, present, strings, _ = _repeated_case(n, c, 4, 3 * n * c, ties, seed)
-    unique = {x: [[f"{x} {i} {j}" for j in range(len(s))] for i, s in enumerate(strings[x])]
-              for x in LANGS}
+    unique = {
+        x: [[f"{x} {i} {j}" for j in range(len(s))] for i, s in enumerate(strings[x])]
+        for x in LANGS
+    }
     with_strings = evaluate_embeddings(audio, text, present, LANGS, unique, max_elements=11)
     assert with_strings.pop("duplicate_captions") == dict.fromkeys(LANGS, 0)
     assert with_strings == evaluate_embeddings(audio, text, present, LANGS)
@@ -121,7 +130,7 @@ def test_queries_layout() -> None:
     q = t2a_queries(present, [["a", "b"], ["b"], ["a", "a"]])
     # queries in first-appearance order: "a" (slot 0), "b" (slot 1)
     assert q.first.tolist() == [0, 1]
-    assert [q.clips[q.indptr[k]:q.indptr[k + 1]].tolist() for k in range(2)] == [[0, 2], [0, 1]]
+    assert [q.clips[q.indptr[k] : q.indptr[k + 1]].tolist() for k in range(2)] == [[0, 2], [0, 1]]
     assert q.clips[q.pair[present]].tolist() == [0, 0, 1, 2, 2]  # each slot -> its own clip
     assert q.pair[1, 1] == -1 and q.n_multi_relevant() == 2
     blocks = list(q.blocks(budget=2))
