@@ -3,6 +3,7 @@ packages' worth of files laid out like their real paths, with tables of their ow
 exact duplicate across packages, take groups, a silent file, a long loop, WavPack)."""
 
 import json
+import os
 import subprocess
 import zlib
 from collections import defaultdict
@@ -16,9 +17,9 @@ from atri.training.corpus.cli import main as corpus_main
 from atri.training.corpus.render import SAMPLE_RATE
 from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import build, mixtures
-from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source
+from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source, write_flac
 from atri.training.corpus.sfx.records import filename_label
-from atri.training.corpus.sfx.splits import SPLITS, apply_caps, check_splits, take_stem
+from atri.training.corpus.sfx.splits import SPLITS, apply_caps, check_splits, cover, take_stem
 from atri.training.manifest import read_manifest
 
 MT = "usr/share/games/minetest/sounds/"
@@ -155,7 +156,8 @@ def test_splits_keep_their_promises(corpus):
             assert (r.meta["package"] in XPKG) == (split == "test-xpkg") or split == "test-zeroshot"
             assert (r.meta["concept"] in ZEROSHOT) == (split == "test-zeroshot")
     assert all(len(s) == 1 for s in where.values()), where
-    sword = {r.meta["group"] for r in manifests["train"] if r.meta.get("concept") == "sword_clash"}
+    sword = {r.meta["group"] for r in manifests["train"]
+             if r.meta.get("concept") == "sword_clash" and "group" in r.meta}
     assert sword, "sword-* files are groups of their own, some in train"
     sand = [r for m in manifests.values() for r in m if r.meta.get("attrs") == "material=sand"]
     assert len({r.meta["group"] for r in sand}) == 1 and len(sand) == 3  # one take group
@@ -265,13 +267,14 @@ def test_caps_take_whole_groups_and_count_the_rest():
         def __init__(self, key, group, concept="sword_clash"):
             self.key, self.group, self.concept, self.package = key, group, concept, "p"
 
-    clips = [C(f"g{g}/{i}", f"g{g}") for g in range(12) for i in range(10)]
+    # train caps: 12 takes per group, 80 clips per concept
+    clips = [C(f"g{g}/{i}", f"g{g}") for g in range(12) for i in range(15)]
     kept, drops = apply_caps(clips, {f"g{g}": "train" for g in range(12)}, lambda c: False)
     groups = defaultdict(int)
     for key in kept:
         groups[key.split("/")[0]] += 1
-    assert sum(groups.values()) == 40 and set(groups.values()) == {8}  # 5 whole groups of 8 takes
-    assert drops["take_cap"] == 12 * 2 and drops["concept_cap"] == 7 * 8
+    assert sum(groups.values()) == 72 and set(groups.values()) == {12}  # 6 whole groups
+    assert drops["take_cap"] == 12 * 3 and drops["concept_cap"] == 6 * 12
 
 
 @pytest.mark.slow
@@ -298,6 +301,20 @@ def test_an_ogg_stream_in_a_wave_wrapper_decodes(tmp_path):
     assert np.array_equal(decoded, load_source(ogg)[0])
 
 
+def test_cover_puts_each_variety_in_train_and_test():
+    both_val = {"a": "val", "b": "val", "c": "test-xpkg"}
+    cover(both_val, {"a": {"dog_bark"}, "b": {"dog_bark"}, "c": {"dog_bark"}})
+    assert sorted(both_val.values()) == ["test", "test-xpkg", "train"]
+    snow = {"s1": "train", "s2": "train", "s3": "val", "g": "test"}
+    varieties = {"s1": {"footsteps", "footsteps|snow"}, "s2": {"footsteps", "footsteps|snow"},
+                 "s3": {"footsteps"}, "g": {"footsteps", "footsteps|grass"}}
+    cover(snow, varieties)
+    assert {snow["s1"], snow["s2"]} == {"train", "test"} and snow["s3"] == "val"
+    alone = {"x": "val"}
+    cover(alone, {"x": {"thunder"}})
+    assert alone == {"x": "val"}  # one group cannot be in two splits
+
+
 def test_the_split_checks_fire():
     class C:
         def __init__(self, key, group, concept, package="p"):
@@ -315,5 +332,22 @@ def test_the_split_checks_fire():
         check_splits(clips, {**full, "a": "train", "b": "train"}, sha, (), ("thud",))
     with pytest.raises(AssertionError, match="held-out package p in train"):
         check_splits(clips, {**full, "a": "train", "b": "train"}, sha, ("p",), ())
+    with pytest.raises(AssertionError, match=r"test holds concepts never in train: \['wind'\]"):
+        check_splits(clips, {**full, "a": "train", "b": "train"}, sha, (), ())
     with pytest.raises(AssertionError, match=r"empty split\(s\): \['train'\]"):
         check_splits(clips, {**full, "a": "val", "b": "val"}, sha, (), ())
+
+
+def test_a_rebuild_keeps_unchanged_clips_untouched(tmp_path):
+    """Same samples: the file (and its mtime, the feature cache's key) stays; other samples:
+    rewritten."""
+    path = tmp_path / "clip.flac"
+    samples = (np.sin(np.arange(4410) / 7.0) * 10000).astype(np.int16)
+    write_flac(path, samples)
+    stamp = path.stat().st_mtime_ns
+    os.utime(path, ns=(stamp - 10**9, stamp - 10**9))
+    write_flac(path, samples)
+    assert path.stat().st_mtime_ns == stamp - 10**9
+    write_flac(path, samples // 2)
+    assert path.stat().st_mtime_ns != stamp - 10**9
+    assert np.array_equal(sf.read(str(path), dtype="int16")[0], samples // 2)

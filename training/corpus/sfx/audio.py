@@ -131,9 +131,21 @@ def peak_dbfs(samples: np.ndarray) -> float:
 
 
 def write_flac(path: Path, samples: np.ndarray) -> None:
-    """16-bit mono FLAC, atomically (a crash never leaves half a clip under its name)."""
+    """16-bit mono FLAC, atomically (a crash never leaves half a clip under its name). A file
+    that already holds these samples is left alone: its unchanged mtime keeps the feature
+    cache's entry for it valid across rebuilds."""
+    if path.is_file() and _holds(path, samples):
+        return
     with atomic_path(path) as tmp:
         sf.write(str(tmp), samples, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+
+
+def _holds(path: Path, samples: np.ndarray) -> bool:
+    try:
+        data, sr = sf.read(str(path), dtype="int16")
+    except (sf.LibsndfileError, RuntimeError):  # a damaged file is simply rewritten
+        return False
+    return sr == SAMPLE_RATE and np.array_equal(data, samples)
 
 
 def read_flac(path: Path) -> np.ndarray:

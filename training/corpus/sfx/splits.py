@@ -8,6 +8,9 @@
 - The rest: train / val / test by a salted hash of the group key, fixed for the project
   (not the corpus seed), so a group never changes split between builds; a concept with
   no group in train has its first group moved there, so `test` holds seen concepts only.
+- Coverage: a hash split of a few hundred groups leaves many concepts out of `test` (and
+  "footsteps on snow" out of train). So for every variety (concept, or concept + material)
+  with two or more groups, one group is in train and one in test, moved in hash order.
 - Caps: at most MAX_TAKES clips of one group and CONCEPT_CAP clips of one concept per
   split (lower for instruments), whole groups chosen in salted-hash order.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Protocol
 
@@ -25,9 +28,9 @@ SPLIT_SALT = "atri-sfx-split-v1"
 SPLITS = ("train", "val", "test", "test-xpkg", "test-zeroshot")
 EVAL_SPLITS = SPLITS[1:]
 HASH_BOUNDS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.9), ("test", 1.0))
-MAX_TAKES = {"train": 8, "eval": 3}  # near-identical takes add little beyond a few
-CONCEPT_CAP = {"train": 40, "eval": 12}  # swords and drums must not dominate
-INSTRUMENT_CAP = {"train": 15, "eval": 5}  # lmms/hydrogen ship hundreds of notes
+MAX_TAKES = {"train": 12, "eval": 3}  # near-identical takes add little beyond a dozen
+CONCEPT_CAP = {"train": 80, "eval": 12}  # swords and drums must not dominate
+INSTRUMENT_CAP = {"train": 25, "eval": 5}  # lmms/hydrogen ship hundreds of notes
 
 # A take suffix: separators + digits (+ a take letter), or separators + one letter.
 _TAKE = re.compile(r"(?:[\s_.\-]*\d+[a-z]?|[\s_.\-]+[a-z])$", re.IGNORECASE)
@@ -38,6 +41,7 @@ class Groupable(Protocol):
     package: str
     concept: str
     group: str
+    attrs: Mapping[str, str]
 
 
 def take_stem(name: str) -> str:
@@ -95,7 +99,39 @@ def assign_groups(
         if split[group] in ("val", "test") and concept not in in_train:
             split[group] = "train"
             in_train.add(concept)
+    cover(split, group_varieties(by_group))
     return split
+
+
+def group_varieties(by_group: Mapping[str, list[Groupable]]) -> dict[str, set[str]]:
+    """group -> the varieties its clips show: each concept, and concept|material."""
+    out: dict[str, set[str]] = {}
+    for group, members in by_group.items():
+        out[group] = {c.concept for c in members} | {
+            f"{c.concept}|{c.attrs['material']}" for c in members if "material" in c.attrs}
+    return out
+
+
+def cover(split: dict[str, str], varieties: Mapping[str, set[str]]) -> None:
+    """Every variety with >= 2 groups in train/val/test gets one in train and one in test:
+    missing ones are moved there in hash order (from val first, never train's last one)."""
+    by_variety: dict[str, list[str]] = defaultdict(list)
+    for group in sorted(split, key=lambda g: hash_unit("split", g)):
+        if split[group] in ("train", "val", "test"):
+            for variety in varieties[group]:
+                by_variety[variety].append(group)
+    for variety in sorted(by_variety):
+        groups = by_variety[variety]
+        if len(groups) < 2:
+            continue
+        for target in ("train", "test"):
+            if any(split[g] == target for g in groups):
+                continue
+            n_train = sum(split[g] == "train" for g in groups)
+            donors = [g for g in groups if split[g] == "val"] + (
+                [g for g in groups if split[g] == "train"] if n_train > 1 else [])
+            if donors:
+                split[donors[0]] = target
 
 
 def apply_caps(
@@ -149,3 +185,7 @@ def check_splits(clips: list[Groupable], split_of: dict[str, str], sha_of: dict[
     empty = [s for s in SPLITS if s not in present]
     if empty:
         raise AssertionError(f"empty split(s): {empty}")
+    trained = {c.concept for c in clips if split_of[c.key] == "train"}
+    unseen = sorted({c.concept for c in clips if split_of[c.key] == "test"} - trained)
+    if unseen:
+        raise AssertionError(f"test holds concepts never in train: {unseen}")
