@@ -1,0 +1,193 @@
+"""The real-recordings ablation of issue 11 ("training text is the bottleneck"): what the heads
+are trained on, judged on real recordings never seen in training.
+
+Every arm trains the default heads (frozen aisfx + e5-small) with `atri train` and is scored
+with `atri eval` on the real splits (`test`: seen concepts, unseen recordings; `test-xpkg`:
+whole packages held out; `test-zeroshot`: concepts never trained on) and, where the arm
+touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
+
+    filename-eng   English captions cut from the file names (meta.filename_label), mlclap
+    lexicon-eng    the lexicon's captions, English only, mlclap
+    lexicon-8      the lexicon's captions in 8 languages, kcl-balanced
+    lexicon-8-nomix  the same without the mixture clips (mix-*, mel-*)
+    lexicon-8-lit  the text side locked (LiT: --text-head identity, 384-d), audio dropout 0.2
+    lexicon-8-aug  lexicon-8 with 2 augmented audio views per clip
+    demo-fluidr3   demo train clips (FluidR3 only), kcl-balanced: the soundfont baseline
+    demo-4fonts    the same clips rendered with 4 soundfonts (--train-soundfonts)
+    demo-aug       demo-fluidr3 with 2 augmented views
+    joint-rN       demo + real train (real clips repeated N times), started from the previous
+                   default checkpoint: candidates for the new default
+
+    python scripts/sfx_study.py --sfx data/corpus-sfx --demo data/demo-sub \\
+        --fonts data/corpus-small-sf --out data/sfx-study [--arms a,b,...]
+
+Writes OUT/<arm>/run (the run), OUT/<arm>/eval-<split>/metrics.json, OUT/results.json and
+prints a markdown table (averages over the 8 languages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from atri.training.fileio import atomic_write_text
+from atri.training.manifest import ClipRecord, read_manifest, write_manifest
+
+ATRI = str(Path(sys.executable).parent / "atri")
+REAL_SPLITS = ("test", "test-xpkg", "test-zeroshot")
+DEMO_SPLITS = ("test", "test-xfont")
+Transform = Callable[[list[ClipRecord]], list[ClipRecord]]
+
+
+def absolute(records: list[ClipRecord], root: Path) -> list[ClipRecord]:
+    for r in records:
+        r.audio = str((root / r.audio).resolve())
+    return records
+
+
+def filename_captions(records: list[ClipRecord]) -> list[ClipRecord]:
+    """Single recordings only (a mixture has no file name), one English caption each."""
+    return [ClipRecord(id=r.id, audio=r.audio, captions={"eng": [r.meta["filename_label"]]},
+                       meta=r.meta) for r in records if "filename_label" in r.meta]
+
+
+def no_mixtures(records: list[ClipRecord]) -> list[ClipRecord]:
+    return [r for r in records if not r.id.startswith(("mix-", "mel-"))]
+
+
+def english_only(records: list[ClipRecord]) -> list[ClipRecord]:
+    return [ClipRecord(id=r.id, audio=r.audio, captions={"eng": r.captions["eng"]},
+                       meta=r.meta) for r in records]
+
+
+def repeated(records: list[ClipRecord], n: int) -> list[ClipRecord]:
+    """Each record n times under distinct ids: the features are cached by file, so a repeat
+    costs nothing but weighs the clip n times per epoch."""
+    return [ClipRecord(id=f"{r.id}.r{k}" if k else r.id, audio=r.audio, captions=r.captions,
+                       meta=r.meta) for k in range(n) for r in records]
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    train: Callable[[dict[str, list[ClipRecord]]], list[ClipRecord]]
+    val: Callable[[dict[str, list[ClipRecord]]], list[ClipRecord]]
+    flags: tuple[str, ...] = ()
+    evals: tuple[tuple[str, str], ...] = field(default=tuple(("sfx", s) for s in REAL_SPLITS))
+
+
+def _real(split: str, transform: Transform | None = None) -> Callable:
+    return lambda d: (transform or list)(list(d[f"sfx/{split}"]))
+
+
+def _demo_evals() -> tuple[tuple[str, str], ...]:
+    return tuple(("demo", s) for s in DEMO_SPLITS)
+
+
+KCLB = ("--strategy", "kcl-balanced")
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    Arm("filename-eng", _real("train", filename_captions), _real("val", filename_captions),
+        ("--strategy", "mlclap", "--langs", "eng")),
+    Arm("lexicon-eng", _real("train", english_only), _real("val", english_only),
+        ("--strategy", "mlclap", "--langs", "eng")),
+    Arm("lexicon-8", _real("train"), _real("val"), KCLB),
+    Arm("lexicon-8-nomix", _real("train", no_mixtures), _real("val"), KCLB),
+    Arm("lexicon-8-lit", _real("train"), _real("val"),
+        (*KCLB, "--text-head", "identity", "--embed-dim", "384", "--audio-dropout", "0.2")),
+    Arm("lexicon-8-aug", _real("train"), _real("val"), (*KCLB, "--augment-views", "2")),
+    Arm("demo-fluidr3", lambda d: d["demo/train"], lambda d: d["demo/val"], KCLB,
+        _demo_evals()),
+    Arm("demo-4fonts", lambda d: d["fonts/train"], lambda d: d["demo/val"], KCLB,
+        _demo_evals()),
+    Arm("demo-aug", lambda d: d["demo/train"], lambda d: d["demo/val"],
+        (*KCLB, "--augment-views", "2"), _demo_evals()),
+    *(Arm(f"joint-r{n}", lambda d, n=n: d["demo/train"] + repeated(d["sfx/train"], n),
+          lambda d: d["demo/val"] + d["sfx/val"], (*KCLB, "--init-from", "default"),
+          tuple(("sfx", s) for s in REAL_SPLITS) + _demo_evals()) for n in (1, 2, 3)),
+)}
+
+
+def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int) -> dict:
+    data = {}
+    for split in ("train", "val", *REAL_SPLITS):
+        data[f"sfx/{split}"] = absolute(read_manifest(sfx / f"{split}.jsonl").records, sfx)
+    for split in ("train", "val", *DEMO_SPLITS):
+        data[f"demo/{split}"] = absolute(read_manifest(demo / f"{split}.jsonl").records, demo)
+    if fonts is not None:  # the same first clips as demo/train, other soundfonts
+        records = read_manifest(fonts / "train.jsonl").records[:n_fonts]
+        data["fonts/train"] = absolute(records, fonts)
+    return data
+
+
+def run_arm(arm: Arm, data: dict, out: Path, common: list[str]) -> dict:
+    folder = out / arm.name
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder / "train.jsonl", arm.train(data))
+    write_manifest(folder / "val.jsonl", arm.val(data))
+    run = folder / "run"
+    if not (run / "best").is_dir():
+        subprocess.run([ATRI, "train", "--train", str(folder / "train.jsonl"), "--val",
+                        str(folder / "val.jsonl"), "--out", str(run), *common, *arm.flags],
+                       check=True)
+    results = {}
+    for corpus, split in arm.evals:
+        report = folder / f"eval-{corpus}-{split}"
+        if not (report / "metrics.json").is_file():
+            manifest = out / "manifests" / f"{corpus}-{split}.jsonl"
+            subprocess.run([ATRI, "eval", "--checkpoint", str(run / "best"), "--manifest",
+                            str(manifest), "--out", str(report)], check=True)
+        results[f"{corpus}/{split}"] = json.loads((report / "metrics.json").read_text())
+    best = json.loads((run / "best" / "checkpoint.json").read_text())
+    return {"epoch": best["epoch"], "val_score": best["metrics"]["val_score"], "eval": results}
+
+
+def row(name: str, result: dict) -> str:
+    cells = []
+    for key in ("sfx/test", "sfx/test-xpkg", "sfx/test-zeroshot", "demo/test", "demo/test-xfont"):
+        m = result["eval"].get(key)
+        cells += (["", ""] if m is None else
+                  [f"{m['t2a']['avg']['R@1']:.1f}", f"{m['t2a']['avg']['R@10']:.1f}"])
+    return f"| {name} | {result['epoch']} | " + " | ".join(cells) + " |"
+
+
+def table(results: dict) -> str:
+    head = ("| arm | best epoch | test R@1 | test R@10 | xpkg R@1 | xpkg R@10 | zeroshot R@1 | "
+            "zeroshot R@10 | demo test R@1 | demo R@10 | demo xfont R@1 | xfont R@10 |")
+    rule = "|" + "---|" * 12
+    return "\n".join([head, rule, *(row(n, r) for n, r in results.items())])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sfx", type=Path, required=True)
+    parser.add_argument("--demo", type=Path, required=True)
+    parser.add_argument("--fonts", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    arms = [ARMS[a] for a in args.arms.split(",")]
+    n_demo = len(read_manifest(args.demo / "train.jsonl"))
+    data = load_data(args.sfx, args.demo, args.fonts, n_demo)
+    (args.out / "manifests").mkdir(parents=True, exist_ok=True)
+    for key, records in data.items():
+        write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)
+    common = ["--epochs", str(args.epochs), "--seed", str(args.seed)]
+    results_file = args.out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    for arm in arms:
+        results[arm.name] = run_arm(arm, data, args.out, common)
+        atomic_write_text(results_file, json.dumps(results, indent=1))
+        print(table({arm.name: results[arm.name]}), flush=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
