@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from atri.training.corpus.schema import LANGS
 from atri.training.fileio import atomic_write_text
 from atri.training.manifest import ClipRecord, read_manifest, write_manifest
 
@@ -146,6 +147,23 @@ def run_arm(arm: Arm, data: dict, out: Path, common: list[str]) -> dict:
     return {"epoch": best["epoch"], "val_score": best["metrics"]["val_score"], "eval": results}
 
 
+def chance_recall(records: list[ClipRecord], k: int) -> float:
+    """Expected T2A R@k (percent) of a random ranking under the metrics.md query rule: one
+    query per distinct caption string and language, relevant = every clip carrying it."""
+    n, values = len(records), []
+    for lang in LANGS:
+        carriers: dict[str, set[str]] = {}
+        for r in records:
+            for caption in r.captions.get(lang, []):
+                carriers.setdefault(caption, set()).add(r.id)
+        for clips in carriers.values():
+            miss = 1.0
+            for i in range(k):  # P(no relevant clip among the first k of a random order)
+                miss *= max(0, n - len(clips) - i) / (n - i)
+            values.append(1 - miss)
+    return 100 * sum(values) / len(values)
+
+
 def row(name: str, result: dict) -> str:
     cells = []
     for key in ("sfx/test", "sfx/test-xpkg", "sfx/test-zeroshot", "demo/test", "demo/test-xfont"):
@@ -186,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(results_file, json.dumps(results, indent=1))
         print(table({arm.name: results[arm.name]}), flush=True)
     print(table(results))
+    for key in ("sfx/test", "sfx/test-xpkg", "sfx/test-zeroshot"):
+        print(f"chance {key}: R@1 {chance_recall(data[key], 1):.2f}, "
+              f"R@10 {chance_recall(data[key], 10):.2f}")
     return 0
 
 
