@@ -17,6 +17,7 @@ touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
     demo-aug       demo-fluidr3 with 2 augmented views
     joint-rN       demo + real train (real clips repeated N times), started from the previous
                    default checkpoint: candidates for the new default
+    joint-fonts-rN the same plus the demo clips rendered with 4 soundfonts
 
     python scripts/sfx_study.py --sfx data/corpus-sfx --demo data/demo-sub \\
         --fonts data/corpus-small-sf --out data/sfx-study [--arms a,b,...]
@@ -110,6 +111,10 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     *(Arm(f"joint-r{n}", lambda d, n=n: d["demo/train"] + repeated(d["sfx/train"], n),
           lambda d: d["demo/val"] + d["sfx/val"], (*KCLB, "--init-from", "default"),
           tuple(("sfx", s) for s in REAL_SPLITS) + _demo_evals()) for n in (1, 2, 3)),
+    *(Arm(f"joint-fonts-r{n}",
+          lambda d, n=n: d["demo/train"] + d["fonts/train"] + repeated(d["sfx/train"], n),
+          lambda d: d["demo/val"] + d["sfx/val"], (*KCLB, "--init-from", "default"),
+          tuple(("sfx", s) for s in REAL_SPLITS) + _demo_evals()) for n in (2, 3)),
 )}
 
 
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra", default="", help="more `atri train` flags for every arm")
     args = parser.parse_args(argv)
     arms = [ARMS[a] for a in args.arms.split(",")]
     n_demo = len(read_manifest(args.demo / "train.jsonl"))
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "manifests").mkdir(parents=True, exist_ok=True)
     for key, records in data.items():
         write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)
-    common = ["--epochs", str(args.epochs), "--seed", str(args.seed)]
+    common = ["--epochs", str(args.epochs), "--seed", str(args.seed), *args.extra.split()]
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for arm in arms:

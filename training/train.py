@@ -57,6 +57,9 @@ class TrainConfig:
     # A checkpoint whose heads and temperature start this run (same model config): continued
     # training on new data beside a replay of the old (trainer.init_heads).
     init_from: str | None = None
+    # Keep the text head as built or initialised: only the audio head and tau learn, so the
+    # text space an `init_from` model was trained into stays put (continued training).
+    freeze_text_head: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -183,6 +186,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--audio-dropout": ("model.audio_dropout", float),
 }
 SWITCHES: dict[str, str] = {
+    "--freeze-text-head": "freeze_text_head",
     "--fixed-tau": "model.fixed_tau",
     "--audio-trainable": "model.audio_trainable",
     "--text-trainable": "model.text_trainable",

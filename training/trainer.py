@@ -111,6 +111,8 @@ class Run:
             self.model = build_model(config.model, device=d.device)
             if config.init_from:
                 init_heads(self.model, config.init_from)
+        if config.freeze_text_head:
+            self.model.text_head.requires_grad_(False)
         if config.batch_size % d.world:
             raise BadInput(f"batch_size {config.batch_size} is not a multiple of the "
                            f"{d.world} processes")

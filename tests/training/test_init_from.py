@@ -69,3 +69,15 @@ def test_default_checkpoint_as_start(small, tmp_path: Path) -> None:
 def test_mismatched_start_is_refused(small, tmp_path: Path, capsys, extra, message) -> None:
     assert main(args(small, tmp_path / "e", *extra)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_frozen_text_head_stays_while_the_audio_head_learns(small, tmp_path: Path) -> None:
+    assert main(args(small, tmp_path / "f", "--init-from", "default", "--freeze-text-head",
+                     "--lr", "1e-2")) == 0
+    default, _ = load_checkpoint("default")
+    trained, info = load_checkpoint(tmp_path / "f" / "best")
+    assert info["training_config"]["freeze_text_head"] is True
+    before, after = heads(default), heads(trained)
+    for name in before:
+        moved = not torch.equal(before[name], after[name])
+        assert moved == name.startswith(("a.", "tau")), name
