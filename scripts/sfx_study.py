@@ -20,7 +20,8 @@ touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
     joint-fonts-rN the same plus the demo clips rendered with 4 soundfonts
 
     python scripts/sfx_study.py --sfx data/corpus-sfx --demo data/demo-sub \\
-        --fonts data/corpus-small-sf --out data/sfx-study [--arms a,b,...]
+        --fonts data/corpus-small-sf --out data/sfx-study [--arms a,b,...] [--seed N]
+    python scripts/sfx_study.py summarise data/sfx-study data/sfx-study-seed1 ...
 
 Writes OUT/<arm>/run (the run), OUT/<arm>/eval-<split>/metrics.json, OUT/results.json and
 prints a markdown table (averages over the 8 languages).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -125,8 +127,10 @@ def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int) -> dict:
     for split in ("train", "val", *DEMO_SPLITS):
         data[f"demo/{split}"] = absolute(read_manifest(demo / f"{split}.jsonl").records, demo)
     if fonts is not None:  # the same first clips as demo/train, other soundfonts
-        records = read_manifest(fonts / "train.jsonl").records[:n_fonts]
-        data["fonts/train"] = absolute(records, fonts)
+        records = absolute(read_manifest(fonts / "train.jsonl").records[:n_fonts], fonts)
+        for r in records:  # the same ids as the FluidR3 renderings of demo/train
+            r.id = f"{r.id}.{r.meta.get('soundfont', 'sf')}"
+        data["fonts/train"] = records
     return data
 
 
@@ -185,7 +189,33 @@ def table(results: dict) -> str:
     return "\n".join([head, rule, *(row(n, r) for n, r in results.items())])
 
 
+KEYS = ("sfx/test", "sfx/test-xpkg", "sfx/test-zeroshot", "demo/test", "demo/test-xfont")
+
+
+def summarise(folders: list[Path]) -> str:
+    """Mean ± std over the seeds (one study folder per seed) of T2A R@1 / R@10, 8-language
+    averages, for every arm that all folders hold."""
+    runs = [json.loads((f / "results.json").read_text()) for f in folders]
+    arms = [a for a in runs[0] if all(a in r for r in runs)]
+    lines = ["| arm | seeds | " + " | ".join(f"{k} R@1 | {k} R@10" for k in KEYS) + " |",
+             "|---" * (2 + 2 * len(KEYS)) + "|"]
+    for arm in arms:
+        cells = []
+        for key in KEYS:
+            for metric in ("R@1", "R@10"):
+                values = [r[arm]["eval"][key]["t2a"]["avg"][metric] for r in runs
+                          if key in r[arm]["eval"]]
+                cells.append(f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
+                             if values else "")
+        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["summarise"]:  # summarise STUDY_DIR... (one per seed)
+        print(summarise([Path(a) for a in argv[1:]]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sfx", type=Path, required=True)
     parser.add_argument("--demo", type=Path, required=True)
