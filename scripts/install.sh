@@ -5,14 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1
-  # more soundfonts for `atri corpus build --train-soundfonts` (training clips only)
-  musescore-general-soundfont fluidr3mono-gm-soundfont opl3-soundfont)
+APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1)
+# more soundfonts for `atri corpus build --train-soundfonts` (training clips only; not in
+# the runtime image, which builds no corpus)
+APT_CORPUS_PACKAGES=(musescore-general-soundfont fluidr3mono-gm-soundfont opl3-soundfont)
 # test-only: the web page's browser test (not in the runtime image)
 APT_TEST_PACKAGES=(chromium chromium-driver)
 
 missing=()
-for pkg in "${APT_PACKAGES[@]}" "${APT_TEST_PACKAGES[@]}"; do
+for pkg in "${APT_PACKAGES[@]}" "${APT_CORPUS_PACKAGES[@]}" "${APT_TEST_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -15,28 +15,8 @@ from atri.training.audio_io import load_audio
 from atri.training.augment import AugmentSpec, augment_view
 from atri.training.feature_views import epoch_views, view_features, view_key
 from atri.training.features import AudioFeatureStore, audio_features, backbone_identity, clip_key
-from atri.training.model import ModelConfig, RetrievalModel, build_model
 
 SR = 44100
-
-
-@pytest.fixture(scope="module")
-def model() -> RetrievalModel:
-    return build_model(ModelConfig())
-
-
-@pytest.fixture
-def counted(model: RetrievalModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Clips per call of the model's real backbone path."""
-    calls: list[int] = []
-    inner = model.audio_features
-
-    def audio_features_counted(waves):
-        calls.append(len(waves))
-        return inner(waves)
-
-    monkeypatch.setattr(model, "audio_features", audio_features_counted, raising=False)
-    return calls
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from atri.training.features import (
     text_features,
 )
 from atri.training.manifest import ClipRecord, read_manifest, write_manifest
-from atri.training.model import ModelConfig, RetrievalModel, build_model
+from atri.training.model import ModelConfig, build_model
 
 SR = 44100
 
@@ -29,25 +29,6 @@ def write_tone(path: Path, freq: float, seconds: float = 1.0) -> Path:
     t = np.arange(int(SR * seconds)) / SR
     sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32), SR)
     return path
-
-
-@pytest.fixture(scope="module")
-def model() -> RetrievalModel:
-    return build_model(ModelConfig())
-
-
-@pytest.fixture
-def counted(model: RetrievalModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Clips per call of the model's real backbone path."""
-    calls: list[int] = []
-    inner = model.audio_features
-
-    def audio_features_counted(waves):
-        calls.append(len(waves))
-        return inner(waves)
-
-    monkeypatch.setattr(model, "audio_features", audio_features_counted, raising=False)
-    return calls
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+"""Fixtures of the training tests that read audio features: a model of the default
+architecture (aisfx + e5-small, fresh heads) and a count of the clips its real backbone
+path is called on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # the sonar tier's environment loads this file too: import lazily
+    from atri.training.model import RetrievalModel
+
+
+@pytest.fixture(scope="module")
+def model() -> RetrievalModel:
+    from atri.training.model import ModelConfig, build_model
+
+    return build_model(ModelConfig())
+
+
+@pytest.fixture
+def counted(model: RetrievalModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Clips per call of the model's real backbone path."""
+    calls: list[int] = []
+    inner = model.audio_features
+
+    def audio_features_counted(waves):
+        calls.append(len(waves))
+        return inner(waves)
+
+    monkeypatch.setattr(model, "audio_features", audio_features_counted, raising=False)
+    return calls
