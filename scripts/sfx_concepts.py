@@ -5,7 +5,9 @@ averaged over the 8 languages, against the whole split as the gallery.
 
     python scripts/sfx_concepts.py --checkpoint default --manifest data/corpus-sfx/test.jsonl
 
-Prints a markdown table sorted by R@10 (mixture clips count under their foreground concept).
+Prints a markdown table sorted by R@10 (mixture clips count under their foreground concept),
+then, per language, how often a recording's own concept label is among the 5 labels of the
+default vocabulary (`atri index build --vocabulary default`) nearest to it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,25 @@ def concept_recall(audio: np.ndarray, text: dict, captions: dict, concepts: list
             for c, v in hits.items()}
 
 
+def label_accuracy(model, audio: np.ndarray, concepts: list[str], top: int = 5) -> dict:
+    """lang -> percent of recordings whose concept's label (lexicon.label) is among the
+    `top` vocabulary labels nearest to their audio embedding."""
+    import torch
+
+    from atri.training.corpus.sfx.lexicon import label, vocabulary
+
+    out = {}
+    for lang in LANGS:
+        labels = vocabulary(lang)
+        with torch.no_grad():
+            vectors = model.embed_text(labels, lang).numpy()  # (V, E)
+        nearest = np.argsort(-(audio @ vectors.T), axis=1)[:, :top]  # (N, top)
+        hits = [label(c, lang) in {labels[j] for j in row}
+                for c, row in zip(concepts, nearest, strict=True)]
+        out[lang] = 100 * float(np.mean(hits))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
@@ -63,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for concept, (r1, r10, n) in sorted(table.items(), key=lambda kv: (-kv[1][1], kv[0])):
         print(f"| {concept} | {clips[concept]} | {n} | {r1:.0f} | {r10:.0f} |")
+    real = [i for i, r in enumerate(manifest) if "package" in r.meta]
+    accuracy = label_accuracy(model, np.asarray(emb.audio)[real], [concepts[i] for i in real])
+    print(f"\nOwn label among the 5 nearest default-vocabulary labels, {len(real)} recordings:\n")
+    print("| " + " | ".join(LANGS) + " |\n" + "|---" * len(LANGS) + "|")
+    print("| " + " | ".join(f"{accuracy[lang]:.1f}" for lang in LANGS) + " |")
     return 0
 
 
