@@ -1,4 +1,4 @@
-"""Shared test setup: offline hubs, one thread per library, the shared spec folder and the
+"""Shared test setup: offline hubs, one thread per library, the parity reference data and the
 tiny corpus; and what tests/service and tests/reliability both use: a real model (aisfx +
 e5-small, heads seeded), a real index of part of the tiny corpus's test split, apps that
 load them, tones as audio bytes, `atri serve` in a child process, and raw HTTP.
@@ -43,17 +43,11 @@ ADMIN_TOKEN = "test-admin-token"
 READY_TIMEOUT_S = 120.0
 
 
-def shared_dir() -> Path:
-    """`shared/` lies beside the checkout (CI and developer machines alike)."""
-    return Path(os.environ.get("ATRI_SHARED", REPO.parent / "shared"))
-
-
 @pytest.fixture(scope="session")
 def spec_dir() -> Path:
-    path = shared_dir() / "spec"
-    if not path.is_dir():
-        pytest.fail(f"shared spec folder not found at {path} (set ATRI_SHARED)")
-    return path
+    """The parity reference data (CED, aisfx), carried in the repository so that the
+    tests need nothing beside a clone: tests/data/README.md says where it comes from."""
+    return REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
