@@ -193,9 +193,9 @@ KEYS = ("sfx/test", "sfx/test-xpkg", "sfx/test-zeroshot", "demo/test", "demo/tes
 
 
 def summarise(folders: list[Path]) -> str:
-    """Mean ± std over the seeds (one study folder per seed) of T2A R@1 / R@10, 8-language
-    averages, for every arm that all folders hold."""
-    runs = [json.loads((f / "results.json").read_text()) for f in folders]
+    """Mean ± std over the seeds (one study folder, or its results.json, per seed) of T2A
+    R@1 / R@10, 8-language averages, for every arm that all of them hold."""
+    runs = [json.loads((f / "results.json" if f.is_dir() else f).read_text()) for f in folders]
     arms = [a for a in runs[0] if all(a in r for r in runs)]
     lines = ["| arm | seeds | " + " | ".join(f"{k} R@1 | {k} R@10" for k in KEYS) + " |",
              "|---" * (2 + 2 * len(KEYS)) + "|"]
