@@ -117,6 +117,14 @@ _GCOMPRIS = tuple(
     Licence(f"*/gcompris/src/{glob}", spdx, who) for glob, spdx, who in _GCOMPRIS_FILES
 )
 
+_TRUDGETT = "2007-2009 Jordan Trudgett <jordan_trudgett@hotmail.com>"
+_ARDENTRYST_SOUNDS = (
+    "Kendra Pietruszewski; Amy Dunwoodie; Freesound.org users (Anton, acclivity, adcbicycle, aust, "
+    "Connum, decembered, Erdie, ERH, FreqMan, Halion, HerbertBoland, inchadney, laurent, Leady, "
+    "luffy, martian, redjim, reinsamba, Robinhood76, sagetyrtle, Stickinthemud, themfish, "
+    "Wolfsinger, zebraphone); www.digifishmusic.com"
+)
+
 _ENTRIES = (
     Package(
         "0ad-data",
@@ -233,6 +241,34 @@ _ENTRIES = (
         "CC-BY-SA-3.0",
         "Magnus Auvinen and contributors",
         _attr("Teeworlds", "Magnus Auvinen and contributors", "CC-BY-SA-3.0", "teeworlds-data"),
+    ),
+    Package(
+        # The copyright file: "Files: Help/* Media/* Projects ... License: CC-BY-SA-3.0"; the
+        # program is GPL-2, but every sound is under usr/share/scratch/Media/Sounds/.
+        "scratch",
+        "CC-BY-SA-3.0",
+        "2011 Massachusetts Institute of Technology",
+        _attr("Scratch 1.4", "2011 Massachusetts Institute of Technology", "CC-BY-SA-3.0",
+              "scratch"),
+    ),
+    Package(
+        "qabcs-data",
+        "GPL-3+",
+        "2019-2020 DanSoft <dik@inbox.ru>",
+        _attr("qABCs", "2019-2020 DanSoft", "GPL-3+", "qabcs-data"),
+    ),
+    Package(
+        # Sounds/* have their own holders; the heroes' voices and steps (Sounds/NYX, Sounds/PYR)
+        # are Jordan Trudgett's, like the music.
+        "ardentryst",
+        "CC-BY-SA-3.0",
+        _ARDENTRYST_SOUNDS,
+        _attr("Ardentryst", "Jordan Trudgett, Kendra Pietruszewski, Amy Dunwoodie and "
+              "freesound.org users", "CC-BY-SA-3.0", "ardentryst"),
+        licences=tuple(
+            Licence(f"usr/share/games/ardentryst/{folder}/*", "CC-BY-SA-3.0", _TRUDGETT)
+            for folder in ("Sounds/NYX", "Sounds/PYR", "Music")
+        ),
     ),
     Package(
         "lmms-common",
