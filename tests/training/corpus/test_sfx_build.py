@@ -27,6 +27,9 @@ WN = "usr/share/games/wesnoth/1.16/data/core/sounds/"
 TW = "usr/share/games/teeworlds/data/audio/"
 LU = "usr/share/games/lugaru/Data/Sounds/"
 LM = "usr/share/lmms/samples/instruments/"
+SC = "usr/share/scratch/Media/Sounds/"
+QA = "usr/share/qabcs/abcs/"
+AR = "usr/share/games/ardentryst/Sounds/"
 XPKG = ("lugaru-data",)
 ZEROSHOT = ("cow_moo",)
 MIX_COUNTS = {"train": (6, 3), "val": (2, 1), "test": (2, 1)}
@@ -80,6 +83,23 @@ FIXTURE: dict[str, tuple[list[str], dict[str, str]]] = {
         {**{f"{LM}violin_{k}0{i}.ogg": "tone" for k in ("fingered", "bowed") for i in (1, 2)},
          **{f"{LM}piano_{k}.ogg": "tone" for k in ("soft", "hard", "mid", "bright")}},
     ),
+    "scratch": (  # wav and mp3 side by side, a folder name with a space
+        [f"{SC}Animal/Dog?.wav\tdog_bark\t-\t", f"{SC}Human/Footsteps-?.*\tfootsteps\t-\t",
+         f"{SC}Music Loops/*\t-\t-\tmusic: loops"],
+        {f"{SC}Animal/Dog1.wav": "noise", f"{SC}Animal/Dog2.wav": "noise",
+         f"{SC}Human/Footsteps-1.wav": "noise", f"{SC}Human/Footsteps-2.mp3": "mp3",
+         f"{SC}Music Loops/Drum.mp3": "mp3"},
+    ),
+    "qabcs-data": (  # one noise per word; the per-language word folders are speech
+        [f"{QA}all/noises/dog.ogg\tdog_bark\t-\t", f"{QA}*/sounds/*\t-\t-\tspeech: words"],
+        {f"{QA}all/noises/dog.ogg": "noise", f"{QA}en/sounds/words/dog.ogg": "noise"},
+    ),
+    "ardentryst": (  # PYR/ ships byte-identical copies of NYX/'s steps
+        [f"{AR}NYX/NYX_STEP_SNOW?.ogg\tfootsteps\tmaterial=snow\t",
+         f"{AR}PYR/PYR_STEP_*\t-\t-\tduplicate: NYX's steps"],
+        {f"{AR}NYX/NYX_STEP_SNOW{i}.ogg": "noise" for i in (1, 2)} | {
+            f"{AR}PYR/PYR_STEP_SNOW1.ogg": "noise"},
+    ),
 }
 
 
@@ -107,10 +127,11 @@ def write_fixture(base: Path) -> tuple[Path, Path]:
             path = root / package / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             wave, sr = _sound(kind, rel)
-            if kind == "wavpack":  # libsndfile cannot write (or read) WavPack: ffmpeg can
+            if kind in ("wavpack", "mp3"):  # libsndfile may not write them: ffmpeg can
                 wav = path.with_suffix(".tmp.wav")
                 sf.write(wav, wave, sr)
-                subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "wavpack",
+                codec = "wavpack" if kind == "wavpack" else "libmp3lame"
+                subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", codec,
                                 "-y", str(path)], check=True)
                 wav.unlink()
             else:
@@ -163,7 +184,8 @@ def test_splits_keep_their_promises(corpus):
     assert len({r.meta["group"] for r in sand}) == 1 and len(sand) == 3  # one take group
     assert stats["drops"]["silent"] == 1 and stats["drops"]["duplicate"] == 1
     assert sum(stats["clips"].values()) + sum(stats["drops"].values()) == stats["sources"]
-    assert stats["drops"]["excluded:ui"] == 1 and stats["drops"]["excluded:music"] == 1
+    assert stats["drops"]["excluded:ui"] == 1 and stats["drops"]["excluded:music"] == 2
+    assert stats["drops"]["excluded:speech"] == 1 and stats["drops"]["excluded:duplicate"] == 1
 
 
 def test_records_carry_provenance_captions_and_clip_format(corpus):
@@ -183,6 +205,21 @@ def test_records_carry_provenance_captions_and_clip_format(corpus):
     assert flow.meta["licence"] == "CC-BY-SA-3.0" and "Minetest" in flow.meta["attribution"]
     assert flow.meta["filename_label"] == "water flow"
     assert (f"{WN}glass-break.wav" in records) + (f"{TW}glass_break.wav" in records) == 1
+
+
+def test_scratch_qabcs_ardentryst_layouts(corpus):
+    """mp3 decodes; wav and mp3 takes of one name are one group; each package's licence
+    and (for files with their own holders) attribution reach the record."""
+    out, _ = corpus
+    records = {r.meta["path"]: r for m in _manifests(out).values() for r in m if "path" in r.meta}
+    steps = [records[f"{SC}Human/Footsteps-1.wav"], records[f"{SC}Human/Footsteps-2.mp3"]]
+    assert steps[0].meta["group"] == steps[1].meta["group"]
+    assert steps[1].meta["seconds"] > 0.3 and steps[1].meta["licence"] == "CC-BY-SA-3.0"
+    assert records[f"{QA}all/noises/dog.ogg"].meta["licence"] == "GPL-3+"
+    assert f"{QA}en/sounds/words/dog.ogg" not in records
+    snow = records[f"{AR}NYX/NYX_STEP_SNOW1.ogg"]
+    assert snow.meta["attr_material"] == "snow" and "Jordan Trudgett" in snow.meta["attribution"]
+    assert f"{AR}PYR/PYR_STEP_SNOW1.ogg" not in records
 
 
 def test_mixtures_stay_in_their_split(corpus):
@@ -351,3 +388,16 @@ def test_a_rebuild_keeps_unchanged_clips_untouched(tmp_path):
     write_flac(path, samples // 2)
     assert path.stat().st_mtime_ns != stamp - 10**9
     assert np.array_equal(sf.read(str(path), dtype="int16")[0], samples // 2)
+
+
+def test_an_mp3_without_a_xing_header_decodes_whole(tmp_path):
+    """libsndfile's MP3 frame count is a bitrate estimate without a Xing header (scratch's
+    Cat.mp3 announces twice its length; a VBR file stops early): MP3 goes to ffmpeg."""
+    wav, mp3 = tmp_path / "burst.wav", tmp_path / "Cat.mp3"
+    wave = np.zeros(SAMPLE_RATE, dtype=np.float32)  # 1 s: a loud 0.1 s burst, then silence
+    wave[: SAMPLE_RATE // 10] = _sound("noise", "burst")[0][: SAMPLE_RATE // 10]
+    sf.write(wav, wave, SAMPLE_RATE)
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "libmp3lame", "-q:a", "4",
+                    "-write_xing", "0", "-y", str(mp3)], check=True)
+    decoded, _ = load_source(mp3)
+    assert abs(len(decoded) - SAMPLE_RATE) < 0.05 * SAMPLE_RATE  # the encoder pads a little

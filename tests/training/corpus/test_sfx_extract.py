@@ -53,6 +53,9 @@ def test_registry_cites_every_package_licence() -> None:
         "teeworlds-data",
         "lmms-common",
         "hydrogen-drumkits",
+        "scratch",
+        "qabcs-data",
+        "ardentryst",
     }
     assert set(PACKAGES) == wanted
     for package in PACKAGES.values():
@@ -61,6 +64,13 @@ def test_registry_cites_every_package_licence() -> None:
     kit = "usr/share/hydrogen/data/drumkits/Audiophob/kick.flac"
     assert PACKAGES["hydrogen-drumkits"].licence_for(kit).spdx == "CC0-1.0"
     assert PACKAGES["0ad-data"].licence_for("x/y.ogg").spdx == "CC-BY-SA-3.0"
+    # scratch: the program is GPL-2, its Media/ (every sound) CC-BY-SA-3.0
+    dog = "usr/share/scratch/Media/Sounds/Animal/Dog1.wav"
+    assert PACKAGES["scratch"].licence_for(dog).spdx == "CC-BY-SA-3.0"
+    sounds = "usr/share/games/ardentryst/Sounds/"
+    hero, drink = sounds + "NYX/NYX_PAIN1.ogg", sounds + "drink.ogg"
+    assert "Jordan Trudgett" in PACKAGES["ardentryst"].licence_for(hero).holders
+    assert "freesound.org" in PACKAGES["ardentryst"].licence_for(drink).holders.lower()
 
 
 def test_default_cache_dir() -> None:

@@ -18,7 +18,9 @@ VALUES = {"material": ("snow", "wood"), "distance": ("near", "distant")}
 def write_sine(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(800) / 16000
-    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    # libsndfile may not write MP3: only the name matters to a table, so WAV inside
+    fmt = "WAV" if path.suffix == ".mp3" else None
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), 16000, format=fmt)
 
 
 def write_table(folder: Path, package: str, rows: list[str]) -> Path:
@@ -177,3 +179,57 @@ def test_attributes_must_apply_to_the_lexicon_concept(tmp_path: Path) -> None:
         TableError, match=rf"{path}:3: attrs: material='glass' not allowed for 'digging'"
     ):
         load_table(path, lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES)
+
+
+SCRATCH = "usr/share/scratch/Media/Sounds/"
+QABCS = "usr/share/qabcs/abcs/"
+ARDENTRYST = "usr/share/games/ardentryst/"
+# package -> {path inside the deb: concept and attrs, or the exclusion reason}; real paths
+REVIEWED = {
+    "scratch": {
+        SCRATCH + "Animal/Dog1.wav": ("dog_bark", {}),
+        SCRATCH + "Animal/Dog2.wav": ("dog_bark", {}),
+        SCRATCH + "Human/Footsteps-2.mp3": ("footsteps", {}),
+        SCRATCH + "Human/Laugh-male3.mp3": ("laughter", {}),
+        SCRATCH + "Effects/Pop.wav": "too_short",
+        SCRATCH + "Music Loops/DrumSet1.mp3": "music",
+        SCRATCH + "Vocals/Join-us.mp3": "speech",
+        SCRATCH + "Electronic/Laser1.wav": "synthetic",
+    },
+    "qabcs-data": {
+        QABCS + "all/noises/dog.ogg": ("dog_bark", {}),
+        QABCS + "all/noises/vase.ogg": ("glass_break", {}),
+        QABCS + "all/noises/dunno.ogg": "unclear",
+        QABCS + "all/noises/austrian_flag.ogg": "music",
+        QABCS + "all/sounds/cheering.ogg": ("crowd_cheer", {}),
+        QABCS + "en/sounds/words/dog.ogg": "speech",
+        QABCS + "de/sounds/alpha/A.ogg": "speech",
+    },
+    "ardentryst": {
+        ARDENTRYST + "Sounds/NYX/NYX_STEP_SNOW3.ogg": ("footsteps", {"material": "snow"}),
+        ARDENTRYST + "Sounds/NYX/NYX_STEP_CONCRETE1.ogg": ("footsteps", {"material": "concrete"}),
+        ARDENTRYST + "Sounds/PYR/PYR_STEP_SNOW3.ogg": "duplicate",
+        ARDENTRYST + "Sounds/PYR/PYR_PAIN2.ogg": ("pain_grunt", {}),
+        ARDENTRYST + "Sounds/NYX/NYX_LAND1.ogg": "unclear",
+        ARDENTRYST + "Sounds/VOI_Intro_1.ogg": "speech",
+        ARDENTRYST + "Sounds/menu-item.ogg": "ui",
+        ARDENTRYST + "Music/theme1.ogg": "music",
+    },
+}
+
+
+@pytest.mark.parametrize("package", sorted(REVIEWED))
+def test_committed_tables_map_the_packages_real_paths(
+    package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files at the paths the debs ship (spaces, mixed extensions, per-language folders)
+    get the concept or the exclusion their reviewed table gives them."""
+    from atri.training.corpus.sfx import lexicon
+
+    real = (lexicon.CONCEPTS, lexicon.ATTRIBUTE_VALUES)
+    monkeypatch.setattr(table_mod, "vocabulary", lambda: real)
+    for rel in REVIEWED[package]:
+        write_sine(tmp_path / package / rel)
+    sources = match_package(package, tmp_path).sources
+    got = {s.relpath: s.excluded or (s.concept, s.attrs) for s in sources}
+    assert got == REVIEWED[package]

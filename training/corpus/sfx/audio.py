@@ -1,8 +1,8 @@
 """Decoding the packages' recordings into the corpus's clip format: mono, 44.1 kHz,
 at most CLIP_MAX_SECONDS (the start kept), 16-bit FLAC.
 
-libsndfile reads wav, flac and ogg/vorbis; WavPack (`.wv`, teeworlds) and anything else
-it refuses go through ffmpeg (the binary of the imageio-ffmpeg wheel, a project
+libsndfile reads wav, flac and ogg/vorbis; WavPack (`.wv`, teeworlds), MP3 (scratch) and
+anything else it refuses go through ffmpeg (the binary of the imageio-ffmpeg wheel, a project
 dependency, else one on PATH) into a temporary float WAV that libsndfile then reads, so
 both paths share one downmix and one resampler (soxr, as atri.training.audio_io does).
 """
@@ -27,7 +27,10 @@ from atri.training.fileio import atomic_path
 CLIP_MAX_SECONDS = 10.0  # long ambient loops keep their first 10 s
 SILENCE_DBFS = -60.0  # a clip whose peak stays below this is dropped as `silent`
 MIN_SECONDS = 0.05  # shorter is a click of nothing, dropped as `too_short`
-FFMPEG_SUFFIXES = {".wv"}  # libsndfile has no WavPack reader: skip straight to ffmpeg
+# Straight to ffmpeg: libsndfile has no WavPack reader, and for an MP3 without a Xing header
+# its frame count is a bitrate estimate (scratch's Cat.mp3: 44673 announced, 21888 decoded),
+# which the truncation check would take for a cut-off file.
+FFMPEG_SUFFIXES = {".wv", ".mp3"}
 FFMPEG_TIMEOUT_S = 120
 
 
