@@ -346,10 +346,17 @@ def test_cover_puts_each_variety_in_train_and_test():
     varieties = {"s1": {"footsteps", "footsteps|snow"}, "s2": {"footsteps", "footsteps|snow"},
                  "s3": {"footsteps"}, "g": {"footsteps", "footsteps|grass"}}
     cover(snow, varieties)
-    assert {snow["s1"], snow["s2"]} == {"train", "test"} and snow["s3"] == "val"
+    # snow needs a test group; footsteps (4 groups) then takes val's into train
+    assert {snow["s1"], snow["s2"]} == {"train", "test"} and snow["s3"] == "train"
     alone = {"x": "val"}
     cover(alone, {"x": {"thunder"}})
     assert alone == {"x": "val"}  # one group cannot be in two splits
+    three = {"a": "train", "b": "val", "c": "test"}  # the snow of builder 3
+    cover(three, {g: {"footsteps|snow"} for g in three})
+    assert sorted(three.values()) == ["test", "train", "train"]
+    kept = {"a": "train", "b": "train", "c": "test", "d": "test"}
+    cover(kept, {"a": {"cat"}, "b": {"cat"}, "c": {"cat"}, "d": {"cat", "cat|wood"}})
+    assert kept == {"a": "train", "b": "train", "c": "test", "d": "test"}
 
 
 def test_the_split_checks_fire():

@@ -113,25 +113,43 @@ def group_varieties(by_group: Mapping[str, list[Groupable]]) -> dict[str, set[st
 
 
 def cover(split: dict[str, str], varieties: Mapping[str, set[str]]) -> None:
-    """Every variety with >= 2 groups in train/val/test gets one in train and one in test:
-    missing ones are moved there in hash order (from val first, never train's last one)."""
+    """Every variety with >= 2 groups in train/val/test gets one in train and one in test,
+    and one with >= 3 groups gets two in train (a sound known from one recording chain
+    only is learnt as that chain). Missing ones are moved there in hash order, val first;
+    a group moves only if every variety it shows keeps what it needs where it leaves."""
     by_variety: dict[str, list[str]] = defaultdict(list)
     for group in sorted(split, key=lambda g: hash_unit("split", g)):
         if split[group] in ("train", "val", "test"):
             for variety in varieties[group]:
                 by_variety[variety].append(group)
-    for variety in sorted(by_variety):
-        groups = by_variety[variety]
-        if len(groups) < 2:
-            continue
-        for target in ("train", "test"):
-            if any(split[g] == target for g in groups):
-                continue
-            n_train = sum(split[g] == "train" for g in groups)
-            donors = [g for g in groups if split[g] == "val"] + (
-                [g for g in groups if split[g] == "train"] if n_train > 1 else [])
-            if donors:
-                split[donors[0]] = target
+
+    def need(variety: str, name: str, *, soft: bool = True) -> int:
+        n = len(by_variety[variety])
+        if n < 2 or name == "val":
+            return 0
+        return 2 if soft and name == "train" and n >= 3 else 1
+
+    def count(variety: str, name: str) -> int:
+        return sum(split[g] == name for g in by_variety[variety])
+
+    def can_leave(group: str) -> bool:
+        # the second train group is a wish: a group may leave a variety's only two
+        return all(count(v, split[group]) > need(v, split[group], soft=False)
+                   for v in varieties[group])
+
+    for _ in range(3):  # a move for one variety can open a gap in another: sweep again
+        before = dict(split)
+        for variety in sorted(by_variety):
+            for target in ("train", "test"):
+                while count(variety, target) < need(variety, target):
+                    donors = sorted((g for g in by_variety[variety]
+                                     if split[g] != target and can_leave(g)),
+                                    key=lambda g: split[g] != "val")  # stable: hash order
+                    if not donors:
+                        break
+                    split[donors[0]] = target
+        if split == before:
+            break
 
 
 def apply_caps(
