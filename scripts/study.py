@@ -123,8 +123,9 @@ def test_splits(corpus: Path) -> list[str]:
 
 def query_units(manifest: Manifest) -> np.ndarray:
     """(N,) resampling unit of each clip: minimal-pair cluster and melody joined
-    (study_stats.resampling_units); a manifest without them resamples clips."""
-    clusters = [str(r.meta.get("cluster") or "") for r in manifest]
+    (study_stats.resampling_units), or the real-recordings corpus's group (takes of one
+    source); a manifest with none of them resamples clips."""
+    clusters = [str(r.meta.get("cluster") or r.meta.get("group") or "") for r in manifest]
     melodies = [str(r.meta.get("melody") or "") for r in manifest]
     if not any(clusters) and not any(melodies):
         return np.arange(len(manifest))
@@ -137,7 +138,8 @@ def evaluate_split(model, manifest: Manifest, langs: list[str], cache_dir: Path)
     audio, text, present, captions = embed_manifest(model, manifest, langs, cache_dir=cache_dir)
     metrics = evaluate_embeddings(audio, text, present, captions=captions)
     langs = list(text)
-    t2a = np.stack([t2a_ranks(audio, text[x], present[x]) for x in langs])  # (L, N, C)
+    t2a = np.stack([t2a_ranks(audio, text[x], present[x], captions=captions[x])
+                    for x in langs])  # (L, N, C); clips sharing the caption are not rivals
     a2t = np.stack([a2t_counts(audio, text[x], present[x])[:, 0] + 1 for x in langs])  # (L, N)
     n, c = t2a.shape[1:]
     t2a_first = np.stack([t2a_top1(audio, text[x], present[x]) for x in langs])  # (L, N, C)
