@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from atri.training.checkpoint import load_checkpoint
+from atri.training.corpus.schema import LANGS
 from atri.training.embed import embed_manifest
 from atri.training.fileio import atomic_write_text
 from atri.training.manifest import Manifest, read_manifest
@@ -265,8 +266,7 @@ def run_corpus(corpus: Path, args: argparse.Namespace) -> dict:
 
 
 def langs_of(args: argparse.Namespace) -> list[str]:
-    from atri.training.corpus.schema import LANGS
-
+    """The training languages `--train-args` sets, else all 8."""
     words = shlex.split(args.train_args)
     if "--langs" in words:
         return words[words.index("--langs") + 1].split(",")
