@@ -1,12 +1,26 @@
-"""The replication study (shared spec metrics.md, study protocol): every strategy x seed
-trained with the same data, backbone, batch and optimiser, the best-validation
-checkpoint evaluated on `test` and `test-xfont`, and each difference to ML-CLAP tested
-with Welch's t over seeds and a paired bootstrap over test queries.
+"""The strategy study (shared spec metrics.md, study protocol): every arm x seed x corpus
+trained to convergence (early stopping on the validation score), its best checkpoint
+evaluated on every test split of its corpus, and each difference to ML-CLAP reported with
+Welch's t, its degrees of freedom and 95% interval over seeds, and a cluster bootstrap
+over test queries (atri.training.study_report).
 
-    python scripts/study.py --corpus data/corpus-small --out data/study-small [--seeds 0 1 2]
+    python scripts/study.py --corpus data/corpus-default data/corpus-default-s1 \\
+        --out data/study --seeds 0 1 2 3 4 --epochs 40 --patience 5
+    python scripts/study.py ... --finetune "--text e5-small-torch --text-trainable-layers 2"
 
-Runs are resumable: a finished run (run.json status "done") is not trained again, and
-evaluation results are cached per run. Writes OUT/results.json and OUT/results.md.
+Arms differ in strategy and budget only. Step-matched pairs: kcl, kcl-balanced, cacl and
+mlclap take the same optimiser steps per epoch (one batch row per clip); kcl-x8,
+kcl-balanced-x8 and mlclap-x8 have 8x their epoch budget; mlclap-mixture's budget is cut
+to mlclap's optimiser steps (its epoch has ~3.4 rows per clip). Early stopping ends every
+run before its budget if validation stalls; the tables give the steps, caption updates
+and audio passes each arm actually took, and how many runs stopped early (converged)
+rather than at the end of their budget. `--finetune ARGS` adds every arm again as
+ARM+ft with ARGS passed to `atri train` (a fine-tuned text tower: the flags are the
+tower's, this script does not interpret them).
+
+Runs are resumable: a finished run (run.json status "done") is not trained again, and its
+evaluation is cached per split. Writes OUT/results.json, OUT/results.md and
+OUT/curves-<corpus>.png (validation score against optimiser steps and caption updates).
 """
 
 from __future__ import annotations
@@ -14,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,249 +40,287 @@ import torch
 from atri.training.checkpoint import load_checkpoint
 from atri.training.corpus.schema import LANGS
 from atri.training.embed import embed_manifest
-from atri.training.manifest import read_manifest
+from atri.training.fileio import atomic_write_text
+from atri.training.manifest import Manifest, read_manifest
 from atri.training.metrics import a2t_counts, evaluate_embeddings, t2a_ranks
+from atri.training.rank_consistency import a2t_top1, log_rank_variance, t2a_top1, top1_agreement
+from atri.training.sampling import CaptionTable, draw_epoch
+from atri.training.study_report import render_markdown, summarise
+from atri.training.study_stats import resampling_units
 
 log = logging.getLogger("study")
-BASELINE = "mlclap"
-# name -> (strategy, epoch multiplier); mlclap-x8 sees as many captions as KCL (K = 8)
-ARMS = {
-    "mlclap": ("mlclap", 1),
-    "mlclap-mixture": ("mlclap-mixture", 1),
-    "cacl": ("cacl", 1),
-    "kcl": ("kcl", 1),
-    "kcl-balanced": ("kcl-balanced", 1),
-    "mlclap-x8": ("mlclap", 8),
+
+
+@dataclass(frozen=True)
+class Arm:
+    strategy: str
+    budget: int = 1  # epoch budget as a multiple of --epochs
+    steps_of: str | None = None  # scale the budget to this strategy's steps per epoch
+
+
+ARMS: dict[str, Arm] = {
+    "mlclap": Arm("mlclap"),
+    "mlclap-mixture": Arm("mlclap-mixture", steps_of="mlclap"),
+    "cacl": Arm("cacl"),
+    "kcl": Arm("kcl"),
+    "kcl-balanced": Arm("kcl-balanced"),
+    "mlclap-x8": Arm("mlclap", 8),
+    "kcl-x8": Arm("kcl", 8),
+    "kcl-balanced-x8": Arm("kcl-balanced", 8),
 }
-SPLITS = ("test", "test-xfont")
+FINETUNED = "+ft"
+
+
+def arm_epochs(arm: Arm, epochs: int, table: CaptionTable, batch: int) -> int:
+    """The arm's epoch budget; with `steps_of`, the epochs whose optimiser steps match
+    `budget * epochs` epochs of that strategy (measured on epoch 0's draw)."""
+    budget = arm.budget * epochs
+    if arm.steps_of is None:
+        return budget
+    ours = draw_epoch(arm.strategy, table, 0, 0).n_batches(batch)
+    theirs = draw_epoch(arm.steps_of, table, 0, 0).n_batches(batch)
+    return max(1, round(budget * theirs / ours))
 
 
 def train_command(corpus: Path, run: Path, strategy: str, epochs: int, seed: int,
-                  batch: int) -> list[str]:
+                  args: argparse.Namespace, extra: list[str]) -> list[str]:
     return [
         "atri", "train", "--train", str(corpus / "train.jsonl"), "--val",
         str(corpus / "val.jsonl"), "--strategy", strategy, "--out", str(run),
-        "--epochs", str(epochs), "--seed", str(seed), "--batch-size", str(batch),
+        "--epochs", str(epochs), "--patience", str(args.patience), "--seed", str(seed),
+        "--batch-size", str(args.batch_size), "--cache-dir", str(args.cache_dir),
+        *shlex.split(args.train_args), *extra,
     ]
 
 
-def run_training(cmd: list[str], run: Path) -> None:
-    """Each run in a fresh process, so its peak RSS is its own (it only grows)."""
+def run_training(cmd: list[str], run: Path, in_process: bool = False) -> None:
+    """Each run in a fresh process, so its peak RSS is its own (it only grows), unless
+    `in_process` (no start-up cost per run; the peak RSS column is then the study's)."""
     status = run / "run.json"
     if status.is_file() and json.loads(status.read_text()).get("status") == "done":
         return
     if (run / "config.json").is_file():
-        cmd = cmd + ["--resume"]
-    exe = str(Path(sys.executable).parent / "atri")
+        cmd = [*cmd[:2], "--out", str(run), "--resume", *cache_flag(cmd)]
     log.info("%s", " ".join(cmd))
+    if in_process:
+        from atri.training.train import main as train_main
+
+        if train_main(cmd[2:]) != 0:
+            raise RuntimeError(f"training failed: {' '.join(cmd)}")
+        return
+    exe = str(Path(sys.executable).parent / "atri")
     subprocess.run([exe, *cmd[1:]], check=True)
 
 
-def per_query(model, manifest, cache_dir: Path) -> dict:
-    """Aggregate metrics plus the per-query values the paired bootstrap resamples."""
-    audio, text, present, captions = embed_manifest(model, manifest, cache_dir=cache_dir)
+def cache_flag(cmd: list[str]) -> list[str]:
+    i = cmd.index("--cache-dir")
+    return cmd[i : i + 2]
+
+
+def test_splits(corpus: Path) -> list[str]:
+    """Every test split the corpus has (test, test-xfont, test-unseen; test-xpkg, ...)."""
+    return sorted(p.stem for p in corpus.glob("test*.jsonl"))
+
+
+def query_units(manifest: Manifest) -> np.ndarray:
+    """(N,) resampling unit of each clip: minimal-pair cluster and melody joined
+    (study_stats.resampling_units), or the real-recordings corpus's group (takes of one
+    source); a manifest with none of them resamples clips."""
+    clusters = [str(r.meta.get("cluster") or r.meta.get("group") or "") for r in manifest]
+    melodies = [str(r.meta.get("melody") or "") for r in manifest]
+    if not any(clusters) and not any(melodies):
+        return np.arange(len(manifest))
+    return resampling_units(clusters, melodies)
+
+
+def evaluate_split(model, manifest: Manifest, langs: list[str], cache_dir: Path) -> tuple:
+    """(metrics, per-query arrays): metrics.json-style aggregates plus what the cluster
+    bootstrap resamples; each array's mean over its queries is the run's value."""
+    audio, text, present, captions = embed_manifest(model, manifest, langs, cache_dir=cache_dir)
     metrics = evaluate_embeddings(audio, text, present, captions=captions)
     langs = list(text)
-    t2a = np.stack([t2a_ranks(audio, text[lang], present[lang]) for lang in langs])  # (L, N, C)
-    a2t = np.stack([a2t_counts(audio, text[lang], present[lang])[:, 0] + 1 for lang in langs])
-    return {"metrics": metrics, "t2a_ranks": t2a, "a2t_ranks": a2t}  # a2t: (L, N) best rank
-
-
-def query_values(q: dict) -> dict[str, np.ndarray]:
-    """Per-query values whose mean is the metric: T2A/A2T R@1 averaged over languages
-    (per caption slot / per clip), and T2A rank variance and std over languages."""
-    t2a, a2t = q["t2a_ranks"], q["a2t_ranks"]
-    return {
-        "t2a_R@1": np.nanmean(np.where(np.isnan(t2a), np.nan, t2a == 1), axis=0).reshape(-1)
-        * 100,  # (N*C,)
+    t2a = np.stack([t2a_ranks(audio, text[x], present[x], captions=captions[x])
+                    for x in langs])  # (L, N, C); clips sharing the caption are not rivals
+    a2t = np.stack([a2t_counts(audio, text[x], present[x])[:, 0] + 1 for x in langs])  # (L, N)
+    n, c = t2a.shape[1:]
+    t2a_first = np.stack([t2a_top1(audio, text[x], present[x]) for x in langs])  # (L, N, C)
+    a2t_first = np.stack([a2t_top1(audio, text[x], present[x]) for x in langs])  # (L, N)
+    slots = t2a.reshape(len(langs), n * c)  # (L, N*C)
+    units = query_units(manifest)  # (N,)
+    arrays = {
+        "t2a_R@1": np.nanmean(np.where(np.isnan(slots), np.nan, slots == 1), axis=0) * 100,
         "a2t_R@1": (a2t == 1).mean(axis=0) * 100,  # (N,)
-        "mrv_var_t2a": t2a.var(axis=0).reshape(-1),
-        "mrv_std_t2a": t2a.std(axis=0).reshape(-1),
+        "mrv_var_t2a": slots.var(axis=0),
+        "mrv_var_a2t": a2t.var(axis=0),
+        "agree_t2a": top1_agreement(t2a_first.reshape(len(langs), n * c)) * 100,
+        "agree_a2t": top1_agreement(a2t_first) * 100,
+        "logvar_t2a": log_rank_variance(slots),
+        "logvar_a2t": log_rank_variance(a2t),
+        "units_t2a": np.repeat(units, c),
+        "units_a2t": units,
     }
+    for name in ("agree_t2a", "agree_a2t", "logvar_t2a", "logvar_a2t"):
+        metrics[name] = float(np.nanmean(arrays[name]))
+    return metrics, arrays
 
 
 def evaluate_run(run: Path, corpus: Path, cache_dir: Path) -> dict:
-    out = run / "study_eval.npz"
-    meta = run / "study_eval.json"
-    if out.is_file() and meta.is_file():
-        arrays = dict(np.load(out))
-        return {"metrics": json.loads(meta.read_text()), "arrays": arrays}
-    model, _ = load_checkpoint(run / "best")
-    metrics, arrays = {}, {}
-    for split in SPLITS:
-        q = per_query(model, read_manifest(corpus / f"{split}.jsonl"), cache_dir)
-        metrics[split] = q["metrics"]
-        for name, values in query_values(q).items():
-            arrays[f"{split}/{name}"] = values
+    """Metrics and per-query arrays of the run's best checkpoint on every test split
+    (cached in RUN/eval/), and what the run trained on (its log)."""
+    out: dict = {"metrics": {}, "arrays": {}}
+    model = None
+    langs = json.loads((run / "config.json").read_text())["langs"]
+    for split in test_splits(corpus):
+        meta, npz = run / "eval" / f"{split}.json", run / "eval" / f"{split}.npz"
+        if not (meta.is_file() and npz.is_file()):
+            if model is None:
+                model, _ = load_checkpoint(run / "best")
+            metrics, arrays = evaluate_split(
+                model, read_manifest(corpus / f"{split}.jsonl"), langs, cache_dir)
+            npz.parent.mkdir(exist_ok=True)
+            tmp = npz.with_name(f".{npz.stem}.tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(npz)
+            atomic_write_text(meta, json.dumps(metrics))
+        out["metrics"][split] = json.loads(meta.read_text())
+        out["arrays"][split] = dict(np.load(npz))
+    out["train"] = training_record(run, corpus)
+    return out
+
+
+def training_record(run: Path, corpus: Path) -> dict:
+    """What the run trained on, at its best epoch and when it stopped, and its curve."""
     logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    metrics["train"] = {
+    status = json.loads((run / "run.json").read_text())
+    best = next(r for r in logs if r["epoch"] == status["best_epoch"])
+    n_train = len(read_manifest(corpus / "train.jsonl", check_audio=False))
+    return {
+        "epochs_budget": status["epochs"],
+        "epochs_run": status["epoch"],
+        "early_stopped": bool(status.get("early_stopped")),
+        "best_epoch": best["epoch"],
+        "steps_best": best["step"],
+        "caption_updates_best": best.get("caption_updates"),
+        "audio_passes_best": best["audio_items"] / n_train if "audio_items" in best else None,
+        "steps_run": logs[-1]["step"],
         "epoch_seconds": float(np.mean([r["train_seconds"] for r in logs])),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in logs),
-        "best_epoch": max(logs, key=lambda r: r["val_score"])["epoch"],
+        "curve": [[r["step"], r.get("caption_updates"), r["val_score"]] for r in logs],
     }
-    np.savez(out, **arrays)
-    meta.write_text(json.dumps(metrics))
-    return {"metrics": metrics, "arrays": arrays}
 
 
-def welch_t(a: list[float], b: list[float]) -> float:
-    a_, b_ = np.asarray(a, float), np.asarray(b, float)
-    se = np.sqrt(a_.var(ddof=1) / len(a_) + b_.var(ddof=1) / len(b_))
-    return float((a_.mean() - b_.mean()) / se) if se > 0 else float("nan")
+def plot_curves(corpus_results: dict, path: Path, title: str) -> None:
+    """Validation score against optimiser steps and against caption updates, one colour
+    per arm, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=100)
+    colours = matplotlib.colormaps["tab10"].colors
+    try:
+        for k, (arm, runs) in enumerate(corpus_results["arms"].items()):
+            colour = colours[k % len(colours)]
+            style = "--" if arm.endswith(FINETUNED) or "x8" in arm else "-"
+            for i, r in enumerate(runs):
+                curve = np.array(r["train"]["curve"], dtype=float)  # (E, 3)
+                for ax, x in zip(axes, (0, 1), strict=True):
+                    ax.plot(curve[:, x], curve[:, 2], style, color=colour, linewidth=1,
+                            marker=".", markersize=4, label=arm if i == 0 else None)
+        for ax, label in zip(axes, ("optimiser steps", "caption updates"), strict=True):
+            ax.set_xscale("log")
+            ax.set_xlabel(label + " (log scale)")
+            ax.set_ylabel("validation score (mean T2A/A2T R@1, %)")
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple:
-    """95% interval of mean(a - b) over queries resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    diff = a - b
-    idx = rng.integers(0, len(diff), size=(n, len(diff)))
-    means = diff[idx].mean(axis=1)
-    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def run_corpus(corpus: Path, args: argparse.Namespace) -> dict:
+    """Train and evaluate every arm x seed on one corpus; the raw per-run results."""
+    out = args.out / corpus.name
+    table = CaptionTable.from_manifest(
+        read_manifest(corpus / "train.jsonl", check_audio=False), langs_of(args))
+    variants = [("", [])] + ([(FINETUNED, shlex.split(args.finetune))] if args.finetune else [])
+    results: dict = {"corpus": str(corpus), "splits": test_splits(corpus), "arms": {}}
+    for suffix, extra in variants:
+        for name in args.arms:
+            arm = ARMS[name]
+            epochs = arm_epochs(arm, args.epochs, table, args.batch_size)
+            runs = []
+            for seed in args.seeds:
+                run = out / "runs" / f"{name}{suffix}-s{seed}"
+                cmd = train_command(corpus, run, arm.strategy, epochs, seed, args, extra)
+                run_training(cmd, run, args.in_process)
+                runs.append({"seed": seed, "command": " ".join(cmd),
+                             **evaluate_run(run, corpus, args.cache_dir)})
+            results["arms"][name + suffix] = runs
+    return results
+
+
+def langs_of(args: argparse.Namespace) -> list[str]:
+    """The training languages `--train-args` sets, else all 8."""
+    words = shlex.split(args.train_args)
+    if "--langs" in words:
+        return words[words.index("--langs") + 1].split(",")
+    return list(LANGS)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", type=Path, nargs="+", required=True,
+                   help="one or more corpora (independent seeds, not nested sizes)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--epochs", type=int, default=40, help="epoch budget of a 1x arm")
+    p.add_argument("--patience", type=int, default=5,
+                   help="early stopping: epochs without a better validation score")
+    p.add_argument("--batch-size", type=int, default=24)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--train-args", default="", help="more `atri train` flags for every run")
+    p.add_argument("--finetune", default="",
+                   help="`atri train` flags of a fine-tuned text tower: every arm runs again "
+                        f"with them, as ARM{FINETUNED}")
+    p.add_argument("--bootstrap", type=int, default=2000, help="cluster-bootstrap resamples")
+    p.add_argument("--in-process", action="store_true",
+                   help="train in this process (fast for tiny corpora; peak RSS is then shared)")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/atri/features")
+    args = p.parse_args(argv)
+    if len(args.seeds) < 2:
+        p.error("--seeds: Welch's test needs at least 2 seeds per arm")
+    if "mlclap" not in args.arms:
+        p.error("--arms: the baseline mlclap is needed (every difference is to it)")
+    names = [c.name for c in args.corpus]
+    if len(set(names)) != len(names):
+        p.error(f"--corpus: folder names must differ (they name the output): {names}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=24)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/atri/features")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     torch.set_num_threads(1)
-    results: dict = {"corpus": str(args.corpus), "epochs": args.epochs, "seeds": args.seeds,
-                     "batch_size": args.batch_size, "arms": {}}
-    for arm in args.arms:
-        strategy, mult = ARMS[arm]
-        runs = []
-        for seed in args.seeds:
-            run = args.out / "runs" / f"{arm}-s{seed}"
-            cmd = train_command(args.corpus, run, strategy, args.epochs * mult, seed,
-                                args.batch_size)
-            run_training(cmd, run)
-            runs.append({"seed": seed, "command": " ".join(cmd),
-                         **evaluate_run(run, args.corpus, args.cache_dir)})
-        results["arms"][arm] = runs
-    summary = summarise(results)
-    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
-    (args.out / "results.md").write_text(render_markdown(summary))
-    print(render_markdown(summary))
+    corpora = {}
+    for corpus in args.corpus:
+        raw = run_corpus(corpus, args)
+        plot_curves(raw, args.out / f"curves-{corpus.name}.png",
+                    f"{corpus.name}: validation score per arm and seed")
+        corpora[corpus.name] = summarise(raw, n_bootstrap=args.bootstrap)
+    summary = {"seeds": args.seeds, "epochs": args.epochs, "patience": args.patience,
+               "batch_size": args.batch_size, "train_args": args.train_args,
+               "finetune": args.finetune, "corpora": corpora}
+    atomic_write_text(args.out / "results.json", json.dumps(summary, indent=1))
+    text = render_markdown(summary)
+    atomic_write_text(args.out / "results.md", text)
+    print(text)
     return 0
-
-
-def metric_of(metrics: dict, split: str, name: str) -> float:
-    m = metrics[split]
-    direction, _, key = name.partition("_")
-    if direction in ("t2a", "a2t"):
-        return m[direction]["avg"][key]
-    if name.startswith("mrv"):
-        kind, _, direction = name.rpartition("_")
-        return m[kind][direction]
-    return m[name]["avg"]
-
-
-HEADLINE = ("t2a_R@1", "t2a_R@5", "t2a_mAP@10", "a2t_R@1", "a2t_R@5", "a2t_mAP@10",
-            "gap", "dis", "mrv_var_t2a", "mrv_std_t2a", "mrv_var_a2t", "mrv_std_a2t")
-BOOTSTRAP = ("t2a_R@1", "a2t_R@1", "mrv_var_t2a", "mrv_std_t2a")
-
-
-def summarise(results: dict) -> dict:
-    summary = {k: v for k, v in results.items() if k != "arms"}
-    summary["headline"], summary["per_language"], summary["cost"] = {}, {}, {}
-    base = results["arms"].get(BASELINE)
-    for arm, runs in results["arms"].items():
-        summary["commands"] = summary.get("commands", {}) | {arm: [r["command"] for r in runs]}
-        summary["cost"][arm] = {
-            k: [r["metrics"]["train"][k] for r in runs]
-            for k in ("epoch_seconds", "peak_rss_mb", "best_epoch")
-        }
-        for split in SPLITS:
-            row = {}
-            for name in HEADLINE:
-                vals = [metric_of(r["metrics"], split, name) for r in runs]
-                row[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)),
-                             "values": vals}
-                if base is not None and arm != BASELINE:
-                    ref = [metric_of(r["metrics"], split, name) for r in base]
-                    row[name]["welch_t"] = welch_t(vals, ref)
-            if base is not None and arm != BASELINE:
-                for name in BOOTSTRAP:
-                    ours = np.mean([r["arrays"][f"{split}/{name}"] for r in runs], axis=0)
-                    ref = np.mean([r["arrays"][f"{split}/{name}"] for r in base], axis=0)
-                    row[name]["bootstrap"] = paired_bootstrap(ours, ref)
-            summary["headline"].setdefault(split, {})[arm] = row
-            per_lang = {}
-            for direction in ("t2a", "a2t"):
-                for lang in runs[0]["metrics"][split][direction]:
-                    for key in ("R@1", "R@5", "mAP@10"):
-                        vals = [r["metrics"][split][direction][lang][key] for r in runs]
-                        per_lang[f"{direction}/{lang}/{key}"] = [float(np.mean(vals)),
-                                                                 float(np.std(vals, ddof=1))]
-            summary["per_language"].setdefault(split, {})[arm] = per_lang
-    return summary
-
-
-def _cell(row: dict, name: str, pct: bool = True) -> str:
-    m = row[name]
-    text = f"{m['mean']:.2f} ± {m['std']:.2f}" if pct else f"{m['mean']:.4f} ± {m['std']:.4f}"
-    if "welch_t" in m:
-        text += f" (t={m['welch_t']:+.1f})"
-    return text
-
-
-def render_markdown(summary: dict) -> str:
-    """Tables of the study: headline metrics per arm (mean ± std over seeds, Welch t
-    against ML-CLAP), bootstrap intervals, per-language T2A R@1, and cost."""
-    lines = []
-    for split, arms in summary["headline"].items():
-        lines += [f"### {split}: averages over languages "
-                  f"(mean ± std over seeds; t = Welch t vs {BASELINE})", "",
-                  "| arm | T2A R@1 | T2A R@5 | T2A mAP@10 | A2T R@1 | A2T R@5 | A2T mAP@10 |",
-                  "|---|---|---|---|---|---|---|"]
-        for arm, row in arms.items():
-            cells = [_cell(row, n) for n in HEADLINE[:6]]
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-        lines += ["", "| arm | Gap | Dis | MRV var T2A | MRV std T2A | MRV var A2T | MRV std A2T |",
-                  "|---|---|---|---|---|---|---|"]
-        for arm, row in arms.items():
-            cells = [_cell(row, n, pct=n not in ("gap", "dis")) for n in HEADLINE[6:]]
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-        lines += ["", f"Paired bootstrap over {split} queries (seed-averaged per-query values, "
-                  "2,000 resamples): difference to ML-CLAP and its 95% interval.", "",
-                  "| arm | T2A R@1 | A2T R@1 | MRV var T2A | MRV std T2A |",
-                  "|---|---|---|---|---|"]
-        for arm, row in arms.items():
-            if arm == BASELINE:
-                continue
-            cells = []
-            for name in BOOTSTRAP:
-                d, lo, hi = row[name]["bootstrap"]
-                mark = "" if lo <= 0 <= hi else " *"
-                cells.append(f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}")
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-        lines += ["", "`*`: the interval excludes 0.", ""]
-        per_lang = summary["per_language"][split]
-        seen = {k.split("/")[1] for k in next(iter(per_lang.values()))}
-        langs = [lang for lang in LANGS if lang in seen]
-        for direction in ("t2a", "a2t"):
-            lines += [f"{direction.upper()} R@1 per language ({split}):", "",
-                      "| arm | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
-            for arm, values in per_lang.items():
-                cells = [f"{values[f'{direction}/{lang}/R@1'][0]:.1f}" for lang in langs]
-                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-            lines.append("")
-    lines += ["### Cost (per run; CPU, frozen backbones, cached features)", "",
-              "| arm | seconds per epoch | peak RSS (MB) | best epoch per seed |",
-              "|---|---|---|---|"]
-    for arm, cost in summary["cost"].items():
-        lines.append(f"| {arm} | {np.mean(cost['epoch_seconds']):.2f} | "
-                     f"{max(cost['peak_rss_mb']):.0f} | {cost['best_epoch']} |")
-    lines += ["", "### Commands", ""]
-    for arm, cmds in summary["commands"].items():
-        lines += [f"- {arm}:", "  ```", *[f"  {c}" for c in cmds], "  ```"]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

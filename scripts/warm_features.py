@@ -27,7 +27,7 @@ from atri.training.manifest import read_manifest
 from atri.training.model import ModelConfig, build_model
 from atri.training.text_encoder import build_text_encoder, set_threads
 
-SPLITS = ("train", "val", "test", "test-xfont")
+SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,6 +93,12 @@ class EpochPlan:
         """Full batches only: DDP gathers equal shards, and a 1-item batch has no negative."""
         return len(self) // batch_size
 
+    def exposure(self, batch_size: int) -> tuple[int, int]:
+        """(audio items, captions) the epoch's full batches train on: a study compares
+        arms by optimiser steps, audio passes and caption updates."""
+        used = self.n_batches(batch_size) * batch_size
+        return used, int(self.present[:used].sum())
+
     def batch(self, index: int, batch_size: int) -> EpochPlan:
         return self.slice(index * batch_size, (index + 1) * batch_size)
 

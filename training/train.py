@@ -43,7 +43,10 @@ class TrainConfig:
     val: str  # validation manifest (absolute path)
     model: ModelConfig = field(default_factory=ModelConfig)
     langs: tuple[str, ...] = LANGS  # training languages; K = len(langs) for KCL
-    epochs: int = 10  # ATRI Sec. 5
+    epochs: int = 10  # ATRI Sec. 5; with `patience`, the most a run may train
+    # Early stopping: end the run once the validation score has not improved for this
+    # many epochs (0 = train all `epochs`). The schedule still spans `epochs`.
+    patience: int = 0
     batch_size: int = 24  # ATRI Sec. 5; the contrastive (global) batch, split over ranks
     lr: float = 1e-3  # peak lr of the heads and the temperature
     backbone_lr: float = 2e-5  # peak lr of a trainable audio backbone or text tower
@@ -105,6 +108,7 @@ class TrainConfig:
             problems.append(f"audio backbone {self.model.audio!r} not in {sorted(AUDIO_BACKBONES)}")
         for name, ok in (
             ("epochs", self.epochs >= 1),
+            ("patience", self.patience >= 0),
             ("batch_size", self.batch_size >= 2),
             ("lr", self.lr > 0),
             ("backbone_lr", self.backbone_lr > 0),
@@ -166,6 +170,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--train": ("train", Path),
     "--val": ("val", Path),
     "--epochs": ("epochs", int),
+    "--patience": ("patience", int),
     "--seed": ("seed", int),
     "--batch-size": ("batch_size", int),
     "--lr": ("lr", float),

@@ -9,6 +9,10 @@ score improves and RUN_DIR/last with the state to resume, and writes the log. Ot
 ranks never write. A time budget or a signal stops the run at a step boundary
 (stopper.py).
 
+With `patience` > 0 the run ends early once the validation score has not improved for
+that many epochs (run.json says "early_stopped"); the schedule is still that of
+`epochs`, so the learning rate had not decayed to 0.
+
 Frozen backbones: features come from the on-disk caches (features.py) and only the heads
 and the temperature train. A trainable one sees live audio (or text) every step.
 
@@ -222,8 +226,11 @@ class Run:
             val_seconds = time.monotonic() - val_start
             best = state["best_score"] is None or score > state["best_score"]
             epoch = state["epoch"] + 1
+            audio_items, captions = (sum(v) for v in zip(
+                *(p.exposure(self.config.batch_size) for p in self.plans[:epoch]), strict=True))
             record = {
                 "epoch": epoch, "step": state["step"],
+                "audio_items": audio_items, "caption_updates": captions,
                 "loss": state["loss_sum"] / max(1, state["loss_batches"]),
                 "lr": self.optimizer.param_groups[0]["lr"], "tau": self.model.tau().item(),
                 "seconds": round(state["seconds"] + val_seconds, 3),
@@ -245,8 +252,19 @@ class Run:
                      record["seconds"])
         state.update(epoch=state["epoch"] + 1, batch=0, loss_sum=0.0, loss_batches=0,
                      seconds=0.0, clips_seen=[])
-        self.save_last(done=state["epoch"] == self.config.epochs)
+        state["early_stopped"] = self._patience_ran_out(d)
+        self.save_last(done=state["epoch"] == self.config.epochs or state["early_stopped"])
         d.barrier()
+
+    def _patience_ran_out(self, d: Dist) -> bool:
+        """Rank 0 alone validates; every rank must agree to stop."""
+        patience, best = self.config.patience, self.state["best_epoch"]
+        out = bool(patience and d.main and self.state["epoch"] - best >= patience)
+        if d.world > 1:
+            flag = torch.tensor([out], dtype=torch.int32, device=d.device)
+            dist.broadcast(flag, src=0)
+            out = bool(flag.item())
+        return out
 
     def _clips_per_rank(self, clips: list[int]) -> list[set[int]]:
         if self.d.world == 1:
@@ -284,6 +302,7 @@ class Run:
         atomic_write_text(self.out / STATUS_FILE, json.dumps({
             "status": status, "reason": reason, "epoch": state["epoch"], "batch": state["batch"],
             "step": state["step"], "epochs": self.config.epochs,
+            "early_stopped": bool(state.get("early_stopped")),
             "best_epoch": state["best_epoch"], "best_score": state["best_score"],
         }, indent=2))
 
@@ -303,14 +322,15 @@ def train(config: TrainConfig, options: RunOptions) -> str:
     d = init_distributed()
     try:
         run = Run(config, options, d)
-        if run.state["epoch"] >= config.epochs:
-            return f"{options.out} is complete ({config.epochs} epochs); nothing to do"
+        if run.state["epoch"] >= config.epochs or run.state.get("early_stopped"):
+            return f"{options.out} is complete ({run.state['epoch']} epochs); nothing to do"
         with Stopper(options.max_minutes, started) as stopper:
-            while run.state["epoch"] < config.epochs:
+            while run.state["epoch"] < config.epochs and not run.state.get("early_stopped"):
                 finished = run.run_epoch(stopper)
                 if finished:
                     run.finish_epoch()
                 if not finished or (run.state["epoch"] < config.epochs
+                                    and not run.state.get("early_stopped")
                                     and stopper.should_stop(d)):
                     run.save_last(reason=stopper.reason)
                     d.barrier()
@@ -320,7 +340,8 @@ def train(config: TrainConfig, options: RunOptions) -> str:
         s = run.state
         if not d.main:
             return "done"
-        return (f"done: {config.epochs} epochs, best epoch {s['best_epoch']} (validation "
+        early = f" (early stop: patience {config.patience})" if s.get("early_stopped") else ""
+        return (f"done: {s['epoch']} epochs{early}, best epoch {s['best_epoch']} (validation "
                 f"score {s['best_score']:.2f}) in {Path(options.out) / 'best'}")
     finally:
         if d.world > 1 and dist.is_initialized():

@@ -15,7 +15,7 @@ from atri.training.text_cache import _read_rows, cache_path, text_key
 from atri.training.text_encoder import build_text_encoder
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "warm_features.py"
-SPLITS = ("train", "val", "test", "test-xfont")
+SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
 
 
 @pytest.fixture(scope="module")

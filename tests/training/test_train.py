@@ -97,6 +97,30 @@ def test_fixed_tau_stays_put(corpus, tmp_path: Path) -> None:
     assert not any(p is model.temperature for p in model.parameters())
 
 
+def test_patience_stops_once_validation_stops_improving(corpus, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(train_args(corpus, run, "kcl", "--epochs", "40", "--patience", "2")) == 0
+    log, status = read_log(run), json.loads((run / "run.json").read_text())
+    best = max(log, key=lambda r: r["val_score"])
+    assert status["early_stopped"] and status["status"] == "done"
+    assert len(log) == status["epoch"] < 40
+    assert log[-1]["epoch"] - best["epoch"] == 2 == status["epoch"] - status["best_epoch"]
+    assert all(r["val_score"] <= best["val_score"] for r in log[best["epoch"]:])
+    for r in log:  # exposure: 16 clips a step, K captions each unless a language is missing
+        assert r["audio_items"] == 16 * r["step"]
+        assert r["audio_items"] < r["caption_updates"] <= 4 * r["audio_items"]
+    # a finished run is not continued
+    assert main(["--out", str(run), "--resume", "--cache-dir", str(corpus["cache"])]) == 0
+    assert len(read_log(run)) == len(log)
+
+
+def test_mlclap_updates_one_caption_per_clip(corpus, tmp_path: Path) -> None:
+    assert main(train_args(corpus, tmp_path / "run", "mlclap")) == 0
+    log = read_log(tmp_path / "run")
+    assert [r["caption_updates"] for r in log] == [r["audio_items"] for r in log]
+    assert [r["audio_items"] for r in log] == [16 * r["step"] for r in log]
+
+
 def test_resume_mid_epoch_is_exact(corpus, tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(train_args(corpus, straight, "kcl")) == 0
@@ -159,6 +183,7 @@ def test_resume_refuses_another_config(corpus, tmp_path: Path, capsys) -> None:
         (["--batch-size", "4096"], "exceeds"),
         (["--strategy", "cacl", "--langs", "fra,deu"], "cacl needs English"),
         (["--warmup", "1.5"], "warmup"),
+        (["--patience", "-1"], "patience = -1 is out of range"),
     ],
 )
 def test_bad_input_exits_2(corpus, tmp_path: Path, capsys, extra, message) -> None:

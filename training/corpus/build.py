@@ -1,5 +1,5 @@
 """`atri corpus build`: plan, check, render (worker processes, fixed shards) and write
-the train/val/test/test-xfont manifests of the demo corpus."""
+the train/val/test/test-xfont/test-unseen manifests of the demo corpus."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from atri.training.corpus.captions_unseen import HELD_OUT, unseen_lexicon
 from atri.training.corpus.melody import melody_split
-from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, xfont_copy
+from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, plan_unseen, xfont_copy
 from atri.training.corpus.render import audio_relpath, render_shard
 from atri.training.corpus.schema import ATTRIBUTES, LANGS
 from atri.training.corpus.soundfonts import DEFAULT_TRAIN_SOUNDFONTS, assign_train_soundfonts
@@ -23,9 +24,12 @@ from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1
+# 2 added the test-unseen split; the other splits are as version 1 made them.
+BUILDER_VERSION = 2
+# split -> the builder version that added it: an older corpus renders only what it lacks
+ADDED_IN = {"test-unseen": 2}
 SHARD_SIZE = 100  # clips per synth; fixed, so output never depends on the worker count
-SPLITS = ("train", "val", "test", "test-xfont")
+SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
 XFONT = "timgm6mb"
 
 
@@ -50,11 +54,14 @@ def plan_corpus(size: str, seed: int,
     # One stream per split: the test plan does not shift when the train size changes.
     test = plan_eval(spec.test, "test", random.Random(f"{seed}:test"), "te")
     train = plan_train(spec.train, random.Random(f"{seed}:train"), "tr")
+    seen = {p.attrs for p in train}
     return {
         "train": assign_train_soundfonts(train, train_soundfonts, seed),
         "val": plan_eval(spec.val, "val", random.Random(f"{seed}:val"), "va"),
         "test": test,
         "test-xfont": xfont_copy(test, "xf", XFONT),
+        # Last and on its own stream: the splits above stay as builder version 1 made them.
+        "test-unseen": plan_unseen(spec.test, random.Random(f"{seed}:test-unseen"), "un", seen),
     }
 
 
@@ -62,7 +69,7 @@ def check_plan(plans: dict[str, list[ClipPlan]]) -> None:
     """The corpus's promises, asserted before anything is rendered."""
     train_melodies = {p.melody.key for p in plans["train"]}
     for split, items in plans.items():
-        home = "test" if split == "test-xfont" else split
+        home = "test" if split in ("test-xfont", "test-unseen") else split
         for p in items:
             if melody_split(p.melody.pitches) != home:
                 raise AssertionError(f"{p.id}: melody {p.melody.key} belongs to another split")
@@ -75,6 +82,24 @@ def check_plan(plans: dict[str, list[ClipPlan]]) -> None:
                 dupes = [t for t, n in Counter(texts).items() if n > 1]
                 if dupes:
                     raise AssertionError(f"{split}/{lang}: repeated captions {dupes[:3]}")
+    if "test-unseen" in plans:
+        check_unseen(plans["train"], plans["test-unseen"])
+
+
+def check_unseen(train: list[ClipPlan], unseen: list[ClipPlan]) -> None:
+    """test-unseen's promises: no attribute tuple of a training clip, and no held-out
+    phrase (HELD_OUT attributes' words) inside any training caption of its language."""
+    seen = {p.attrs for p in train}
+    if clash := [p.id for p in unseen if p.attrs in seen]:
+        raise AssertionError(f"test-unseen clips with a training attribute tuple: {clash[:5]}")
+    for lang in LANGS:
+        corpus = "\n".join(c.lower() for p in train for c in p.captions[lang])
+        words = unseen_lexicon()[lang]
+        for name in HELD_OUT:
+            for value in {str(getattr(p.attrs, name)) for p in unseen}:
+                if words[name][value].lower() in corpus:
+                    raise AssertionError(f"test-unseen {lang}/{name}={value}: "
+                                         f"{words[name][value]!r} occurs in a training caption")
 
 
 def statistics(plans: dict[str, list[ClipPlan]]) -> dict:
@@ -144,7 +169,8 @@ def render_all(plans: dict[str, list[ClipPlan]], out_dir: Path, workers: int) ->
 def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
           train_soundfonts: Sequence[str] = DEFAULT_TRAIN_SOUNDFONTS) -> dict:
     """Build the corpus into out_dir; returns its statistics. A finished corpus with the
-    same size, seed, training soundfonts and builder version is not rendered again."""
+    same size, seed, training soundfonts and builder version is not rendered again; one
+    an older builder version finished gets only the splits added since (ADDED_IN)."""
     out_dir = Path(out_dir)
     stamp: dict = {"builder_version": BUILDER_VERSION, "size": size, "seed": seed}
     if tuple(train_soundfonts) != DEFAULT_TRAIN_SOUNDFONTS:  # default: stamps as before
@@ -153,11 +179,14 @@ def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
     plans = plan_corpus(size, seed, train_soundfonts)
     check_plan(plans)
     stats = statistics(plans)
-    if done_file.is_file() and json.loads(done_file.read_text()).get("stamp") == stamp:
+    old = json.loads(done_file.read_text()).get("stamp") if done_file.is_file() else None
+    if old == stamp:
         log.info("%s already holds this corpus (size=%s seed=%d)", out_dir, size, seed)
         return stats
     done_file.unlink(missing_ok=True)  # a half-rebuilt corpus must not look finished
-    render_all(plans, out_dir, workers)
+    missing = _missing_splits(old, stamp)
+    log.info("rendering %s", ", ".join(s for s in plans if s in missing))
+    render_all({s: p for s, p in plans.items() if s in missing}, out_dir, workers)
     for split, items in plans.items():
         records = [
             ClipRecord(id=p.id, audio=audio_relpath(p), captions=p.captions, meta=p.meta())
@@ -166,3 +195,11 @@ def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
         write_manifest(out_dir / f"{split}.jsonl", records)
     atomic_write_text(done_file, json.dumps({"stamp": stamp, "statistics": stats}, indent=1))
     return stats
+
+
+def _missing_splits(old: dict | None, stamp: dict) -> set[str]:
+    """The splits to render: all, unless `old` is the stamp of a finished corpus that
+    differs only in an older builder version, whose clips are then still valid."""
+    if old is None or {**old, "builder_version": stamp["builder_version"]} != stamp:
+        return set(SPLITS)
+    return {split for split, version in ADDED_IN.items() if version > old["builder_version"]}

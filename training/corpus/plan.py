@@ -4,20 +4,25 @@ Every random choice (attributes, melodies, captions, levels) is made here, in on
 process, from the corpus seed; rendering is then a pure function of the plan, which is
 what makes the corpus identical whatever the number of workers.
 
-Training clips draw attributes at random. Evaluation splits (val, test) are built from
+Training clips draw attributes at random. Evaluation splits (val, test, test-unseen) are
+built from
 minimal-pair clusters: a grid over 1-3 attributes around a base clip, so every clip has
 at least 5 siblings that differ from it in exactly one attribute, and every caption of
 an evaluation clip names all attributes (so also every attribute that varies in its
 cluster), which with unique attribute tuples per split makes caption strings unique.
+`test-unseen` adds what `test` lacks for measuring generalisation: no attribute tuple of
+a training clip, and captions in a template and words that training never uses.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from atri.training.corpus.captions import N_TEMPLATES, N_VARIANTS, describe
+from atri.training.corpus.captions_unseen import describe_unseen
 from atri.training.corpus.melody import Melody, draw_melody
 from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
 
@@ -152,11 +157,33 @@ def plan_cluster(
 def plan_eval(n: int, split: str, rng: random.Random, prefix: str) -> list[ClipPlan]:
     """At least n clips in whole clusters (a cluster is never cut, so n may be exceeded
     by less than one cluster)."""
+    return _plan_clusters(
+        n, split, rng, prefix, set(), lambda attrs: make_captions(attrs, rng, full=True), split
+    )
+
+
+def plan_unseen(
+    n: int, rng: random.Random, prefix: str, seen: set[ClipAttributes]
+) -> list[ClipPlan]:
+    """The `test-unseen` split: clusters as in `test` (held-out melodies of the test
+    bucket) whose attribute tuples are none of `seen` (the training clips'), each clip
+    with one caption in the held-out template and words (captions_unseen.py)."""
+    return _plan_clusters(
+        n, "test-unseen", rng, prefix, set(seen),
+        lambda attrs: {lang: [describe_unseen(attrs, lang)] for lang in LANGS}, "test",
+    )
+
+
+def _plan_clusters(
+    n: int, split: str, rng: random.Random, prefix: str, used: set[ClipAttributes],
+    captions: Callable[[ClipAttributes], dict[str, list[str]]], melody_home: str,
+) -> list[ClipPlan]:
+    """Whole minimal-pair clusters until there are at least n clips; `used` holds the
+    attribute tuples no clip may have (it grows with the split's own)."""
     plans: list[ClipPlan] = []
-    used: set[ClipAttributes] = set()
     n_clusters = 0
     while len(plans) < n:
-        members = plan_cluster(rng, split, used)
+        members = plan_cluster(rng, melody_home, used)
         if members is None:
             continue
         cluster = f"{prefix}-c{n_clusters:04d}"
@@ -166,8 +193,7 @@ def plan_eval(n: int, split: str, rng: random.Random, prefix: str) -> list[ClipP
             plans.append(
                 ClipPlan(
                     id=f"{prefix}-{len(plans):06d}", split=split, attrs=attrs, melody=melody,
-                    soundfont="fluidr3", cluster=cluster,
-                    captions=make_captions(attrs, rng, full=True),
+                    soundfont="fluidr3", cluster=cluster, captions=captions(attrs),
                     **_render_params(attrs, rng),
                 )
             )

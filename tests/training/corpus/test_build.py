@@ -5,11 +5,9 @@ import pytest
 import soundfile as sf
 
 from atri.cli import main as atri_main
-from atri.training.corpus.build import build, plan_corpus
+from atri.training.corpus.build import SPLITS, build, plan_corpus
 from atri.training.corpus.render import CLIP_SECONDS, SAMPLE_RATE, Renderer, background_gain
 from atri.training.manifest import read_manifest
-
-SPLITS = ("train", "val", "test", "test-xfont")
 
 
 def test_manifests_are_valid_and_audio_is_real(tiny_corpus):
@@ -81,3 +79,24 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys):
     assert atri_main(["corpus", "build", str(tmp_path), "--size", "huge"]) == 2
     assert atri_main(["corpus", "build", str(tmp_path), "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_a_version_1_corpus_gets_only_test_unseen(tiny_corpus, tmp_path):
+    """Upgrading a corpus finished by builder version 1 renders test-unseen alone: the
+    other clips (and the feature caches keyed on them) stay untouched."""
+    import shutil
+
+    out = tmp_path / "c"
+    shutil.copytree(tiny_corpus, out)
+    shutil.rmtree(out / "audio" / "test-unseen")
+    (out / "test-unseen.jsonl").unlink()
+    done = json.loads((out / "corpus.json").read_text())
+    done["stamp"]["builder_version"] = 1
+    (out / "corpus.json").write_text(json.dumps(done))
+    before = {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.flac")}
+    build(out, size="tiny", seed=0, workers=1)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    for split in SPLITS:
+        assert (out / f"{split}.jsonl").read_text() == (tiny_corpus / f"{split}.jsonl").read_text()
+    assert len(list((out / "audio" / "test-unseen").glob("*.flac"))) == 36
+    assert json.loads((out / "corpus.json").read_text())["stamp"]["builder_version"] == 2
