@@ -24,7 +24,8 @@ from atri.training.features import (
 from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.metrics import evaluate_embeddings
 from atri.training.model import RetrievalModel
-from atri.training.sampling import CaptionTable, EpochPlan, cacl_eligible
+from atri.training.sampling import CaptionTable, EpochPlan
+from atri.training.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,8 @@ class TrainData:
         manifest = read_manifest(config.train)
         require_captions(manifest)
         self.table = CaptionTable.from_manifest(manifest, config.langs)
-        if config.strategy == "cacl":
-            left_out = int((~cacl_eligible(self.table)).sum())
-            if left_out:
-                log.warning("cacl: %d clip(s) lack English or any other language and are "
-                            "left out", left_out)
+        if warning := get_strategy(config.strategy).left_out(self.table):
+            log.warning("%s", warning)
         paths = [manifest.audio_path(r) for r in manifest]
         cache = Path(options.cache_dir)
         self.augment_views, self.seed = config.augment_views, config.seed

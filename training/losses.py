@@ -10,8 +10,6 @@ Sources: ML-CLAP (Yan et al., 2024, arXiv 2406.07012); ATRI (Yin et al., 2025);
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -123,13 +121,3 @@ def kcl_balanced_loss(
     k = text.shape[1]
     return (loss_a2t / k + loss_t2a) / 2
 
-
-# Strategy name (the `atri train --strategy` choices) -> loss. Signatures differ by
-# strategy, since each strategy's batch carries different tensors.
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "mlclap": mlclap_loss,
-    "mlclap-mixture": mlclap_mixture_loss,
-    "cacl": cacl_loss,
-    "kcl": kcl_loss,
-    "kcl-balanced": kcl_balanced_loss,
-}

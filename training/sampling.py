@@ -1,4 +1,5 @@
-"""Which captions each training strategy sees, epoch by epoch (shared spec metrics.md).
+"""Which captions each training strategy sees, epoch by epoch (shared spec metrics.md);
+strategies.py says which draw below each strategy uses.
 
 Every draw is a pure function of (strategy, caption table, seed, epoch): all DDP ranks
 compute the same plan and each takes its own slice of every global batch, and a resumed
@@ -33,7 +34,6 @@ import numpy as np
 
 from atri.training.manifest import Manifest, ManifestError
 
-STRATEGIES: tuple[str, ...] = ("mlclap", "mlclap-mixture", "cacl", "kcl", "kcl-balanced")
 ENGLISH = "eng"
 MIXTURE_PROB = 0.1  # ML-CLAP's released code
 
@@ -123,7 +123,7 @@ def _shuffled(
     return EpochPlan(clips[order], caption[order], lang[order].reshape(len(clips), -1))
 
 
-def _mlclap(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
+def draw_mlclap(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
     clips = np.arange(len(table))
     lang = _pick(table.has, rng.random(len(table)))  # (N,)
     return _shuffled(clips, _draw_j(table, clips, rng), lang[:, None], rng)
@@ -136,7 +136,7 @@ def cacl_eligible(table: CaptionTable) -> np.ndarray:
     return table.has[:, eng] & others.any(axis=1)
 
 
-def _cacl(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
+def draw_cacl(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
     eng = table.lang_index(ENGLISH)
     clips = np.flatnonzero(cacl_eligible(table))
     if len(clips) == 0:
@@ -148,14 +148,14 @@ def _cacl(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
     return _shuffled(clips, _draw_j(table, clips, rng), lang, rng)
 
 
-def _kcl(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
+def draw_kcl(table: CaptionTable, rng: np.random.Generator) -> EpochPlan:
     clips = np.arange(len(table))
     k = len(table.langs)
     lang = np.where(table.has, np.arange(k)[None, :], -1)  # (N, K)
     return _shuffled(clips, _draw_j(table, clips, rng), lang, rng)
 
 
-def _mixture(table: CaptionTable, rng: np.random.Generator, prob: float) -> EpochPlan:
+def draw_mixture(table: CaptionTable, rng: np.random.Generator, prob: float) -> EpochPlan:
     n, k = table.has.shape
     eng = table.langs.index(ENGLISH) if ENGLISH in table.langs else None
     anchor = np.full(n, -1)  # (N,) the language every caption of which is kept
@@ -171,23 +171,3 @@ def _mixture(table: CaptionTable, rng: np.random.Generator, prob: float) -> Epoc
     caption = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)  # j per row
     keep = (langs == anchor[clips]) | (rng.random(len(clips)) < prob)
     return _shuffled(clips[keep], caption[keep], langs[keep][:, None], rng)
-
-
-def draw_epoch(
-    strategy: str,
-    table: CaptionTable,
-    seed: int,
-    epoch: int,
-    mixture_prob: float = MIXTURE_PROB,
-) -> EpochPlan:
-    """The seeded plan of `epoch` (0-based) for `strategy`; see the module docstring."""
-    rng = epoch_rng(seed, epoch)
-    if strategy == "mlclap":
-        return _mlclap(table, rng)
-    if strategy == "mlclap-mixture":
-        return _mixture(table, rng, mixture_prob)
-    if strategy == "cacl":
-        return _cacl(table, rng)
-    if strategy in ("kcl", "kcl-balanced"):
-        return _kcl(table, rng)
-    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")

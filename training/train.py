@@ -27,7 +27,8 @@ from atri.training.command import BadInput, run_command
 from atri.training.corpus.schema import LANGS
 from atri.training.features import default_cache_dir
 from atri.training.model import AUDIO_BACKBONES, ModelConfig
-from atri.training.sampling import ENGLISH, MIXTURE_PROB, STRATEGIES
+from atri.training.sampling import MIXTURE_PROB
+from atri.training.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ CONFIG_FILE = "config.json"
 class TrainConfig:
     """Everything that decides what a run learns. Study runs differ only in these fields."""
 
-    strategy: str  # one of sampling.STRATEGIES
+    strategy: str  # a key of strategies.STRATEGIES
     train: str  # training manifest (absolute path)
     val: str  # validation manifest (absolute path)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -95,12 +96,12 @@ class TrainConfig:
             raise BadInput("; ".join(problems))
         if self.strategy not in STRATEGIES:
             problems.append(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
+        elif problem := STRATEGIES[self.strategy].langs_problem(self.langs):
+            problems.append(problem)
         if not self.langs or len(set(self.langs)) != len(self.langs):
             problems.append(f"langs {list(self.langs)} must be distinct and non-empty")
         if unknown := [lang for lang in self.langs if lang not in LANGS]:
             problems.append(f"langs {unknown} are not among {list(LANGS)}")
-        if self.strategy == "cacl" and (ENGLISH not in self.langs or len(self.langs) < 2):
-            problems.append("cacl needs English and at least one other language in langs")
         if self.model.audio not in AUDIO_BACKBONES:
             problems.append(f"audio backbone {self.model.audio!r} not in {sorted(AUDIO_BACKBONES)}")
         for name, ok in (

@@ -38,9 +38,9 @@ from atri.training.metrics import validation_score
 from atri.training.model import build_model
 from atri.training.optim import lr_factor, param_groups
 from atri.training.progress import Progress
-from atri.training.sampling import draw_epoch
 from atri.training.step_loss import StepLoss
 from atri.training.stopper import Stopper
+from atri.training.strategies import draw_epoch, get_strategy
 from atri.training.train import CONFIG_FILE, BadInput, RunOptions, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,9 @@ class Run:
             raise BadInput(f"batch_size {config.batch_size} is not a multiple of the "
                            f"{d.world} processes")
         self.train_data = TrainData(config, options, self.model, d.main, d.barrier)
+        strategy = get_strategy(config.strategy)
         self.plans = [
-            draw_epoch(config.strategy, self.train_data.table, config.seed, e, config.mixture_prob)
+            draw_epoch(strategy, self.train_data.table, config.seed, e, config.mixture_prob)
             for e in range(config.epochs)
         ]
         self.total_steps = sum(p.n_batches(config.batch_size) for p in self.plans)
@@ -131,7 +132,7 @@ class Run:
         if d.main and not resumed:  # once the inputs proved readable
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
-        self.step_loss: nn.Module = StepLoss(self.model, config.strategy, d.world)
+        self.step_loss: nn.Module = StepLoss(self.model, strategy, d.world)
         if d.world > 1:
             self.step_loss = nn.parallel.DistributedDataParallel(self.step_loss)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config))

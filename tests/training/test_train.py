@@ -20,7 +20,8 @@ from atri.training.checkpoint import load_checkpoint
 from atri.training.manifest import read_manifest, write_manifest
 from atri.training.model import ModelConfig, build_model
 from atri.training.optim import lr_factor, param_groups
-from atri.training.sampling import STRATEGIES
+from atri.training.strategies import NAMES as STRATEGIES
+from atri.training.strategies import get_strategy
 from atri.training.train import main
 
 LANGS = ("eng", "fra", "deu", "jpn")  # four of the eight: the text features cost ~20 ms each
@@ -282,7 +283,7 @@ def global_batch(strategy: str, n: int = 8) -> dict[str, torch.Tensor]:
     """Random cached features of a global batch, with absent KCL slots and a mixture
     batch that holds clips twice."""
     g = torch.Generator().manual_seed(3)
-    slots = {"mlclap": 1, "mlclap-mixture": 1, "cacl": 2}.get(strategy, 3)
+    slots = get_strategy(strategy).slots(3)
     present = torch.ones(n, slots, dtype=torch.bool)
     if slots == 3:
         present[1, 0] = present[4, 2] = present[6, 1] = False
@@ -313,7 +314,7 @@ def step_grads(strategy: str, rank: int, world: int) -> tuple[float, dict[str, t
     from atri.training.step_loss import StepLoss
 
     model = stub_model()
-    step = StepLoss(model, strategy, world)
+    step = StepLoss(model, get_strategy(strategy), world)
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(step)
     loss = step(local_batch(global_batch(strategy), rank, world))
