@@ -50,7 +50,7 @@ from _results import cpu_model, markdown_table, write_json
 from _text_tower import Tower, make_tower, tokens_per_caption
 from _train_step import demo_captions, measure
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 from atri.training.strategies import NAMES as STRATEGIES
 
 SETTINGS = ("cached", "text")

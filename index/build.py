@@ -27,7 +27,7 @@ from atri.index import faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
 from atri.index.vocabulary import Vocabulary
 from atri.training.audio_io import load_audio
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord
 from atri.training.progress import Progress
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from atri.training.checkpoint import load_checkpoint
-from atri.training.corpus.schema import LANGS
 from atri.training.embed import embed_manifest
 from atri.training.features import default_cache_dir
+from atri.training.languages import LANGS
 from atri.training.manifest import read_manifest
 
 

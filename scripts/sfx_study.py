@@ -38,8 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
 from atri.training.fileio import atomic_write_text
+from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord, read_manifest, write_manifest
 
 ATRI = str(Path(sys.executable).parent / "atri")

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from atri.training.checkpoint import load_checkpoint
-from atri.training.corpus.schema import LANGS
 from atri.training.embed import embed_manifest
+from atri.training.languages import LANGS
 from atri.training.manifest import read_manifest
 from atri.training.metrics import a2t_counts, evaluate_embeddings, t2a_ranks
 

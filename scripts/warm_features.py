@@ -21,8 +21,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
 from atri.training.features import audio_features, default_cache_dir, text_features
+from atri.training.languages import LANGS
 from atri.training.manifest import read_manifest
 from atri.training.model import ModelConfig, build_model
 from atri.training.text_encoder import build_text_encoder, set_threads

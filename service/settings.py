@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Lang = Literal["eng", "fra", "deu", "spa", "nld", "cat", "jpn", "zho"]
+from atri.training.languages import ENGLISH, LANGS
 
 
 def _split_list(value: object) -> object:
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
 
     # language detection when /search gets no `lang`
     lang_confidence_threshold: float = Field(default=0.5, ge=0, le=1)
-    fallback_lang: Lang = "eng"
+    fallback_lang: str = ENGLISH  # one of languages.LANGS
 
     # load: requests that embed audio or run an exact pass over the index
     max_heavy_requests: int = Field(default=2, ge=1)
@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("fallback_lang")
+    @classmethod
+    def _known_lang(cls, value: str) -> str:
+        if value not in LANGS:
+            raise ValueError(f"{value!r} is not one of {list(LANGS)}")
+        return value
 
 
 @lru_cache

@@ -33,8 +33,8 @@ import torch
 from atri.training import features
 from atri.training.audio_io import AudioDecodeError
 from atri.training.command import BadInput, open_checkpoint, run_command
-from atri.training.corpus.schema import LANGS
 from atri.training.fileio import atomic_path, file_sha256
+from atri.training.languages import LANGS
 from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.model import RetrievalModel
 from atri.training.progress import Progress

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
 from atri.training.fileio import atomic_write_text
+from atri.training.languages import LANGS
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 FIELDS = {"id", "audio", "captions", "meta"}

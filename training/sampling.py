@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atri.training.languages import ENGLISH
 from atri.training.manifest import Manifest, ManifestError
 
-ENGLISH = "eng"
 MIXTURE_PROB = 0.1  # ML-CLAP's released code
 
 

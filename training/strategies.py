@@ -20,7 +20,8 @@ import numpy as np
 from torch import Tensor
 
 from atri.training import losses, sampling
-from atri.training.sampling import ENGLISH, MIXTURE_PROB, CaptionTable, EpochPlan
+from atri.training.languages import ENGLISH
+from atri.training.sampling import MIXTURE_PROB, CaptionTable, EpochPlan
 
 
 class StepBatch(Protocol):

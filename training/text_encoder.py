@@ -30,22 +30,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS, LANGUAGES
 
 log = logging.getLogger(__name__)
 
-# SONAR (like NLLB) names languages by ISO 639-3 plus script; Chinese captions are
-# simplified.
-SONAR_LANGS: dict[str, str] = {
-    "eng": "eng_Latn",
-    "fra": "fra_Latn",
-    "deu": "deu_Latn",
-    "spa": "spa_Latn",
-    "nld": "nld_Latn",
-    "cat": "cat_Latn",
-    "jpn": "jpn_Jpan",
-    "zho": "zho_Hans",
-}
 SONAR_CARD = "text_sonar_basic_encoder"
 BATCH_SIZE = 64  # texts per forward: bounds memory on long lists
 
@@ -296,7 +284,7 @@ class SonarTextEncoder:
         if not texts:
             return torch.empty(0, self.dim)
         vectors = self._pipeline.predict(
-            texts, source_lang=SONAR_LANGS[lang], batch_size=BATCH_SIZE
+            texts, source_lang=LANGUAGES[lang].nllb[0], batch_size=BATCH_SIZE
         )
         vectors = vectors.float().cpu()  # (N, 1024)
         return F.normalize(vectors, dim=-1) if self.normalize else vectors

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from atri.training.command import BadInput, run_command
-from atri.training.corpus.schema import LANGS
 from atri.training.features import default_cache_dir
+from atri.training.languages import LANGS
 from atri.training.model import AUDIO_BACKBONES, ModelConfig
 from atri.training.sampling import MIXTURE_PROB
 from atri.training.strategies import STRATEGIES

@@ -16,7 +16,7 @@ from atri.index import cli
 from atri.index.store import IndexStore
 from atri.index.validate import validate
 from atri.index.vocabulary import VocabularyError, load_vocabulary, read_vocabulary
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord
 
 LABELS = {

@@ -10,7 +10,7 @@ import pytest
 
 from atri.service.loading import StartupError, identity_mismatch, load_engine
 from atri.service.settings import Settings, get_settings
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 
 def test_health_when_ready(client, clip_ids, records) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 pytestmark = pytest.mark.slow
 

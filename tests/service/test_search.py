@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 RESULT_KEYS = {"rank", "id", "score", "audio_url", "caption", "meta"}
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from atri.training.checkpoint import default_checkpoint_dir, load_checkpoint
-from atri.training.corpus.schema import LANGS
 from atri.training.embed import embed_manifest
+from atri.training.languages import LANGS
 from atri.training.manifest import Manifest, read_manifest
 
 # docs/model_card.md: `atri eval --checkpoint default` on the default corpus's test split

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
 from atri.training.sampling import CaptionTable, cacl_eligible
 from atri.training.strategies import NAMES as STRATEGIES

@@ -20,7 +20,8 @@ from atri.training.corpus.captions_base import Ctx, Realizer, lexicon
 from atri.training.corpus.captions_cjk import Chinese, Japanese
 from atri.training.corpus.captions_germanic import Dutch, English, German
 from atri.training.corpus.captions_romance import Catalan, French, Spanish
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 N_TEMPLATES = 3
 # variant v picks synonym v % len(synonyms) in every table; beyond this they cycle

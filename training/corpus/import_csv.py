@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 from atri.training.manifest import ID_PATTERN, ClipRecord, ManifestError, write_manifest
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}

@@ -21,7 +21,8 @@ from atri.training.corpus.captions import (
     sample_table,
 )
 from atri.training.corpus.captions_base import lexicon, pick
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 REPO = Path(__file__).resolve().parents[3]
 FULL = frozenset(ATTRIBUTES)

@@ -15,11 +15,11 @@ import soundfile as sf
 
 from atri.training.corpus.cli import main as corpus_main
 from atri.training.corpus.render import SAMPLE_RATE
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import build, mixtures
 from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source, write_flac
 from atri.training.corpus.sfx.records import filename_label
 from atri.training.corpus.sfx.splits import SPLITS, apply_caps, check_splits, cover, take_stem
+from atri.training.languages import LANGS
 from atri.training.manifest import read_manifest
 
 MT = "usr/share/games/minetest/sounds/"

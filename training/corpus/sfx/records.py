@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import lexicon
+from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord
 
 # Captions per clip and language: training sees several phrasings, an evaluation clip two.
