@@ -27,6 +27,7 @@ from atri.index import faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
 from atri.index.vocabulary import Vocabulary
 from atri.training.audio_io import load_audio
+from atri.training.fileio import atomic_write
 from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord
 from atri.training.progress import Progress
@@ -83,12 +84,7 @@ def work_key(identity: dict[str, Any], records: Sequence[ClipRecord], batches: t
 
 def save_shard(path: Path, array: np.ndarray) -> None:
     """Atomically: a shard on disk is always complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array, dtype=np.float32))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array, dtype=np.float32)))
 
 
 def embed_shards(

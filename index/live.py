@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from atri.index.errors import ClipExists, IndexCorrupt, IndexMismatch, UnknownClip
-from atri.index.layout import atomic_write_bytes
 from atri.index.version import Version
+from atri.training.fileio import atomic_write_bytes
 from atri.training.manifest import ClipRecord
 
 log = logging.getLogger(__name__)

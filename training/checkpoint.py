@@ -34,7 +34,14 @@ from torch import Tensor
 
 import atri
 from atri.training.ced import hf_to_original_keys
-from atri.training.fileio import file_sha256
+from atri.training.fileio import (
+    file_sha256,
+    fsync_dir,
+    fsync_file,
+    readable_dir,
+    recover_dir,
+    swap_dir,
+)
 from atri.training.mlclap import (
     UnavailableTextEncoder,
     ced_name_from_state,
@@ -102,7 +109,7 @@ def save_checkpoint(
         )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _recover(out_dir)
+    recover_dir(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in saved_state(model).items()}
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -119,7 +126,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         _write_files(tmp, state, meta)
-        _swap_into_place(tmp, out_dir)
+        swap_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -132,64 +139,15 @@ def save_checkpoint(
 def _write_files(folder: Path, state: dict[str, Tensor], meta: dict[str, Any]) -> None:
     """The weights, then the JSON naming their sha256, into `folder`; all fsynced."""
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
-    _fsync(folder / WEIGHTS_FILE)
+    fsync_file(folder / WEIGHTS_FILE)
     meta["weights_sha256"] = file_sha256(folder / WEIGHTS_FILE)
     text = json.dumps(meta, indent=2, default=_json_default) + "\n"
-    with open(folder / META_FILE, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    (folder / META_FILE).write_text(text, encoding="utf-8")
+    fsync_file(folder / META_FILE)
     # safetensors creates its file 0600; give it the umask-derived mode of the JSON file
     # so that a checkpoint is as readable as any other file its user writes.
     os.chmod(folder / WEIGHTS_FILE, (folder / META_FILE).stat().st_mode & 0o777)
-    _fsync(folder)
-
-
-def _backup(path: Path) -> Path:
-    return path.parent / f".{path.name}.previous"
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """POSIX cannot rename a directory over a non-empty one, so the old one is renamed aside
-    first; `_recover` puts it back if a crash falls between the two renames. Also used by
-    the trainer to swap in a whole run-state directory."""
-    _recover(out_dir)
-    backup = _backup(out_dir)
-    if backup.exists():
-        shutil.rmtree(backup)  # a finished swap's leftover (_recover ran before)
-    if out_dir.exists():
-        os.rename(out_dir, backup)
-    os.rename(tmp, out_dir)
-    _fsync(out_dir.parent)
-    shutil.rmtree(backup, ignore_errors=True)
-
-
-def _recover(path: Path) -> None:
-    """Writers only: put back a checkpoint left renamed aside by an interrupted save."""
-    backup = _backup(path)
-    if not path.exists() and backup.is_dir():
-        log.warning("restoring %s from %s (a save was interrupted)", path, backup)
-        os.rename(backup, path)
-
-
-def _readable(path: Path) -> Path:
-    """Readers never rename (a live save may be between its two renames): when `path` is
-    missing, they read the renamed-aside previous checkpoint in place."""
-    backup = _backup(path)
-    if not path.exists() and backup.is_dir():
-        log.warning(
-            "%s is missing; reading %s (a save is running or was interrupted)", path, backup
-        )
-        return backup
-    return path
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
 
 
 def _json_default(obj: object) -> object:
@@ -231,7 +189,7 @@ def load_torch_file(path: str | Path, allowed_globals: Sequence[Any] = ()) -> di
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """checkpoint.json of an atri checkpoint directory, format version checked."""
-    path = _readable(Path(path))
+    path = readable_dir(path)
     meta_file = path / META_FILE
     if not meta_file.is_file():
         raise CheckpointError(f"{path} is not an atri checkpoint: {META_FILE} is missing")
@@ -260,7 +218,7 @@ def load_checkpoint(
         path = default_checkpoint_dir()
         if not path.is_dir():
             raise FileNotFoundError(f"no default checkpoint is installed (expected {path})")
-    path = _readable(Path(path))
+    path = readable_dir(path)
     if path.is_dir():
         return _load_atri(path, device, text)
     if path.suffix in TORCH_SUFFIXES:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,7 +32,7 @@ import torch
 from atri.training import features
 from atri.training.audio_io import AudioDecodeError
 from atri.training.command import BadInput, open_checkpoint, run_command
-from atri.training.fileio import atomic_path, file_sha256
+from atri.training.fileio import atomic_write, file_sha256
 from atri.training.languages import LANGS
 from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.model import RetrievalModel
@@ -263,10 +262,7 @@ def run(args: argparse.Namespace) -> int:
         "manifest": str(args.manifest),
         "manifest_sha256": file_sha256(args.manifest),
     }
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **npz_arrays(manifest, emb, meta))
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write(args.out, lambda f: np.savez(f, **npz_arrays(manifest, emb, meta)))
     print(f"wrote {args.out}: {len(manifest)} clips, languages {langs}")
     return 0
 

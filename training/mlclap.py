@@ -21,7 +21,6 @@ for a `sonar:<dir>` spec in the SONAR environment. See docs/checkpoints.md.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from atri.training.ced import CED_CONFIGS
+from atri.training.fileio import atomic_write
 from atri.training.model import ModelConfig, RetrievalModel, build_model
 from atri.training.strict_load import CheckpointMismatchError, load_state_dict_strict
 from atri.training.text_encoder import TextEncoder
@@ -233,8 +233,6 @@ def export_sonar_text_encoder(parts: MlclapParts, out_dir: str | Path) -> Path:
         raise ValueError(f"the ML-CLAP state dict has no {TEXT_PREFIX}* tensors to export")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".encoder.pt.tmp-{os.getpid()}"
-    torch.save({"model": parts.text_encoder}, tmp)
-    os.replace(tmp, out / "encoder.pt")  # never a half-written encoder.pt
+    atomic_write(out / "encoder.pt", lambda f: torch.save({"model": parts.text_encoder}, f))
     log.info("wrote %d SONAR tensors to %s", len(parts.text_encoder), out / "encoder.pt")
     return out / "encoder.pt"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ import torch.distributed as dist
 from torch import nn
 
 from atri.training.batches import LocalBatch, TrainData, ValData
-from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
+from atri.training.checkpoint import load_checkpoint, save_checkpoint
 from atri.training.distributed import Dist, autocast, init_distributed, peak_memory
-from atri.training.fileio import atomic_write_text
+from atri.training.fileio import atomic_write, atomic_write_text, swap_dir
 from atri.training.metrics import validation_score
 from atri.training.model import build_model
 from atri.training.optim import lr_factor, param_groups
@@ -275,10 +274,8 @@ class Run:
         )
         staging = self.out / ".last.next"
         save_checkpoint(self.model, staging, **self._meta(state["epoch"], None))
-        tmp = staging / f".{STATE_FILE}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, staging / STATE_FILE)
-        _swap_into_place(staging, self.last)
+        atomic_write(staging / STATE_FILE, lambda f: torch.save(state, f))
+        swap_dir(staging, self.last)
         history = state["history"]
         atomic_write_text(self.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in history))
         status = "done" if done else ("stopped" if reason else "running")
