@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from atri.index.opener import NO_INDEX
 from atri.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def check_index(settings: Settings) -> str | None:
     """A problem that makes serving pointless, found before the port opens."""
     if settings.index_dir is None:
-        return "no index given: pass --index DIR or set ATRI_INDEX_DIR"
+        return NO_INDEX
     if not (settings.index_dir / "CURRENT").is_file():
         return f"{settings.index_dir}: no index here (build one with `atri index build`)"
     return None

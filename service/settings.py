@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from atri.index.opener import BackendName
 from atri.training.languages import ENGLISH, LANGS
 
 
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
 
     # index backend (docs/scaling.md): "faiss" serves index_dir itself; "milvus" serves
     # Milvus collections, filled from index_dir when absent (uploads stay in index_dir)
-    backend: Literal["faiss", "milvus"] = "faiss"
+    backend: BackendName = "faiss"
     milvus_uri: str | None = None  # a milvus-lite file (*.db) or a server, http://host:19530
     milvus_token: SecretStr | None = None  # a server's "user:password" or API key
     milvus_prefix: str = Field(default="atri", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
