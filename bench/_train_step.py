@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from atri.training.batches import Captions, LocalBatch, TrainData
+from atri.training.config import TrainConfig
 from atri.training.corpus.plan import plan_train
 from atri.training.distributed import Dist
 from atri.training.model import ModelConfig, RetrievalModel, build_model
@@ -26,7 +27,6 @@ from atri.training.optim import param_groups
 from atri.training.sampling import CaptionTable
 from atri.training.step_loss import StepLoss
 from atri.training.strategies import draw_epoch, get_strategy
-from atri.training.train import TrainConfig
 from atri.training.trainer import Run
 
 

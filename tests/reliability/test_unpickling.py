@@ -95,7 +95,7 @@ def test_malicious_checkpoint_given_to_serve_fails_the_load(index_dir, make_sett
 
 
 def test_malicious_train_state_is_refused_on_resume(checkpoint_dir, tmp_path) -> None:
-    from atri.training.train import RunOptions, TrainConfig
+    from atri.training.config import RunOptions, TrainConfig
     from atri.training.trainer import STATE_FILE, Dist, Run
 
     out = tmp_path / "run"

@@ -208,7 +208,7 @@ def test_sigterm_requests_a_clean_stop() -> None:
 
 
 def test_no_weight_decay_on_temperature_and_biases() -> None:
-    from atri.training.train import TrainConfig
+    from atri.training.config import TrainConfig
 
     model = build_model(ModelConfig())
     config = TrainConfig(strategy="kcl", train="t", val="v")
