@@ -164,7 +164,7 @@ def make_sounds() -> Callable[[Path], list[Path]]:
 def vocabulary_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """`atri index build --checkpoint default --audio-dir D --vocabulary default` over a
     folder of three captionless recordings: (index, the recordings)."""
-    from atri.index.cli import main
+    from atri.commands.index import main
 
     root = tmp_path_factory.mktemp("vocabulary-index")
     sounds = sound_files(root / "clips")
@@ -293,7 +293,7 @@ def running_server(
     answers 200, and terminated afterwards. Its output goes to `log`, a file, so a chatty
     server never blocks on a full pipe."""
     port = free_port()
-    code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, "--index", str(index), "--port", str(port), *extra]
     env = env or {}
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "ATRI_ADMIN_TOKEN": ADMIN_TOKEN, **env}

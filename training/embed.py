@@ -1,5 +1,5 @@
-"""`atri embed`: a checkpoint's embeddings of a manifest's clips and captions, and the
-streaming embedder that `atri eval` shares.
+"""A checkpoint's embeddings of a manifest's clips and captions (`atri embed`, and the
+streaming embedder that `atri eval` shares).
 
 Audio is decoded and embedded a batch at a time (a generator, as faiss contrib's
 `exhaustive_search` streams its queries), so memory holds one batch of waveforms plus
@@ -20,7 +20,6 @@ The .npz file (`np.load(f)` needs no pickle) holds, whatever `--what` selects:
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,28 +29,14 @@ import numpy as np
 import torch
 
 from atri.training import features
-from atri.training.audio_io import AudioDecodeError
-from atri.training.command import BadInput, open_checkpoint, run_command
-from atri.training.fileio import atomic_write, file_sha256
 from atri.training.languages import LANGS
-from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
+from atri.training.manifest import Manifest, ManifestError
 from atri.training.model import RetrievalModel
 from atri.training.progress import Progress
 from atri.training.text_cache import encode_cached
 
 AUDIO_BATCH = 16  # clips per forward
 TEXT_BATCH = 256  # captions per forward
-def add_cache_options(parser: argparse.ArgumentParser) -> None:
-    """--cache-dir / --no-cache, shared by `atri embed` and `atri eval`: by default frozen
-    features come from (and go to) the cache `atri train` filled, so evaluating a freshly
-    trained checkpoint does not encode every caption again."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--cache-dir", type=Path, default=features.default_cache_dir(),
-                       help="frozen-feature cache to read and extend (default %(default)s)")
-    group.add_argument("--no-cache", dest="cache_dir", action="store_const", const=None,
-                       help="compute every feature, read and write no cache")
-
-
 class ManifestEmbeddings(NamedTuple):
     """audio (N, E) or None; text[lang] (N, C, E), zeros where absent; present[lang]
     (N, C) bool; captions[lang][i] clip i's captions ([] if it lacks the language).
@@ -183,17 +168,18 @@ def manifest_languages(manifest: Manifest) -> list[str]:
 
 
 def check_langs(manifest: Manifest, langs: Sequence[str] | None) -> list[str]:
-    """Validated evaluation languages: known codes that some clip has; raises BadInput."""
+    """Validated evaluation languages: known codes that some clip has; raises
+    ManifestError naming the problem."""
     if langs is None:
         return manifest_languages(manifest)
     unknown = [lang for lang in langs if lang not in LANGS]
     if unknown:
-        raise BadInput(f"unknown language code(s) {unknown}; expected some of {list(LANGS)}")
+        raise ManifestError(f"unknown language code(s) {unknown}; expected some of {list(LANGS)}")
     if len(set(langs)) != len(langs):
-        raise BadInput(f"a language is given twice: {list(langs)}")
+        raise ManifestError(f"a language is given twice: {list(langs)}")
     absent = [lang for lang in langs if not any(lang in r.captions for r in manifest)]
     if absent:
-        raise BadInput(f"{manifest.path}: no clip has captions in {absent}")
+        raise ManifestError(f"{manifest.path}: no clip has captions in {absent}")
     return list(langs)
 
 
@@ -218,54 +204,3 @@ def npz_arrays(
             if slots else np.zeros((0, dim), dtype=np.float32)
         )
     return arrays
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atri embed", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory or 'default'")
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="output .npz file")
-    parser.add_argument("--what", choices=("audio", "text", "both"), default="both")
-    parser.add_argument("--langs", nargs="+", help="caption languages (default: all present)")
-    parser.add_argument("--batch-size", type=int, default=AUDIO_BATCH, help="clips per batch")
-    add_cache_options(parser)
-    return parser
-
-
-def open_manifest(
-    path: Path, langs: Sequence[str] | None, need_captions: bool
-) -> tuple[Manifest, list[str]]:
-    """Read and validate the manifest and the requested languages; BadInput otherwise."""
-    try:
-        manifest = read_manifest(path)
-        if need_captions:
-            require_captions(manifest)
-    except ManifestError as exc:
-        raise BadInput(str(exc)) from exc
-    return manifest, check_langs(manifest, langs)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".npz":
-        raise BadInput(f"--out {args.out}: expected a .npz file")
-    if args.batch_size < 1:
-        raise BadInput("--batch-size must be at least 1")
-    manifest, langs = open_manifest(args.manifest, args.langs, need_captions=False)
-    model, _ = open_checkpoint(args.checkpoint)
-    emb = embed_manifest(
-        model, manifest, langs, audio=args.what != "text", text=args.what != "audio",
-        audio_batch=args.batch_size, cache_dir=args.cache_dir,
-    )
-    meta = {
-        "checkpoint": str(args.checkpoint),
-        "identity": model.identity(),
-        "manifest": str(args.manifest),
-        "manifest_sha256": file_sha256(args.manifest),
-    }
-    atomic_write(args.out, lambda f: np.savez(f, **npz_arrays(manifest, emb, meta)))
-    print(f"wrote {args.out}: {len(manifest)} clips, languages {langs}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), run, argv, {BadInput: 2, AudioDecodeError: 2})

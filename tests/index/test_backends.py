@@ -22,8 +22,8 @@ from atri.training.manifest import ClipRecord
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
+from atri.commands.milvus import main as sync_main  # noqa: E402
 from atri.index.milvus import MilvusStore  # noqa: E402
-from atri.index.milvus_sync import main as sync_main  # noqa: E402
 from atri.index.milvus_sync import open_or_seed, sync_index  # noqa: E402
 
 BACKENDS = ["faiss", "milvus"]

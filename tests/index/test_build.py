@@ -11,9 +11,10 @@ import faiss
 import numpy as np
 import pytest
 
-from atri.index import cli, faiss_util
+from atri.commands import index as cli
+from atri.commands.index import manifest_records
+from atri.index import faiss_util
 from atri.index.build import build_index
-from atri.index.cli import manifest_records
 from atri.index.store import IndexStore
 from atri.index.validate import validate
 from atri.index.version import CaptionSource, write_version

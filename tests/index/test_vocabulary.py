@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atri.index import cli
+from atri.commands import index as cli
 from atri.index.store import IndexStore
 from atri.index.validate import validate
 from atri.index.vocabulary import VocabularyError, load_vocabulary, read_vocabulary

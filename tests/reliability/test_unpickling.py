@@ -70,7 +70,7 @@ def test_malicious_checkpoint_file_is_refused(form, tmp_path) -> None:
 
 
 def test_malicious_checkpoint_given_to_index_build_exits_2(tmp_path, capsys, make_audio) -> None:
-    from atri.index import cli
+    from atri.commands import index as cli
 
     evil = evil_files(tmp_path)["zip"]
     audio = tmp_path / "audio"

@@ -40,7 +40,7 @@ LABEL_TOP = 5
 
 @pytest.fixture(scope="module")
 def real_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from atri.training.corpus.cli import main
+    from atri.commands.corpus import main
 
     out = tmp_path_factory.mktemp("corpus-sfx")
     assert main(["build-sfx", str(out), "--workers", "2"]) == 0
@@ -49,7 +49,7 @@ def real_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(real_test: Path, tmp_path_factory, make_client, make_settings) -> Iterator[TestClient]:
-    from atri.index.cli import main
+    from atri.commands.index import main
 
     index = tmp_path_factory.mktemp("real-index") / "idx"
     assert main(["build", "--checkpoint", "default", "--manifest", str(real_test),

@@ -60,8 +60,8 @@ def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, featu
 def test_reproduces_recorded_test_metrics(tmp_path):
     """Builds the `default` corpus from scratch (~5 min on 2 cores) and evaluates on its
     1,200 test clips (frozen features come from the shared cache when warm)."""
+    from atri.commands.eval import main as eval_main
     from atri.training.corpus.build import build
-    from atri.training.evaluate import main as eval_main
 
     corpus = tmp_path / "corpus-default"
     build(corpus, size="default", seed=0, workers=2)

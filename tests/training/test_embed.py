@@ -14,16 +14,15 @@ import pytest
 import soundfile as sf
 import torch
 
+from atri.commands.embed import main
 from atri.training.embed import (
-    BadInput,
     check_langs,
     embed_audio,
     embed_manifest,
-    main,
     manifest_captions,
     npz_arrays,
 )
-from atri.training.manifest import ClipRecord, read_manifest, write_manifest
+from atri.training.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
 
 SR = 16_000
 DIM = 8
@@ -134,7 +133,7 @@ def test_check_langs_rejects_unknown_repeated_and_absent(tmp_path):
     for langs, problem in ((["eng", "xx"], "unknown language code(s) ['xx']"),
                            (["eng", "eng"], "given twice"),
                            (["fra"], "no clip has captions in ['fra']")):
-        with pytest.raises(BadInput, match=re.escape(problem)):
+        with pytest.raises(ManifestError, match=re.escape(problem)):
             check_langs(manifest, langs)
 
 

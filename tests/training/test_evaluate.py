@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from atri.training import embed, evaluate
+from atri.commands import embed
+from atri.commands import eval as evaluate
 from atri.training.metrics import evaluate_embeddings
 from atri.training.report import (
     RankCase,

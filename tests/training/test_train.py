@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from atri.commands.train import main
 from atri.training.batches import ValData
 from atri.training.checkpoint import load_checkpoint
 from atri.training.manifest import read_manifest, write_manifest
@@ -22,7 +23,6 @@ from atri.training.model import ModelConfig, build_model
 from atri.training.optim import lr_factor, param_groups
 from atri.training.strategies import NAMES as STRATEGIES
 from atri.training.strategies import get_strategy
-from atri.training.train import main
 
 LANGS = ("eng", "fra", "deu", "jpn")  # four of the eight: the text features cost ~20 ms each
 N_TRAIN, N_VAL = 48, 24

@@ -13,7 +13,6 @@ See docs/corpus.md, section Captions.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterable
 
 from atri.training.corpus.captions_base import Ctx, Realizer, lexicon
@@ -118,14 +117,3 @@ def instrument_table() -> str:
             )
         out.append(f"| {inst} | " + " | ".join(cells) + " |")
     return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the tables docs/corpus.md embeds: python -m atri.training.corpus.captions [table]"""
-    args = sys.argv[1:] if argv is None else argv
-    print(instrument_table() if args == ["instruments"] else sample_table())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,9 +7,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from atri.training.embed import check_langs
+from atri.training.features import default_cache_dir
+from atri.training.manifest import Manifest, read_manifest, require_captions
 
 if TYPE_CHECKING:
     from atri.training.model import RetrievalModel
@@ -59,3 +63,24 @@ def open_checkpoint(spec: str) -> tuple[RetrievalModel, dict[str, Any]]:
         return load_checkpoint(spec)
     except (CheckpointError, UnsafeCheckpointError, FileNotFoundError) as exc:
         raise BadInput(f"--checkpoint {spec}: {exc}") from exc
+
+
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """--cache-dir / --no-cache, shared by `atri embed` and `atri eval`: by default frozen
+    features come from (and go to) the cache `atri train` filled, so evaluating a freshly
+    trained checkpoint does not encode every caption again."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                       help="frozen-feature cache to read and extend (default %(default)s)")
+    group.add_argument("--no-cache", dest="cache_dir", action="store_const", const=None,
+                       help="compute every feature, read and write no cache")
+
+
+def open_manifest(
+    path: Path, langs: Sequence[str] | None, need_captions: bool
+) -> tuple[Manifest, list[str]]:
+    """Read and validate the manifest and the requested languages; ManifestError otherwise."""
+    manifest = read_manifest(path)
+    if need_captions:
+        require_captions(manifest)
+    return manifest, check_langs(manifest, langs)

@@ -1,5 +1,5 @@
-"""`atri corpus build`, `atri corpus build-sfx` and `atri corpus import-csv` (shared spec
-cli.md)."""
+"""`atri corpus build`, `atri corpus build-sfx`, `atri corpus import-csv` (shared spec
+cli.md) and `atri corpus captions [samples|instruments]` (the tables docs/corpus.md embeds)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from atri.training.command import run_command
+from atri.commands.common import run_command
 from atri.training.manifest import ManifestError
 
 
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--audio-dir", type=Path, required=True)
     imp.add_argument("--translation", action="append", default=[], metavar="LANG=F")
     imp.add_argument("--out", type=Path, required=True)
+    tables = sub.add_parser("captions", help="print the caption tables docs/corpus.md embeds")
+    tables.add_argument("table", nargs="?", choices=("samples", "instruments"),
+                        default="samples")
     return parser
 
 
@@ -75,7 +78,11 @@ def _build_sfx(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "build-sfx":
+    if args.action == "captions":
+        from atri.training.corpus.captions import instrument_table, sample_table
+
+        print(instrument_table() if args.table == "instruments" else sample_table())
+    elif args.action == "build-sfx":
         _build_sfx(args)
     elif args.action == "build":
         from atri.training.corpus.build import build, format_statistics

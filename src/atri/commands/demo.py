@@ -11,7 +11,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from atri.service.cli import serve
+from atri.commands.common import BadInput, run_command
+from atri.commands.serve import serve
+from atri.index.errors import IndexStoreError
 from atri.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def outdated(index: Path, checkpoint: str) -> str | None:
 def prepare(data: Path, split: str, checkpoint: str, workers: int) -> Path:
     """The corpus and the index, each built only when absent (the index also when its
     checkpoint's weights changed); returns the index dir."""
-    from atri.index.cli import main as index_main
+    from atri.commands.index import index_records, manifest_source
     from atri.training.corpus.build import build
 
     corpus = data / "corpus-small"
@@ -79,28 +81,18 @@ def prepare(data: Path, split: str, checkpoint: str, workers: int) -> Path:
     reason = "absent" if not (index / "CURRENT").is_file() else outdated(index, checkpoint)
     if reason:
         log.info("indexing %s with checkpoint %s into %s (%s)", split, checkpoint, index, reason)
-        code = index_main(
-            ["build", "--checkpoint", checkpoint, "--manifest", str(corpus / f"{split}.jsonl"),
-             "--out", str(index)]
-        )  # fmt: skip
-        if code != 0:
-            raise RuntimeError(f"atri index build failed (exit {code})")
+        records, source = manifest_source(corpus / f"{split}.jsonl")
+        index_records(checkpoint, records, source, index)
     return index
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        index = prepare(args.data, args.split, args.checkpoint, args.workers)
-        settings = Settings(
-            index_dir=index, checkpoint=args.checkpoint, host=args.host, port=args.port
-        )
-    except (RuntimeError, ValidationError, FileNotFoundError) as exc:
-        print(f"atri demo: error: {exc}", file=sys.stderr)
-        return 1
+def run(args: argparse.Namespace) -> int:
+    index = prepare(args.data, args.split, args.checkpoint, args.workers)
+    settings = Settings(index_dir=index, checkpoint=args.checkpoint, host=args.host, port=args.port)
     print(f"atri demo: serving {index} on http://{args.host}:{args.port}/", file=sys.stderr)
     return serve(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    errors = {BadInput: 1, IndexStoreError: 1, ValidationError: 1, OSError: 1}
+    return run_command(_parser(), run, argv, errors)

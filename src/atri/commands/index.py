@@ -15,12 +15,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from atri.commands.common import BadInput, open_checkpoint, run_command
 from atri.index import faiss_util
+from atri.index.build import build_index
 from atri.index.errors import IndexStoreError
 from atri.index.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 from atri.training.audio_io import AudioDecodeError
-from atri.training.command import BadInput, open_checkpoint, run_command
 from atri.training.corpus.import_csv import AUDIO_SUFFIXES, clip_id
+from atri.training.embed import AUDIO_BATCH
 from atri.training.fileio import file_sha256
 from atri.training.manifest import ClipRecord, ManifestError, read_manifest
 
@@ -65,47 +67,54 @@ def _json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def build(args: argparse.Namespace) -> int:
-    from atri.index.build import build_index
+def manifest_source(manifest: Path) -> tuple[list[ClipRecord], dict[str, str]]:
+    """A manifest's records and the meta.json "source" naming it; BadInput if unreadable."""
+    try:
+        records = manifest_records(manifest)
+    except ManifestError as exc:
+        raise BadInput(str(exc)) from exc
+    return records, {"manifest": str(manifest.resolve()), "manifest_sha256": file_sha256(manifest)}
 
-    if args.manifest is not None:
+
+def index_records(
+    checkpoint: str,
+    records: list[ClipRecord],
+    source: dict[str, str],
+    out: Path,
+    *,
+    factory: str | None = None,
+    batch_size: int = AUDIO_BATCH,
+    vocabulary: Vocabulary | None = None,
+) -> int:
+    """build_index with the model of `checkpoint`, meta.json naming it and `source`;
+    returns the version published."""
+    if not records:
+        raise BadInput(f"{source}: no clips")
+    if batch_size < 1:
+        raise BadInput("--batch-size must be at least 1")
+    model, info = open_checkpoint(checkpoint)
+    if factory is not None:
         try:
-            records = manifest_records(args.manifest)
-        except ManifestError as exc:
-            raise BadInput(str(exc)) from exc
-        source = {
-            "manifest": str(args.manifest.resolve()),
-            "manifest_sha256": file_sha256(args.manifest),
-        }
+            faiss_util.new_index(factory, int(model.config.embed_dim))
+        except RuntimeError as exc:
+            raise BadInput(f"--factory {factory!r}: FAISS cannot build it ({exc})") from exc
+    entry = {
+        "path": checkpoint if checkpoint == "default" else str(Path(checkpoint).resolve()),
+        "info": _json_safe(info),
+    }
+    return build_index(model, records, out, factory=factory, audio_batch=batch_size,
+                       meta={"checkpoint": entry, "source": source}, vocabulary=vocabulary)
+
+
+def build(args: argparse.Namespace) -> int:
+    if args.manifest is not None:
+        records, source = manifest_source(args.manifest)
     else:
         records = audio_dir_records(args.audio_dir)
         source = {"audio_dir": str(args.audio_dir.resolve())}
-    if not records:
-        raise BadInput(f"{args.manifest}: no clips")
-    if args.batch_size < 1:
-        raise BadInput("--batch-size must be at least 1")
     vocabulary = _vocabulary(args.vocabulary)
-    model, info = open_checkpoint(args.checkpoint)
-    if args.factory is not None:
-        try:
-            faiss_util.new_index(args.factory, int(model.config.embed_dim))
-        except RuntimeError as exc:
-            raise BadInput(f"--factory {args.factory!r}: FAISS cannot build it ({exc})") from exc
-    checkpoint = {
-        "path": args.checkpoint
-        if args.checkpoint == "default"
-        else str(Path(args.checkpoint).resolve()),
-        "info": _json_safe(info),
-    }
-    version = build_index(
-        model,
-        records,
-        args.out,
-        factory=args.factory,
-        audio_batch=args.batch_size,
-        meta={"checkpoint": checkpoint, "source": source},
-        vocabulary=vocabulary,
-    )
+    version = index_records(args.checkpoint, records, source, args.out, factory=args.factory,
+                            batch_size=args.batch_size, vocabulary=vocabulary)
     labels = f" and {vocabulary.name} vocabulary labels" if vocabulary else ""
     print(f"{args.out}: version {version} with {len(records)} clips{labels}")
     return 0
@@ -153,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--audio-dir", type=Path, help="index every audio file below this folder")
     b.add_argument("--out", type=Path, required=True, help="index directory")
     b.add_argument("--factory", help="FAISS factory string (default: chosen by size)")
-    b.add_argument("--batch-size", type=int, default=16, help="clips per forward")
+    b.add_argument("--batch-size", type=int, default=AUDIO_BATCH, help="clips per forward")
     b.add_argument(
         "--vocabulary",
         metavar="default|FILE",

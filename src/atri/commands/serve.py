@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from atri.commands.common import BadInput, run_command
 from atri.index.opener import NO_INDEX
 from atri.service.settings import Settings
 
@@ -120,18 +121,16 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
+def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ValidationError as exc:
-        print(f"atri serve: error: bad setting: {exc}", file=sys.stderr)
-        return 2
+        raise BadInput(f"bad setting: {exc}") from exc
     problem = check_index(settings)
     if problem:
-        print(f"atri serve: error: {problem}", file=sys.stderr)
-        return 2
+        raise BadInput(problem)
     return serve(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_parser(), run, argv, {BadInput: 2})

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from atri.training.command import BadInput, run_command
+from atri.commands.common import BadInput, run_command
 from atri.training.config import ConfigError, RunOptions, TrainConfig, resolve_config
 from atri.training.features import default_cache_dir
 from atri.training.model import ModelConfig

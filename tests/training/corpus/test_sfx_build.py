@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from atri.training.corpus.cli import main as corpus_main
+from atri.commands.corpus import main as corpus_main
 from atri.training.corpus.render import SAMPLE_RATE
 from atri.training.corpus.sfx import build, mixtures
 from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source, write_flac
