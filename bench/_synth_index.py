@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from atri.index import layout, live
-from atri.index.build import AUDIO_BATCH, TEXT_BATCH
 from atri.index.version import CHUNK, CaptionSource, write_version
 from atri.training.audio_io import load_audio
+from atri.training.features import AUDIO_BATCH, TEXT_BATCH
 from atri.training.manifest import ClipRecord, read_manifest
 
 

@@ -27,6 +27,7 @@ from atri.index import faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
 from atri.index.vocabulary import Vocabulary
 from atri.training.audio_io import load_audio
+from atri.training.features import AUDIO_BATCH, TEXT_BATCH
 from atri.training.fileio import atomic_write
 from atri.training.languages import LANGS
 from atri.training.manifest import ClipRecord
@@ -34,8 +35,6 @@ from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-AUDIO_BATCH = 16  # clips per forward
-TEXT_BATCH = 256  # captions per forward
 
 BatchHook = Callable[[str, int], None]  # (shard name, batch index), after each saved batch
 Captions = dict[str, tuple[list[str], list[list[str]]]]  # lang -> (texts, clip ids of each)

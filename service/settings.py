@@ -8,11 +8,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from atri.index.milvus import DEPTH
 from atri.index.opener import BackendName
 from atri.training.languages import ENGLISH, LANGS
+
+WORKER_THREADS = 40  # anyio's default thread pool, which runs the sync routes (engine.py)
+MAX_BLOCKING = 32  # heavy + waiting requests at most: 8 threads stay free for other routes
 
 
 def _split_list(value: object) -> object:
@@ -42,7 +46,7 @@ class Settings(BaseSettings):
     milvus_uri: str | None = None  # a milvus-lite file (*.db) or a server, http://host:19530
     milvus_token: SecretStr | None = None  # a server's "user:password" or API key
     milvus_prefix: str = Field(default="atri", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    milvus_depth: int = Field(default=16_384, ge=1)  # results /consistency ranks within
+    milvus_depth: int = Field(default=DEPTH, ge=1)  # results /consistency ranks within
 
     # where to listen (`atri serve`)
     host: str = "127.0.0.1"
@@ -65,8 +69,8 @@ class Settings(BaseSettings):
     # load: requests that embed audio or run an exact pass over the index
     max_heavy_requests: int = Field(default=2, ge=1)
     # heavy requests that may wait for a slot; more are refused at once (503), since each
-    # waiter holds one of the server's 40 worker threads (keep the sum with
-    # max_heavy_requests well below 40, or other routes queue behind the waiters)
+    # waiter holds one of the server's WORKER_THREADS (the validator keeps the sum with
+    # max_heavy_requests at most MAX_BLOCKING, or other routes queue behind the waiters)
     max_waiting_requests: int = Field(default=16, ge=0)
     # seconds a request may wait for the model or a heavy slot (then 503), and the
     # ffmpeg decoder's time limit
@@ -80,6 +84,17 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_list(value)
+
+    @model_validator(mode="after")
+    def _waiters_leave_threads(self) -> Settings:
+        total = self.max_heavy_requests + self.max_waiting_requests
+        if total > MAX_BLOCKING:
+            raise ValueError(
+                f"max_heavy_requests + max_waiting_requests = {total}: at most {MAX_BLOCKING}, "
+                f"so that {WORKER_THREADS - MAX_BLOCKING} of the {WORKER_THREADS} worker threads "
+                "stay free for other routes"
+            )
+        return self
 
     @field_validator("fallback_lang")
     @classmethod

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 
 from atri.training import features
+from atri.training.features import AUDIO_BATCH, TEXT_BATCH
 from atri.training.languages import LANGS
 from atri.training.manifest import Manifest, ManifestError
 from atri.training.model import RetrievalModel
 from atri.training.progress import Progress
 from atri.training.text_cache import encode_cached
 
-AUDIO_BATCH = 16  # clips per forward
-TEXT_BATCH = 256  # captions per forward
+
 class ManifestEmbeddings(NamedTuple):
     """audio (N, E) or None; text[lang] (N, C, E), zeros where absent; present[lang]
     (N, C) bool; captions[lang][i] clip i's captions ([] if it lacks the language).

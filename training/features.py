@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KEY_BYTES = 32
-AUDIO_BATCH = 16  # clips per backbone call
+AUDIO_BATCH = 16  # clips per backbone call (every embedder's default: one home)
+TEXT_BATCH = 256  # captions per text-encoder call
 FLUSH_EVERY = 512  # clips per part file
 TEXT_CHUNK = 4096  # captions per encode_cached call: progress, and work kept if stopped
 MAX_PARTS = 16  # more parts than this are merged into one

@@ -15,7 +15,8 @@ from atri.commands.common import (
     run_command,
 )
 from atri.training.audio_io import AudioDecodeError
-from atri.training.embed import AUDIO_BATCH, embed_manifest, npz_arrays
+from atri.training.embed import embed_manifest, npz_arrays
+from atri.training.features import AUDIO_BATCH
 from atri.training.fileio import atomic_write, file_sha256
 from atri.training.manifest import ManifestError
 

@@ -22,8 +22,9 @@ from atri.commands.common import (
     run_command,
 )
 from atri.training.audio_io import AudioDecodeError
-from atri.training.embed import AUDIO_BATCH, embed_manifest
+from atri.training.embed import embed_manifest
 from atri.training.evaluate import TSNE_CLIPS, evaluate, provenance, write_tsne
+from atri.training.features import AUDIO_BATCH
 from atri.training.fileio import atomic_write_text
 from atri.training.manifest import Manifest, ManifestError
 from atri.training.report import rank_cases, render_report, select_cases

@@ -22,7 +22,7 @@ from atri.index.errors import IndexStoreError
 from atri.index.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 from atri.training.audio_io import AudioDecodeError
 from atri.training.corpus.import_csv import AUDIO_SUFFIXES, clip_id
-from atri.training.embed import AUDIO_BATCH
+from atri.training.features import AUDIO_BATCH
 from atri.training.fileio import file_sha256
 from atri.training.manifest import ClipRecord, ManifestError, read_manifest
 
