@@ -22,11 +22,11 @@ from atri.training.batches import Captions, LocalBatch, TrainData
 from atri.training.config import TrainConfig
 from atri.training.corpus.plan import plan_train
 from atri.training.distributed import Dist
-from atri.training.model import ModelConfig, RetrievalModel, build_model
+from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
+from atri.training.objectives.sampling import CaptionTable
+from atri.training.objectives.strategies import draw_epoch, get_strategy
 from atri.training.optim import param_groups
-from atri.training.sampling import CaptionTable
 from atri.training.step_loss import StepLoss
-from atri.training.strategies import draw_epoch, get_strategy
 from atri.training.trainer import Run
 
 

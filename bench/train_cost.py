@@ -51,7 +51,7 @@ from _text_tower import Tower, make_tower, tokens_per_caption
 from _train_step import demo_captions, measure
 
 from atri.training.languages import LANGS
-from atri.training.strategies import NAMES as STRATEGIES
+from atri.training.objectives.strategies import NAMES as STRATEGIES
 
 SETTINGS = ("cached", "text")
 PAPER = {  # ATRI Table 4, AudioCaps, 8 languages, GPU: memory (GB) and training time (s)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from atri.index.errors import IndexMismatch
-from atri.training.manifest import ID_PATTERN, ClipRecord
+from atri.training.data.manifest import ID_PATTERN, ClipRecord
 
 Hit = tuple[str, float]  # (clip id, score)
 CaptionHit = tuple[str, float, list[str]]  # (caption, score, clip ids)

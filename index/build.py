@@ -26,11 +26,11 @@ import torch
 from atri.index import faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
 from atri.index.vocabulary import Vocabulary
-from atri.training.audio_io import load_audio
-from atri.training.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data.audio_io import load_audio
+from atri.training.data.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data.manifest import ClipRecord
 from atri.training.fileio import atomic_write
 from atri.training.languages import LANGS
-from atri.training.manifest import ClipRecord
 from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ import numpy as np
 from atri.index.backend import distinct
 from atri.index.errors import ClipExists, IndexCorrupt, IndexMismatch, UnknownClip
 from atri.index.version import Version
+from atri.training.data.manifest import ClipRecord
 from atri.training.fileio import atomic_write_bytes
-from atri.training.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 

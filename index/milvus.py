@@ -42,7 +42,7 @@ from atri.index.backend import (
     new_clip_vectors,
 )
 from atri.index.errors import ClipExists, IndexCorrupt, IndexNotFound, UnknownClip
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from atri.index.milvus import (
     iterate,
 )
 from atri.index.version import Version
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from atri.index.backend import CaptionHit, Hit, as_queries, check_paging, new_cl
 from atri.index.compact import write_compacted
 from atri.index.errors import IndexCorrupt, IndexMismatch
 from atri.index.version import Version, recall_warnings
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from atri.training.corpus.sfx.lexicon import CONCEPTS
 from atri.training.corpus.sfx.packages import PACKAGES
+from atri.training.data.manifest import read_manifest
 from atri.training.languages import LANGS
-from atri.training.manifest import read_manifest
 
 SPLITS = ("train", "val", "test", "test-xpkg", "test-zeroshot")
 SAMPLES = 30

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atri.training.checkpoint import load_checkpoint
-from atri.training.embed import embed_manifest
+from atri.training.data.manifest import read_manifest
+from atri.training.encoders.checkpoint import load_checkpoint
+from atri.training.evaluation.embed import embed_manifest
+from atri.training.evaluation.metrics import a2t_counts, evaluate_embeddings, t2a_ranks
 from atri.training.languages import LANGS
-from atri.training.manifest import read_manifest
-from atri.training.metrics import a2t_counts, evaluate_embeddings, t2a_ranks
 
 log = logging.getLogger("study")
 BASELINE = "mlclap"

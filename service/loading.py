@@ -115,8 +115,8 @@ def corpus_dirs(index_meta: dict[str, Any]) -> list[Path]:
 def load_engine(settings: Settings) -> Engine:
     """Open the index and its model; StartupError names what is wrong."""
     from atri.service.languages import detector
-    from atri.training.checkpoint import load_checkpoint
-    from atri.training.text_encoder import set_threads
+    from atri.training.encoders.checkpoint import load_checkpoint
+    from atri.training.encoders.text_encoder import set_threads
 
     try:
         index_dir = index_dir_of(settings)

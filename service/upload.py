@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atri.service.errors import InvalidAudio, PayloadTooLarge, UnsupportedAudio, error_body
-from atri.training.audio_io import UNKNOWN_FRAMES, AudioDecodeError, decode
+from atri.training.data.audio_io import UNKNOWN_FRAMES, AudioDecodeError, decode
 from atri.training.fileio import atomic_write
 
 log = logging.getLogger(__name__)

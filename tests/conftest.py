@@ -80,8 +80,8 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
     def make(seed: int, training_config: dict | None = None) -> Path:
         import torch
 
-        from atri.training.checkpoint import save_checkpoint
-        from atri.training.model import ModelConfig, build_model
+        from atri.training.encoders.checkpoint import save_checkpoint
+        from atri.training.encoders.model import ModelConfig, build_model
 
         torch.manual_seed(seed)
         model = build_model(ModelConfig())
@@ -107,8 +107,8 @@ def index_dir(
     """An index of the first N_CLIPS clips of the tiny corpus's test split, with the meta
     `atri index build` writes (checkpoint, source)."""
     from atri.index.build import build_index
-    from atri.training.checkpoint import load_checkpoint
-    from atri.training.manifest import ClipRecord, read_manifest
+    from atri.training.data.manifest import ClipRecord, read_manifest
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     manifest = read_manifest(tiny_corpus / "test.jsonl")
     records = [

@@ -1,6 +1,7 @@
 """The import graph of `atri`, read from the source (lazy imports inside functions
 included): no cycle, and every import goes down the layers: training <- index <- service,
-the commands and the dispatcher on top (STYLE.md)."""
+the commands and the dispatcher on top (STYLE.md); inside training/, its rooms import only
+downward (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # layer of each top-level part; a module may import its own layer or lower ones
 LAYERS = {"training": 0, "index": 1, "service": 2, "commands": 3, "cli": 4, "__main__": 4}
+# inside training/: the shared base modules, then the rooms, then the training loop on top
+# (every other top-level module of training/); objectives and evaluation are siblings
+BASE = {"languages", "fileio", "progress", "distributed"}
+ROOMS = {"encoders": 1, "data": 2, "corpus": 3, "objectives": 3, "evaluation": 3}
+LOOP = 4
 
 
 def modules() -> dict[str, Path]:
@@ -58,6 +64,35 @@ def test_imports_go_down_the_layers() -> None:
                     and layer(target) > layer(name):
                 against.append(f"{name} -> {target}")
     assert not against, against
+
+
+def room(module: str) -> tuple[int, str]:
+    """(level, room) of a module of atri.training."""
+    part = module.split(".")[2] if module.count(".") >= 2 else ""
+    if part in BASE:
+        return 0, part
+    return ROOMS.get(part, LOOP), part
+
+
+def test_training_rooms_import_only_downward() -> None:
+    known = modules()
+    against = []
+    for name, path in known.items():
+        if not name.startswith("atri.training."):
+            continue
+        level, here = room(name)
+        for target in imports(path, name, top_level_only=False) & set(known):
+            if not target.startswith("atri.training."):
+                continue
+            there_level, there = room(target)
+            if there != here and there_level >= level and level < LOOP:
+                against.append(f"{name} -> {target}")
+    assert not against, against
+
+
+def test_training_has_at_most_12_top_level_modules() -> None:
+    top = sorted(p.name for p in (ROOT / "training").glob("*.py"))
+    assert len(top) <= 12, top
 
 
 def test_no_import_cycle() -> None:

@@ -13,19 +13,19 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from atri.training.feature_views import epoch_views, view_features, view_wave
-from atri.training.features import (
+from atri.training.data.feature_views import epoch_views, view_features, view_wave
+from atri.training.data.features import (
     EVAL_BATCH,
     audio_features,
     caption_rows,
     text_features,
     wave_batches,
 )
-from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
-from atri.training.metrics import evaluate_embeddings
-from atri.training.model import RetrievalModel
-from atri.training.sampling import CaptionTable, EpochPlan
-from atri.training.strategies import get_strategy
+from atri.training.data.manifest import Manifest, ManifestError, read_manifest, require_captions
+from atri.training.encoders.model import RetrievalModel
+from atri.training.evaluation.metrics import evaluate_embeddings
+from atri.training.objectives.sampling import CaptionTable, EpochPlan
+from atri.training.objectives.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atri.training.features import default_cache_dir
+from atri.training.data.features import default_cache_dir
+from atri.training.encoders.model import AUDIO_BACKBONES, ModelConfig
 from atri.training.languages import LANGS
-from atri.training.model import AUDIO_BACKBONES, ModelConfig
-from atri.training.sampling import MIXTURE_PROB
-from atri.training.strategies import STRATEGIES
+from atri.training.objectives.sampling import MIXTURE_PROB
+from atri.training.objectives.strategies import STRATEGIES
 
 
 class ConfigError(ValueError):

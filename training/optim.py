@@ -12,7 +12,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from atri.training.config import TrainConfig
-    from atri.training.model import RetrievalModel
+    from atri.training.encoders.model import RetrievalModel
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:

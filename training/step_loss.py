@@ -14,8 +14,8 @@ import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
 
 from atri.training.batches import LocalBatch
-from atri.training.model import RetrievalModel
-from atri.training.strategies import Strategy
+from atri.training.encoders.model import RetrievalModel
+from atri.training.objectives.strategies import Strategy
 
 
 class StepLoss(nn.Module):

@@ -30,18 +30,18 @@ import torch.distributed as dist
 from torch import nn
 
 from atri.training.batches import LocalBatch, TrainData, ValData
-from atri.training.checkpoint import load_checkpoint, save_checkpoint
 from atri.training.config import CONFIG_FILE, ConfigError, RunOptions, TrainConfig
 from atri.training.distributed import Dist, autocast, init_distributed, peak_memory
+from atri.training.encoders.checkpoint import load_checkpoint, save_checkpoint
+from atri.training.encoders.model import RetrievalModel, build_model
+from atri.training.evaluation.metrics import validation_score
 from atri.training.fileio import atomic_write, atomic_write_text, swap_dir
-from atri.training.metrics import validation_score
-from atri.training.model import RetrievalModel, build_model
+from atri.training.objectives.sampling import CaptionTable, EpochPlan
+from atri.training.objectives.strategies import draw_epoch, get_strategy
 from atri.training.optim import lr_factor, param_groups
 from atri.training.progress import Progress
-from atri.training.sampling import CaptionTable, EpochPlan
 from atri.training.step_loss import StepLoss
 from atri.training.stopper import Stopper
-from atri.training.strategies import draw_epoch, get_strategy
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pytest
 from atri.index.backend import DepthRanks, rank_depth
 from atri.index.errors import ClipExists, IndexNotFound, UnknownClip
 from atri.index.store import IndexStore
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -242,7 +242,7 @@ KILLED_CHILD = """
 import os, signal, sys
 import numpy as np
 from atri.index.milvus import MilvusStore
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 store = MilvusStore.open(sys.argv[1])
 vec = np.ones(store.dim, dtype=np.float32)

@@ -61,7 +61,7 @@ PICKLE_WARNING = "ignore:Detected pickle protocol"  # torch's, about the bare pi
 @pytest.mark.filterwarnings(PICKLE_WARNING)
 @pytest.mark.parametrize("form", ["zip", "legacy", "pickle"])
 def test_malicious_checkpoint_file_is_refused(form, tmp_path) -> None:
-    from atri.training.checkpoint import UnsafeCheckpointError, load_checkpoint
+    from atri.training.encoders.checkpoint import UnsafeCheckpointError, load_checkpoint
 
     path = evil_files(tmp_path)[form]
     with pytest.raises(UnsafeCheckpointError, match="refused to unpickle"):
@@ -109,8 +109,8 @@ def test_malicious_train_state_is_refused_on_resume(checkpoint_dir, tmp_path) ->
 
 @pytest.mark.filterwarnings(PICKLE_WARNING)
 def test_malicious_backbone_files_are_refused(tmp_path) -> None:
-    from atri.training.aisfx import load_aisfx_state
-    from atri.training.ced import read_ced_checkpoint
+    from atri.training.encoders.aisfx import load_aisfx_state
+    from atri.training.encoders.ced import read_ced_checkpoint
 
     for form, path in evil_files(tmp_path).items():
         with pytest.raises(pickle.UnpicklingError):

@@ -80,7 +80,7 @@ def test_real_recordings_get_their_own_label(client, real_test, lang):
     language for at least 5x the share chance gives (5 of ~345 labels: 1.4%). Measured
     on all 234 recordings: 27-33% (model card)."""
     from atri.training.corpus.sfx.lexicon import label, vocabulary
-    from atri.training.manifest import read_manifest
+    from atri.training.data.manifest import read_manifest
 
     manifest = read_manifest(real_test)
     # the corpus keeps clicks from 50 ms; the API refuses uploads under 0.1 s (api.md)

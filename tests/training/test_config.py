@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from atri.training.config import CONFIG_FILE, ConfigError, TrainConfig, resolve_config
-from atri.training.sampling import CaptionTable
+from atri.training.objectives.sampling import CaptionTable
 from atri.training.trainer import check_resumable, draw_plans
 
 BASE = {"strategy": "kcl", "train": "/t.jsonl", "val": "/v.jsonl"}

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atri.training.checkpoint import default_checkpoint_dir, load_checkpoint
-from atri.training.embed import embed_manifest
+from atri.training.data.manifest import Manifest, read_manifest
+from atri.training.encoders.checkpoint import default_checkpoint_dir, load_checkpoint
+from atri.training.evaluation.embed import embed_manifest
 from atri.training.languages import LANGS
-from atri.training.manifest import Manifest, read_manifest
 
 # docs/model_card.md: `atri eval --checkpoint default` on the default corpus's test split
 RECORDED = {"t2a": {"R@1": 42.04, "R@5": 88.30, "R@10": 97.68, "mAP@10": 60.95},

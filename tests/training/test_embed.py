@@ -15,14 +15,14 @@ import soundfile as sf
 import torch
 
 from atri.commands.embed import main
-from atri.training.embed import (
+from atri.training.data.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
+from atri.training.evaluation.embed import (
     check_langs,
     embed_audio,
     embed_manifest,
     manifest_captions,
     npz_arrays,
 )
-from atri.training.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
 
 SR = 16_000
 DIM = 8
@@ -152,7 +152,7 @@ def _main(checkpoint: Path, manifest: Path, out: Path, cache: Path, *extra: str)
 
 
 def test_main_text_subset(tiny_corpus, checkpoint, feature_cache, tmp_path):
-    from atri.training.checkpoint import load_checkpoint
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     out = tmp_path / "t.npz"
     manifest = tiny_corpus / "test.jsonl"
@@ -178,8 +178,8 @@ def test_main_text_subset(tiny_corpus, checkpoint, feature_cache, tmp_path):
 
 
 def test_main_audio_only(tiny_corpus, checkpoint, feature_cache, tmp_path):
-    from atri.training.audio_io import load_audio
-    from atri.training.checkpoint import load_checkpoint
+    from atri.training.data.audio_io import load_audio
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     out = tmp_path / "a.npz"
     manifest = read_manifest(tiny_corpus / "test.jsonl")

@@ -14,8 +14,8 @@ import torch
 
 from atri.commands import embed
 from atri.commands import eval as evaluate
-from atri.training.metrics import evaluate_embeddings
-from atri.training.report import (
+from atri.training.evaluation.metrics import evaluate_embeddings
+from atri.training.evaluation.report import (
     RankCase,
     rank_case_table,
     rank_cases,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atri.training.losses import (
+from atri.training.objectives.losses import (
     cacl_loss,
     kcl_balanced_loss,
     kcl_loss,

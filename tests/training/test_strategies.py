@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atri.training import losses
-from atri.training.sampling import CaptionTable
-from atri.training.strategies import NAMES, draw_epoch, get_strategy
+from atri.training.objectives import losses
+from atri.training.objectives.sampling import CaptionTable
+from atri.training.objectives.strategies import NAMES, draw_epoch, get_strategy
 
 LANGS = ("eng", "fra", "deu")
 

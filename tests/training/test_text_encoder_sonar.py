@@ -37,8 +37,8 @@ def tiny_sonar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
     from fairseq2.models.nllb import get_nllb_tokenizer_hub
     from sonar.models.sonar_text import get_sonar_text_encoder_hub
 
+    from atri.training.encoders.text_encoder import SONAR_CARD
     from atri.training.languages import LANGUAGES
-    from atri.training.text_encoder import SONAR_CARD
 
     folder = tmp_path_factory.mktemp("tiny_sonar")
     spm.SentencePieceTrainer.train(
@@ -87,7 +87,11 @@ def tiny_sonar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
 
 
 def test_sonar_loads_checkpoint_and_encodes(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
-    from atri.training.text_encoder import SonarTextEncoder, TextEncoder, build_text_encoder
+    from atri.training.encoders.text_encoder import (
+        SonarTextEncoder,
+        TextEncoder,
+        build_text_encoder,
+    )
 
     folder, saved = tiny_sonar
     encoder = build_text_encoder(f"sonar:{folder}")
@@ -110,8 +114,8 @@ def test_sonar_loads_checkpoint_and_encodes(tiny_sonar: tuple[Path, torch.nn.Mod
 
 
 def test_sonar_language_token_reaches_the_model(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
+    from atri.training.encoders.text_encoder import build_text_encoder
     from atri.training.languages import LANGS
-    from atri.training.text_encoder import build_text_encoder
 
     encoder = build_text_encoder(f"sonar:{tiny_sonar[0]}")
     vectors = torch.cat([encoder.encode([CORPUS[0]], lang) for lang in LANGS])
@@ -125,7 +129,7 @@ def test_sonar_language_token_reaches_the_model(tiny_sonar: tuple[Path, torch.nn
 
 def test_sonar_missing_files(tmp_path: Path) -> None:
     pytest.importorskip("sonar", reason="needs scripts/sonar_env.sh's environment")
-    from atri.training.text_encoder import build_text_encoder
+    from atri.training.encoders.text_encoder import build_text_encoder
 
     with pytest.raises(FileNotFoundError, match="encoder.pt"):
         build_text_encoder(f"sonar:{tmp_path}")
@@ -134,7 +138,7 @@ def test_sonar_missing_files(tmp_path: Path) -> None:
 def test_sonar_raw_keeps_the_unnormalised_vectors(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
     """ML-CLAP's text_proj was trained on SONAR's raw sentence embeddings: `sonar-raw`
     gives exactly those, `sonar` their unit-norm version."""
-    from atri.training.text_encoder import build_text_encoder
+    from atri.training.encoders.text_encoder import build_text_encoder
 
     folder, _ = tiny_sonar
     raw = build_text_encoder(f"sonar-raw:{folder}")

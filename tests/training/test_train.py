@@ -17,12 +17,12 @@ from safetensors.torch import load_file
 
 from atri.commands.train import main
 from atri.training.batches import ValData
-from atri.training.checkpoint import load_checkpoint
-from atri.training.manifest import read_manifest, write_manifest
-from atri.training.model import ModelConfig, build_model
+from atri.training.data.manifest import read_manifest, write_manifest
+from atri.training.encoders.checkpoint import load_checkpoint
+from atri.training.encoders.model import ModelConfig, build_model
+from atri.training.objectives.strategies import NAMES as STRATEGIES
+from atri.training.objectives.strategies import get_strategy
 from atri.training.optim import lr_factor, param_groups
-from atri.training.strategies import NAMES as STRATEGIES
-from atri.training.strategies import get_strategy
 
 LANGS = ("eng", "fra", "deu", "jpn")  # four of the eight: the text features cost ~20 ms each
 N_TRAIN, N_VAL = 48, 24

@@ -17,9 +17,9 @@ from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, xfont_cop
 from atri.training.corpus.render import audio_relpath, render_shard
 from atri.training.corpus.schema import ATTRIBUTES
 from atri.training.corpus.soundfonts import DEFAULT_TRAIN_SOUNDFONTS, assign_train_soundfonts
+from atri.training.data.manifest import ClipRecord, write_manifest
 from atri.training.fileio import atomic_write_text
 from atri.training.languages import LANGS
-from atri.training.manifest import ClipRecord, write_manifest
 from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)

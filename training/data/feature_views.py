@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atri.training.audio_io import load_audio
-from atri.training.augment import DEFAULT_SPEC, AugmentSpec, augment_view
-from atri.training.features import AUDIO_BATCH, clip_key, fill, frozen_store
-from atri.training.model import RetrievalModel
+from atri.training.data.audio_io import load_audio
+from atri.training.data.augment import DEFAULT_SPEC, AugmentSpec, augment_view
+from atri.training.data.features import AUDIO_BATCH, clip_key, fill, frozen_store
+from atri.training.encoders.model import RetrievalModel
 
 
 def view_key(clip: bytes, view: int, spec: AugmentSpec = DEFAULT_SPEC) -> bytes:

@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atri.training.audio_io import load_audio
+from atri.training.data.audio_io import load_audio
+from atri.training.data.manifest import Manifest
+from atri.training.data.text_cache import encode_cached
+from atri.training.encoders.model import RetrievalModel
+from atri.training.encoders.text_encoder import TextEncoder
 from atri.training.fileio import atomic_write
-from atri.training.manifest import Manifest
-from atri.training.model import RetrievalModel
 from atri.training.progress import Progress
-from atri.training.text_cache import encode_cached
-from atri.training.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

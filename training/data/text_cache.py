@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atri.training.encoders.text_encoder import TextEncoder
 from atri.training.fileio import atomic_write
-from atri.training.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atri.training.strict_load import load_state_dict_strict
+from atri.training.encoders.strict_load import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atri.training.frontend import CedLogMel, LogMelConfig
-from atri.training.strict_load import CheckpointMismatchError as CheckpointMismatchError
-from atri.training.strict_load import load_state_dict_strict
+from atri.training.encoders.frontend import CedLogMel, LogMelConfig
+from atri.training.encoders.strict_load import CheckpointMismatchError as CheckpointMismatchError
+from atri.training.encoders.strict_load import load_state_dict_strict
 
 log = logging.getLogger(__name__)
 

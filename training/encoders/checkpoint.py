@@ -33,7 +33,17 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import atri
-from atri.training.ced import hf_to_original_keys
+from atri.training.encoders.ced import hf_to_original_keys
+from atri.training.encoders.mlclap import (
+    UnavailableTextEncoder,
+    ced_name_from_state,
+    is_mlclap_state,
+    mlclap_model,
+    split_mlclap_state,
+    unwrap_state_dict,
+)
+from atri.training.encoders.model import AUDIO_BACKBONES, ModelConfig, RetrievalModel, build_model
+from atri.training.encoders.strict_load import check_state_dict, load_state_dict_strict
 from atri.training.fileio import (
     file_sha256,
     fsync_dir,
@@ -42,16 +52,6 @@ from atri.training.fileio import (
     recover_dir,
     swap_dir,
 )
-from atri.training.mlclap import (
-    UnavailableTextEncoder,
-    ced_name_from_state,
-    is_mlclap_state,
-    mlclap_model,
-    split_mlclap_state,
-    unwrap_state_dict,
-)
-from atri.training.model import AUDIO_BACKBONES, ModelConfig, RetrievalModel, build_model
-from atri.training.strict_load import check_state_dict, load_state_dict_strict
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 def default_checkpoint_dir() -> Path:
     """`atri/training/checkpoints/default` inside the installed package."""
-    return Path(__file__).resolve().parent / "checkpoints" / "default"
+    return Path(__file__).resolve().parents[1] / "checkpoints" / "default"  # training/
 
 
 def saved_state(model: RetrievalModel) -> dict[str, Tensor]:

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from atri.training.ced import CED_CONFIGS
+from atri.training.encoders.ced import CED_CONFIGS
+from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
+from atri.training.encoders.strict_load import CheckpointMismatchError, load_state_dict_strict
+from atri.training.encoders.text_encoder import TextEncoder
 from atri.training.fileio import atomic_write
-from atri.training.model import ModelConfig, RetrievalModel, build_model
-from atri.training.strict_load import CheckpointMismatchError, load_state_dict_strict
-from atri.training.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atri.training.aisfx import AISFX, AisfxEncoder, load_aisfx_encoder
-from atri.training.ced import CED_CONFIGS, create_ced, load_ced
-from atri.training.text_encoder import TextEncoder, build_text_encoder
+from atri.training.encoders.aisfx import AISFX, AisfxEncoder, load_aisfx_encoder
+from atri.training.encoders.ced import CED_CONFIGS, create_ced, load_ced
+from atri.training.encoders.text_encoder import TextEncoder, build_text_encoder
 
 log = logging.getLogger(__name__)
 

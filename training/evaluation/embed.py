@@ -28,13 +28,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from atri.training import features
-from atri.training.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data import features
+from atri.training.data.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data.manifest import Manifest, ManifestError
+from atri.training.data.text_cache import encode_cached
+from atri.training.encoders.model import RetrievalModel
 from atri.training.languages import LANGS
-from atri.training.manifest import Manifest, ManifestError
-from atri.training.model import RetrievalModel
 from atri.training.progress import Progress
-from atri.training.text_cache import encode_cached
 
 
 class ManifestEmbeddings(NamedTuple):

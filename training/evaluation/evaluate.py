@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from atri.training.embed import (
+from atri.training.encoders.model import RetrievalModel
+from atri.training.evaluation.embed import (
     ManifestEmbeddings,
 )
+from atri.training.evaluation.metrics import evaluate_embeddings, t2a_ranks
+from atri.training.evaluation.report import plot_tsne, tsne_points
 from atri.training.fileio import atomic_path, file_sha256
-from atri.training.metrics import evaluate_embeddings, t2a_ranks
-from atri.training.model import RetrievalModel
-from atri.training.report import plot_tsne, tsne_points
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from atri.training.caption_queries import Queries, t2a_queries
+from atri.training.evaluation.caption_queries import Queries, t2a_queries
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10

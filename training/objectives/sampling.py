@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atri.training.data.manifest import Manifest, ManifestError
 from atri.training.languages import ENGLISH
-from atri.training.manifest import Manifest, ManifestError
 
 MIXTURE_PROB = 0.1  # ML-CLAP's released code
 

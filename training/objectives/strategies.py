@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 from torch import Tensor
 
-from atri.training import losses, sampling
 from atri.training.languages import ENGLISH
-from atri.training.sampling import MIXTURE_PROB, CaptionTable, EpochPlan
+from atri.training.objectives import losses, sampling
+from atri.training.objectives.sampling import MIXTURE_PROB, CaptionTable, EpochPlan
 
 
 class StepBatch(Protocol):

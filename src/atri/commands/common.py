@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from atri.training.embed import check_langs
-from atri.training.features import default_cache_dir
-from atri.training.manifest import Manifest, read_manifest, require_captions
+from atri.training.data.features import default_cache_dir
+from atri.training.data.manifest import Manifest, read_manifest, require_captions
+from atri.training.evaluation.embed import check_langs
 
 if TYPE_CHECKING:
-    from atri.training.model import RetrievalModel
+    from atri.training.encoders.model import RetrievalModel
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -57,7 +57,11 @@ def open_checkpoint(spec: str) -> tuple[RetrievalModel, dict[str, Any]]:
     missing or refused checkpoint is BadInput."""
     if spec != "default" and not Path(spec).exists():
         raise BadInput(f"--checkpoint {spec}: checkpoint not found")
-    from atri.training.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint
+    from atri.training.encoders.checkpoint import (
+        CheckpointError,
+        UnsafeCheckpointError,
+        load_checkpoint,
+    )
 
     try:
         return load_checkpoint(spec)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from atri.commands.common import run_command
-from atri.training.manifest import ManifestError
+from atri.training.data.manifest import ManifestError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -49,7 +49,7 @@ def outdated(index: Path, checkpoint: str) -> str | None:
     from atri.index import layout
     from atri.index.errors import IndexStoreError
     from atri.index.version import read_meta
-    from atri.training.checkpoint import (
+    from atri.training.encoders.checkpoint import (
         CheckpointError,
         default_checkpoint_dir,
         read_checkpoint_meta,

@@ -1,4 +1,4 @@
-"""`atri embed` (shared spec cli.md): the .npz layout is training/embed.py's docstring."""
+"""`atri embed` (shared spec cli.md); the .npz layout: training/evaluation/embed.py."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from atri.commands.common import (
     open_manifest,
     run_command,
 )
-from atri.training.audio_io import AudioDecodeError
-from atri.training.embed import embed_manifest, npz_arrays
-from atri.training.features import AUDIO_BATCH
+from atri.training.data.audio_io import AudioDecodeError
+from atri.training.data.features import AUDIO_BATCH
+from atri.training.data.manifest import ManifestError
+from atri.training.evaluation.embed import embed_manifest, npz_arrays
 from atri.training.fileio import atomic_write, file_sha256
-from atri.training.manifest import ManifestError
 
 
 def _parser() -> argparse.ArgumentParser:

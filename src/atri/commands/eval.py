@@ -3,7 +3,7 @@
 Writes into REPORT_DIR, each file atomically (temp file + rename):
 
     metrics.json   every metric of metrics.md, shaped as cli.md says, with provenance
-    report.md      ATRI Tables 1, 2, 3 and 5 (training/report.py), linking the plot
+    report.md      ATRI Tables 1, 2, 3 and 5 (training/evaluation/report.py), linking the plot
     tsne.png       ATRI Appendix A: t-SNE of 50 clips, their audio and parallel captions
 """
 
@@ -21,13 +21,13 @@ from atri.commands.common import (
     open_manifest,
     run_command,
 )
-from atri.training.audio_io import AudioDecodeError
-from atri.training.embed import embed_manifest
-from atri.training.evaluate import TSNE_CLIPS, evaluate, provenance, write_tsne
-from atri.training.features import AUDIO_BATCH
+from atri.training.data.audio_io import AudioDecodeError
+from atri.training.data.features import AUDIO_BATCH
+from atri.training.data.manifest import Manifest, ManifestError
+from atri.training.evaluation.embed import embed_manifest
+from atri.training.evaluation.evaluate import TSNE_CLIPS, evaluate, provenance, write_tsne
+from atri.training.evaluation.report import rank_cases, render_report, select_cases
 from atri.training.fileio import atomic_write_text
-from atri.training.manifest import Manifest, ManifestError
-from atri.training.report import rank_cases, render_report, select_cases
 
 
 def parse_cases(specs: Sequence[str], manifest: Manifest) -> list[tuple[str, int, int]]:

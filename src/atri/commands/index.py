@@ -20,11 +20,11 @@ from atri.index import faiss_util
 from atri.index.build import build_index
 from atri.index.errors import IndexStoreError
 from atri.index.vocabulary import Vocabulary, VocabularyError, load_vocabulary
-from atri.training.audio_io import AudioDecodeError
 from atri.training.corpus.import_csv import AUDIO_SUFFIXES, clip_id
-from atri.training.features import AUDIO_BATCH
+from atri.training.data.audio_io import AudioDecodeError
+from atri.training.data.features import AUDIO_BATCH
+from atri.training.data.manifest import ClipRecord, ManifestError, read_manifest
 from atri.training.fileio import file_sha256
-from atri.training.manifest import ClipRecord, ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
 

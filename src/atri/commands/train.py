@@ -21,9 +21,9 @@ from typing import Any
 
 from atri.commands.common import BadInput, run_command
 from atri.training.config import ConfigError, RunOptions, TrainConfig, resolve_config
-from atri.training.features import default_cache_dir
-from atri.training.model import ModelConfig
-from atri.training.strategies import STRATEGIES
+from atri.training.data.features import default_cache_dir
+from atri.training.encoders.model import ModelConfig
+from atri.training.objectives.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from atri.training.manifest import ManifestError
+    from atri.training.data.manifest import ManifestError
 
     rank = int(os.environ.get("RANK", "0"))
     return run_command(

@@ -7,7 +7,7 @@ import soundfile as sf
 from atri.cli import main as atri_main
 from atri.training.corpus.build import build, plan_corpus
 from atri.training.corpus.render import CLIP_SECONDS, SAMPLE_RATE, Renderer, background_gain
-from atri.training.manifest import read_manifest
+from atri.training.data.manifest import read_manifest
 
 SPLITS = ("train", "val", "test", "test-xfont")
 

@@ -19,8 +19,8 @@ from atri.training.corpus.sfx import build, mixtures
 from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source, write_flac
 from atri.training.corpus.sfx.records import filename_label
 from atri.training.corpus.sfx.splits import SPLITS, apply_caps, check_splits, cover, take_stem
+from atri.training.data.manifest import read_manifest
 from atri.training.languages import LANGS
-from atri.training.manifest import read_manifest
 
 MT = "usr/share/games/minetest/sounds/"
 WN = "usr/share/games/wesnoth/1.16/data/core/sounds/"
