@@ -32,14 +32,15 @@ def run_command(
     errors: Mapping[type[Exception], int],
     *,
     name: Callable[[argparse.Namespace], str] | None = None,
-    log_level: int = logging.INFO,
+    log_level: int | None = logging.INFO,
     log_format: str = LOG_FORMAT,
 ) -> int:
     """A subcommand's `main`: log to stderr, parse `argv` (argparse's own exit code on bad
     arguments or --help), return `run(args)`. An exception of a type in `errors` is printed
     as "PROG: error: MESSAGE" and its code returned; any other one propagates. `name(args)`
     is PROG (default: the parser's prog)."""
-    logging.basicConfig(level=log_level, format=log_format)
+    if log_level is not None:  # None: the command configures logging itself
+        logging.basicConfig(level=log_level, format=log_format)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help

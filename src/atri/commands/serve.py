@@ -133,4 +133,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), run, argv, {BadInput: 2})
+    # serve() configures logging (JSON by default): a handler set up before it would let
+    # import-time lines (faiss) through in another format
+    return run_command(_parser(), run, argv, {BadInput: 2}, log_level=None)
