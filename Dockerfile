@@ -95,9 +95,9 @@ COPY --from=venv-gpu /opt/venv /opt/venv
 # Fail the build, not the first request, when something the commands need is missing:
 # the subcommands, the default checkpoint (package data), fluidsynth, the ffmpeg binary.
 RUN atri serve --help >/dev/null \
- && python -c "import faiss, fluidsynth, imageio_ffmpeg; from atri.training.checkpoint import default_checkpoint_dir as d; assert (d() / 'model.safetensors').is_file(), d(); imageio_ffmpeg.get_ffmpeg_exe()"
+ && python -c "import faiss, fluidsynth, imageio_ffmpeg; from atri.training.encoders.checkpoint import default_checkpoint_dir as d; assert (d() / 'model.safetensors').is_file(), d(); imageio_ffmpeg.get_ffmpeg_exe()"
 
 FROM runtime AS cpu
 COPY --from=venv-cpu /opt/venv /opt/venv
 RUN atri serve --help >/dev/null \
- && python -c "import faiss, fluidsynth, imageio_ffmpeg; from atri.training.checkpoint import default_checkpoint_dir as d; assert (d() / 'model.safetensors').is_file(), d(); imageio_ffmpeg.get_ffmpeg_exe()"
+ && python -c "import faiss, fluidsynth, imageio_ffmpeg; from atri.training.encoders.checkpoint import default_checkpoint_dir as d; assert (d() / 'model.safetensors').is_file(), d(); imageio_ffmpeg.get_ffmpeg_exe()"

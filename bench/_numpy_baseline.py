@@ -24,8 +24,8 @@ import numpy as np
 def load(index: Path, checkpoint: str) -> tuple[object, np.ndarray, list[str]]:
 
     from atri.index import layout
-    from atri.training.checkpoint import load_checkpoint
-    from atri.training.text_encoder import set_threads
+    from atri.training.encoders.checkpoint import load_checkpoint
+    from atri.training.encoders.text_encoder import set_threads
 
     set_threads(None)  # ATRI_THREADS, as the service reads it
     folder = layout.version_dir(index, layout.require_current(index))

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from atri.index import layout, live
-from atri.index.build import AUDIO_BATCH, TEXT_BATCH
 from atri.index.version import CHUNK, CaptionSource, write_version
-from atri.training.audio_io import load_audio
-from atri.training.manifest import ClipRecord, read_manifest
+from atri.training.data.audio_io import load_audio
+from atri.training.data.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data.manifest import ClipRecord, read_manifest
 
 
 @dataclass
@@ -57,8 +57,12 @@ class RealCorpus:
 def open_model(work: Path, seed: int) -> tuple[Any, dict[str, Any], bool]:
     """(model, meta.json's checkpoint entry, random heads?): the installed default
     checkpoint, else a seeded random-head one of the default architecture."""
-    from atri.training.checkpoint import default_checkpoint_dir, load_checkpoint, save_checkpoint
-    from atri.training.model import ModelConfig, build_model
+    from atri.training.encoders.checkpoint import (
+        default_checkpoint_dir,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from atri.training.encoders.model import ModelConfig, build_model
 
     random_heads = not default_checkpoint_dir().is_dir()
     path = "default"

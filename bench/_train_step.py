@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from atri.training.batches import Captions, LocalBatch, TrainData
+from atri.training.config import TrainConfig
 from atri.training.corpus.plan import plan_train
 from atri.training.distributed import Dist
-from atri.training.model import ModelConfig, RetrievalModel, build_model
+from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
+from atri.training.objectives.sampling import CaptionTable
+from atri.training.objectives.strategies import draw_epoch, get_strategy
 from atri.training.optim import param_groups
-from atri.training.sampling import CaptionTable, draw_epoch
 from atri.training.step_loss import StepLoss
-from atri.training.train import TrainConfig
 from atri.training.trainer import Run
 
 
@@ -79,7 +80,7 @@ def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int) -> Ru
     run.config, run.model, run.total_steps = config, model, total_steps
     run.d = Dist(rank=0, world=1, device=torch.device("cpu"))
     run.state = {"step": 0}
-    run.step_loss = StepLoss(model, config.strategy, world=1)
+    run.step_loss = StepLoss(model, get_strategy(config.strategy), world=1)
     run.optimizer = torch.optim.AdamW(param_groups(model, config))
     run.scaler = torch.amp.GradScaler("cuda", enabled=False)
     return run

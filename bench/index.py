@@ -37,8 +37,8 @@ from _results import cpu_model, markdown_table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from atri.index.build import AUDIO_BATCH
-from atri.training.audio_io import load_audio
-from atri.training.manifest import read_manifest
+from atri.training.data.audio_io import load_audio
+from atri.training.data.manifest import read_manifest
 
 Embed = Callable[[list[torch.Tensor]], torch.Tensor]
 
@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def aisfx_model() -> tuple[Embed, int, int]:
     """The default retrieval model; embeds as index/build.py does (backbone + head)."""
-    from atri.training.model import ModelConfig, build_model
+    from atri.training.encoders.model import ModelConfig, build_model
 
     model = build_model(ModelConfig())
     params = sum(p.numel() for p in model.audio_backbone.parameters())
@@ -76,7 +76,7 @@ def aisfx_model() -> tuple[Embed, int, int]:
 
 
 def ced_base_model() -> tuple[Embed, int, int]:
-    from atri.training.ced import create_ced
+    from atri.training.encoders.ced import create_ced
 
     ced = create_ced("ced-base").eval()
     params = sum(p.numel() for p in ced.parameters())

@@ -84,7 +84,7 @@ def build_index(index: Path, manifest: Path, checkpoint: str) -> None:
 def started_server(index: Path, env: dict[str, str], log: Path) -> Iterator[str]:
     """`atri serve` on a free loopback port until the block ends; yields its URL."""
     port = free_port()
-    code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, "--index", str(index), "--host", HOST,
            "--port", str(port)]  # fmt: skip
     with Server("atri serve", cmd, port, {**os.environ, **env}, log) as server:

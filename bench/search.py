@@ -209,7 +209,7 @@ def run(args: argparse.Namespace, given: list[str]) -> int:
     from _search_report import table
     from _search_size import run_size
 
-    from atri.training.text_encoder import set_threads
+    from atri.training.encoders.text_encoder import set_threads
 
     set_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

@@ -13,8 +13,8 @@ one (shared spec metrics.md, study protocol). Two settings:
   every strategy: each sees B clips per step).
 
 Every step goes through the trainer's own code: the strategy's epoch plan
-(`sampling.draw_epoch`), batches cut by `batches.TrainData.batches`, `step_loss.StepLoss`
-(model heads, text tower, `losses.LOSSES`) and `trainer.Run._step` (lr schedule, AdamW,
+(`strategies.draw_epoch`), batches cut by `batches.TrainData.batches`, `step_loss.StepLoss`
+(model heads, text tower, the strategy's loss) and `trainer.Run._step` (lr schedule, AdamW,
 gradient clipping). Per process it reports
 
 - `rss_setup_mb`: resident memory before the first step (runtime, model, data),
@@ -50,9 +50,9 @@ from _results import cpu_model, markdown_table, write_json
 from _text_tower import Tower, make_tower, tokens_per_caption
 from _train_step import demo_captions, measure
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
+from atri.training.objectives.strategies import NAMES as STRATEGIES
 
-STRATEGIES = ("mlclap", "mlclap-mixture", "cacl", "kcl", "kcl-balanced")
 SETTINGS = ("cached", "text")
 PAPER = {  # ATRI Table 4, AudioCaps, 8 languages, GPU: memory (GB) and training time (s)
     "mlclap": {"gpu_memory_gb": 22.2, "seconds": 3349},

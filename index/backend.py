@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from atri.index.errors import IndexMismatch
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ID_PATTERN, ClipRecord
 
 Hit = tuple[str, float]  # (clip id, score)
 CaptionHit = tuple[str, float, list[str]]  # (caption, score, clip ids)
@@ -150,6 +150,30 @@ def stored_vectors(value: np.ndarray, rows: int, dim: int, name: str) -> np.ndar
     if not np.all(np.isfinite(v)) or np.any(norms == 0):
         raise ValueError(f"{name}: vectors must be finite and non-zero")
     return (v / norms).astype(np.float16).astype(np.float32)
+
+
+def new_clip_vectors(
+    record: ClipRecord,
+    audio_vec: np.ndarray,
+    caption_vecs: dict[str, np.ndarray] | None,
+    dim: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The checked arguments of `add_clip`, as both backends store them: the audio vector
+    (E,) and per language the caption vectors (C, E), via stored_vectors. Raises
+    ValueError (id, languages) or IndexMismatch (shapes)."""
+    if not ID_PATTERN.fullmatch(record.id):
+        raise ValueError(f"clip id {record.id!r} must match {ID_PATTERN.pattern}")
+    caption_vecs = caption_vecs or {}
+    if set(caption_vecs) != set(record.captions):
+        raise ValueError(
+            f"caption vectors for {sorted(caption_vecs)}, captions in {sorted(record.captions)}"
+        )
+    vector = stored_vectors(audio_vec, 1, dim, "audio_vec")[0]
+    caps = {
+        lang: stored_vectors(caption_vecs[lang], len(texts), dim, f"caption_vecs[{lang!r}]")
+        for lang, texts in record.captions.items()
+    }
+    return vector, caps
 
 
 def distinct(texts: Sequence[str]) -> list[tuple[int, str]]:

@@ -26,15 +26,15 @@ import torch
 from atri.index import faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
 from atri.index.vocabulary import Vocabulary
-from atri.training.audio_io import load_audio
-from atri.training.corpus.schema import LANGS
-from atri.training.manifest import ClipRecord
+from atri.training.data.audio_io import load_audio
+from atri.training.data.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data.manifest import ClipRecord
+from atri.training.fileio import atomic_write
+from atri.training.languages import LANGS
 from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-AUDIO_BATCH = 16  # clips per forward
-TEXT_BATCH = 256  # captions per forward
 
 BatchHook = Callable[[str, int], None]  # (shard name, batch index), after each saved batch
 Captions = dict[str, tuple[list[str], list[list[str]]]]  # lang -> (texts, clip ids of each)
@@ -83,12 +83,7 @@ def work_key(identity: dict[str, Any], records: Sequence[ClipRecord], batches: t
 
 def save_shard(path: Path, array: np.ndarray) -> None:
     """Atomically: a shard on disk is always complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array, dtype=np.float32))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array, dtype=np.float32)))
 
 
 def embed_shards(

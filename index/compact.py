@@ -14,7 +14,7 @@ import numpy as np
 
 from atri.index.live import LangDelta, LiveState
 from atri.index.version import CHUNK, CaptionSource, Version, write_version
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 # meta.json fields a new version inherits (the vocabulary's labels are carried as rows)
 CARRIED = ("model", "checkpoint", "source", "vocabulary")

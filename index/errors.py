@@ -35,3 +35,8 @@ class IndexMismatch(IndexStoreError, ValueError):
 
 class IndexNotFound(IndexStoreError, FileNotFoundError):
     """No published index version at this path."""
+
+
+class BackendSettingsError(IndexStoreError, ValueError):
+    """Settings that name no usable index backend (no index directory, Milvus without
+    a URI); the message says which setting to give."""

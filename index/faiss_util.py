@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+
+from atri.training.fileio import fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +215,7 @@ def unseen_queries(vectors: np.ndarray, n: int = TUNE_QUERIES, seed: int = 0) ->
 
 def write_index(index: faiss.Index, path: Path) -> None:
     faiss.write_index(to_cpu(index), str(path))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(path)
 
 
 def read_index(path: Path, mmap: bool = False) -> faiss.Index:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from atri.index.errors import IndexCorrupt, IndexNotFound
-from atri.training.fileio import atomic_write_bytes, fsync_dir  # noqa: F401 (re-exported)
+from atri.training.fileio import atomic_write_bytes, fsync_dir, fsync_tree
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,6 @@ LIVE_LOG = "live.log"
 LOCK = ".lock"
 WORK = ".work"
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still map it)
-
-
-def fsync_tree(path: Path) -> None:
-    """fsync every file and directory below `path` (before it is renamed into place)."""
-    for folder, _, files in os.walk(path):
-        for name in files:
-            fd = os.open(Path(folder) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(folder))
 
 
 def current_version(root: Path) -> int | None:

@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from atri.index.backend import distinct
 from atri.index.errors import ClipExists, IndexCorrupt, IndexMismatch, UnknownClip
-from atri.index.layout import atomic_write_bytes
 from atri.index.version import Version
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
+from atri.training.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +221,6 @@ def is_live(state: LiveState, base: Version, clip_id: str) -> bool:
     return clip_id in base.position and clip_id not in state.tombstones
 
 
-def _distinct(texts: list[str]) -> list[tuple[int, str]]:
-    seen: set[str] = set()
-    out = []
-    for j, text in enumerate(texts):
-        if text not in seen:
-            seen.add(text)
-            out.append((j, text))
-    return out
-
-
 def _base_row(base: Version, lang: str, text: str) -> int | None:
     index = base.captions.get(lang)
     return index.row_of(text) if index is not None else None
@@ -270,7 +261,7 @@ def apply_add(
         new_texts, new_clips = list(ld.texts), [list(c) for c in ld.clip_ids]
         new_vecs: list[np.ndarray] = []
         touched: set[int] = set()
-        for j, text in _distinct(texts):
+        for j, text in distinct(texts):
             row = _base_row(base, lang, text)
             if row is not None:
                 extra[row] = (*extra.get(row, ()), record.id)

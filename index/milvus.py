@@ -39,10 +39,10 @@ from atri.index.backend import (
     as_queries,
     check_paging,
     distinct,
-    stored_vectors,
+    new_clip_vectors,
 )
 from atri.index.errors import ClipExists, IndexCorrupt, IndexNotFound, UnknownClip
-from atri.training.manifest import ID_PATTERN, ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 
@@ -265,20 +265,7 @@ class MilvusStore:
         """Add a clip (audio vector (E,), caption_vecs[lang] (C, E) parallel to
         record.captions[lang]); flushed before returning. Raises ClipExists,
         IndexMismatch, ValueError."""
-        if not ID_PATTERN.fullmatch(record.id):
-            raise ValueError(f"clip id {record.id!r} must match {ID_PATTERN.pattern}")
-        caption_vecs = caption_vecs or {}
-        if set(caption_vecs) != set(record.captions):
-            raise ValueError(
-                f"caption vectors for {sorted(caption_vecs)}, captions in {sorted(record.captions)}"
-            )
-        vector = stored_vectors(audio_vec, 1, self.dim, "audio_vec")[0]
-        caps = {
-            lang: stored_vectors(
-                caption_vecs[lang], len(texts), self.dim, f"caption_vecs[{lang!r}]"
-            )
-            for lang, texts in record.captions.items()
-        }
+        vector, caps = new_clip_vectors(record, audio_vec, caption_vecs, self.dim)
         with self._write_lock:
             if self.record(record.id) is not None:
                 raise ClipExists(record.id)

@@ -1,6 +1,6 @@
 """Filling Milvus collections from an index directory (docs/scaling.md):
 
-    python -m atri.index.milvus_sync INDEX_DIR --uri URI [--prefix P] [--index-type T]
+    atri milvus-sync INDEX_DIR --uri URI [--prefix P] [--index-type T]
                                      [--replace | --merge]
 
 The collections under the prefix are made to hold the directory's current version plus
@@ -13,11 +13,8 @@ ATRI_MILVUS_TOKEN, never from the command line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +24,7 @@ import numpy as np
 
 from atri.index import layout, live
 from atri.index.compact import CARRIED, _captions, _masked_rows, _records
-from atri.index.errors import IndexCorrupt, IndexMismatch, IndexNotFound, IndexStoreError
+from atri.index.errors import IndexCorrupt, IndexMismatch, IndexNotFound
 from atri.index.milvus import (
     BATCH,
     DEPTH,
@@ -43,7 +40,7 @@ from atri.index.milvus import (
     iterate,
 )
 from atri.index.version import Version
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 
@@ -205,44 +202,3 @@ def open_or_seed(
     log.info("milvus %s: no collections under %r; filling them from %s", uri, prefix, seed)
     sync_index(seed, uri, prefix, token=token)
     return MilvusStore.open(uri, prefix, token=token, depth=depth)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m atri.index.milvus_sync",
-        description="fill Milvus collections from an index directory (docs/scaling.md)",
-    )
-    parser.add_argument("index_dir", type=Path)
-    parser.add_argument("--uri", default=os.environ.get("ATRI_MILVUS_URI"))
-    parser.add_argument("--prefix", default=os.environ.get("ATRI_MILVUS_PREFIX", "atri"))
-    parser.add_argument("--index-type", choices=sorted(INDEX_TYPES))
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--replace", action="store_true", help="drop the collections first")
-    mode.add_argument("--merge", action="store_true", help="add a shard, delete nothing")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if not args.uri:
-        print("error: pass --uri or set ATRI_MILVUS_URI", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        meta = sync_index(
-            args.index_dir,
-            args.uri,
-            args.prefix,
-            token=os.environ.get("ATRI_MILVUS_TOKEN"),
-            index_type=args.index_type,
-            replace=args.replace,
-            merge=args.merge,
-        )
-    except (IndexStoreError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(meta["milvus"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,15 +21,14 @@ from typing import Any
 import numpy as np
 
 from atri.index import faiss_util, layout, live
+from atri.index.backend import CaptionHit, Hit, as_queries, check_paging, new_clip_vectors
 from atri.index.compact import write_compacted
 from atri.index.errors import IndexCorrupt, IndexMismatch
 from atri.index.version import Version, recall_warnings
-from atri.training.manifest import ID_PATTERN, ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
 
-Hit = tuple[str, float]  # (clip id, score)
-CaptionHit = tuple[str, float, list[str]]  # (caption, score, clip ids)
 SCORE_CHUNK = 65_536  # base vectors per step of an exact pass
 
 
@@ -181,9 +180,8 @@ class IndexStore:
 
     def search(self, queries: np.ndarray, k: int, offset: int = 0) -> list[list[Hit]]:
         """Per query (Q, E), live clips ranked offset+1 .. offset+k by inner product."""
-        if k < 1 or offset < 0:
-            raise ValueError(f"k must be >= 1 and offset >= 0, got k={k}, offset={offset}")
-        q = self._queries(queries)
+        check_paging(k, offset)
+        q = as_queries(queries, self.dim)
         snap = self._snap
         want = offset + k
         tomb = snap.live.tombstones
@@ -202,7 +200,7 @@ class IndexStore:
         """Per query (Q, E), the k best distinct captions in `lang` with their live clip
         ids ([] per query when the index has no captions in `lang`). A vocabulary label
         no live clip carries comes with no clip id."""
-        q = self._queries(queries)
+        q = as_queries(queries, self.dim)
         snap = self._snap
         ld = snap.live.lang(lang)
         index = snap.base.captions.get(lang)
@@ -229,7 +227,7 @@ class IndexStore:
     def exact_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(ids, (Q, N) scores) of every live clip, from the stored vectors (base
         float16 upcast, then added clips), streamed so the base may be memmapped."""
-        q = self._queries(queries)
+        q = as_queries(queries, self.dim)
         snap = self._snap
         vectors = snap.base.vectors
         base = np.empty((len(q), len(vectors)), dtype=np.float32)
@@ -264,18 +262,7 @@ class IndexStore:
         record.captions[lang]); durable in live.log before returning. A relative audio
         path is taken relative to the index directory. Raises ClipExists, IndexMismatch,
         ValueError."""
-        if not ID_PATTERN.fullmatch(record.id):
-            raise ValueError(f"clip id {record.id!r} must match {ID_PATTERN.pattern}")
-        caption_vecs = caption_vecs or {}
-        if set(caption_vecs) != set(record.captions):
-            raise ValueError(
-                f"caption vectors for {sorted(caption_vecs)}, captions in {sorted(record.captions)}"
-            )
-        vector = self._vectors(audio_vec, 1, "audio_vec")[0]
-        caps = {
-            lang: self._vectors(caption_vecs[lang], len(texts), f"caption_vecs[{lang!r}]")
-            for lang, texts in record.captions.items()
-        }
+        vector, caps = new_clip_vectors(record, audio_vec, caption_vecs, self.dim)
         audio = Path(record.audio)
         record = ClipRecord(
             record.id,
@@ -329,26 +316,6 @@ class IndexStore:
                     f"{self.version}; reopen the index"
                 )
             yield self._snap
-
-    def _queries(self, queries: np.ndarray) -> np.ndarray:
-        q = np.asarray(queries, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None]
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise IndexMismatch(f"queries of shape {q.shape}, index dimension {self.dim}")
-        return np.ascontiguousarray(q)
-
-    def _vectors(self, value: np.ndarray, rows: int, name: str) -> np.ndarray:
-        """(rows, E) float32, L2-normalised, rounded to float16 as the base stores them."""
-        v = np.asarray(value, dtype=np.float32)
-        if v.ndim == 1:
-            v = v[None]
-        if v.shape != (rows, self.dim):
-            raise IndexMismatch(f"{name}: shape {np.shape(value)}, expected ({rows}, {self.dim})")
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        if not np.all(np.isfinite(v)) or np.any(norms == 0):
-            raise ValueError(f"{name}: vectors must be finite and non-zero")
-        return (v / norms).astype(np.float16).astype(np.float32)
 
     def close(self) -> None:
         self._snap.base.close()

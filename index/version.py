@@ -31,7 +31,7 @@ import numpy as np
 
 from atri.index import faiss_util
 from atri.index.errors import IndexCorrupt
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 FORMAT_VERSION = 1
 META = "meta.json"

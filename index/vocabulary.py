@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from atri.index.errors import IndexStoreError
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 DEFAULT = "default"
 MAX_LABEL_CHARS = 1000  # the service refuses longer queries: a label is a short phrase

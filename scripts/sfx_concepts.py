@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from atri.training.checkpoint import load_checkpoint
-from atri.training.corpus.schema import LANGS
-from atri.training.embed import embed_manifest
-from atri.training.features import default_cache_dir
-from atri.training.manifest import read_manifest
+from atri.training.data.features import default_cache_dir
+from atri.training.data.manifest import read_manifest
+from atri.training.encoders.checkpoint import load_checkpoint
+from atri.training.evaluation.embed import embed_manifest
+from atri.training.languages import LANGS
 
 
 def concept_recall(audio: np.ndarray, text: dict, captions: dict, concepts: list[str]) -> dict:

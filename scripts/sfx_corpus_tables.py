@@ -13,10 +13,10 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx.lexicon import CONCEPTS
 from atri.training.corpus.sfx.packages import PACKAGES
-from atri.training.manifest import read_manifest
+from atri.training.data.manifest import read_manifest
+from atri.training.languages import LANGS
 
 SPLITS = ("train", "val", "test", "test-xpkg", "test-zeroshot")
 SAMPLES = 30

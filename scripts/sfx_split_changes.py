@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from atri.training.corpus.sfx.splits import SPLITS
-from atri.training.manifest import read_manifest
+from atri.training.data.manifest import read_manifest
 
 QUERIES: dict[str, Callable[[dict], bool]] = {
     "dog barking": lambda m: m["concept"] == "dog_bark",

@@ -38,9 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
+from atri.training.data.manifest import ClipRecord, read_manifest, write_manifest
 from atri.training.fileio import atomic_write_text
-from atri.training.manifest import ClipRecord, read_manifest, write_manifest
+from atri.training.languages import LANGS
 
 ATRI = str(Path(sys.executable).parent / "atri")
 REAL_SPLITS = ("test", "test-xpkg", "test-zeroshot")

@@ -45,7 +45,7 @@ import importlib.metadata as md
 import torch
 from sonar.models.sonar_text import get_sonar_text_encoder_hub  # noqa: F401
 
-import atri.training.text_encoder  # noqa: F401
+import atri.training.encoders.text_encoder  # noqa: F401
 
 print("sonar-space", md.version("sonar-space"), "fairseq2", md.version("fairseq2"),
       "torch", torch.__version__)

@@ -2,7 +2,7 @@
 trained to convergence (early stopping on the validation score), its best checkpoint
 evaluated on every test split of its corpus, and each difference to ML-CLAP reported with
 Welch's t, its degrees of freedom and 95% interval over seeds, and a cluster bootstrap
-over test queries (atri.training.study_report).
+over test queries (atri.training.evaluation.study_report).
 
     python scripts/study.py --corpus data/corpus-default data/corpus-default-s1 \\
         --out data/study --seeds 0 1 2 3 4 --epochs 40 --patience 5
@@ -37,16 +37,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atri.training.checkpoint import load_checkpoint
-from atri.training.corpus.schema import LANGS
-from atri.training.embed import embed_manifest
+from atri.training.data.manifest import Manifest, read_manifest
+from atri.training.encoders.checkpoint import load_checkpoint
+from atri.training.evaluation.embed import embed_manifest
+from atri.training.evaluation.metrics import a2t_counts, evaluate_embeddings, t2a_ranks
+from atri.training.evaluation.rank_consistency import (
+    a2t_top1,
+    log_rank_variance,
+    t2a_top1,
+    top1_agreement,
+)
+from atri.training.evaluation.study_report import render_markdown, summarise
+from atri.training.evaluation.study_stats import resampling_units
 from atri.training.fileio import atomic_write_text
-from atri.training.manifest import Manifest, read_manifest
-from atri.training.metrics import a2t_counts, evaluate_embeddings, t2a_ranks
-from atri.training.rank_consistency import a2t_top1, log_rank_variance, t2a_top1, top1_agreement
-from atri.training.sampling import CaptionTable, draw_epoch
-from atri.training.study_report import render_markdown, summarise
-from atri.training.study_stats import resampling_units
+from atri.training.languages import LANGS
+from atri.training.objectives.sampling import CaptionTable, draw_epoch
 
 log = logging.getLogger("study")
 
@@ -103,7 +108,7 @@ def run_training(cmd: list[str], run: Path, in_process: bool = False) -> None:
         cmd = [*cmd[:2], "--out", str(run), "--resume", *cache_flag(cmd)]
     log.info("%s", " ".join(cmd))
     if in_process:
-        from atri.training.train import main as train_main
+        from atri.commands.train import main as train_main
 
         if train_main(cmd[2:]) != 0:
             raise RuntimeError(f"training failed: {' '.join(cmd)}")

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from atri.training.study_stats import welch
+from atri.training.evaluation.study_stats import welch
 
 METRICS = ("t2a_R@1", "t2a_R@5", "a2t_R@1", "a2t_R@5", "gap", "dis", "mrv_var_t2a",
            "mrv_var_a2t")

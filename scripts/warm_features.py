@@ -21,11 +21,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
-from atri.training.features import audio_features, default_cache_dir, text_features
-from atri.training.manifest import read_manifest
-from atri.training.model import ModelConfig, build_model
-from atri.training.text_encoder import build_text_encoder, set_threads
+from atri.training.data.features import audio_features, default_cache_dir, text_features
+from atri.training.data.manifest import read_manifest
+from atri.training.encoders.model import ModelConfig, build_model
+from atri.training.encoders.text_encoder import build_text_encoder, set_threads
+from atri.training.languages import LANGS
 
 SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
 

@@ -31,15 +31,15 @@ from atri.service.routes import (
 )
 from atri.service.settings import Settings, get_settings
 from atri.service.upload import BodySizeLimit
+from atri.training.languages import names
 
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parent / "web"
 
-DESCRIPTION = """Multilingual audio-text retrieval in English, French, German, Spanish,
-Dutch, Catalan, Japanese and Chinese: text-to-audio and audio-to-text search, and rank
-consistency of a query across languages. Errors answer
-`{"error": {"code", "message", "details"}}`."""
+DESCRIPTION = f"""Multilingual audio-text retrieval in {names()}: text-to-audio and
+audio-to-text search, and rank consistency of a query across languages. Errors answer
+`{{"error": {{"code", "message", "details"}}}}`."""
 
 
 def create_app(

@@ -24,13 +24,13 @@ from atri.index.backend import IndexBackend, rank_depth
 from atri.index.errors import ClipExists, UnknownClip
 from atri.index.version import recall_warnings
 from atri.service.errors import Busy, ClipAlreadyExists, ClipNotFound
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 QUERY_CACHE = 1024  # text embeddings kept, so paging through results re-embeds nothing
 
 
 class Model(Protocol):
-    """What the service needs of `atri.training.model.RetrievalModel`."""
+    """What the service needs of `atri.training.encoders.model.RetrievalModel`."""
 
     sample_rate: int
 

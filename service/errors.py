@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from atri.training.audio_io import AudioDecodeError
+from atri.training.data.audio_io import AudioDecodeError
 
 log = logging.getLogger(__name__)
 

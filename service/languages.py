@@ -1,6 +1,6 @@
-"""The 8 supported languages: canonical ISO 639-3 codes, English names, the aliases the
-API accepts (ISO 639-1, ISO 639-2/B, NLLB/SONAR codes, BCP-47 tags; case-insensitive),
-and language detection among exactly these 8 with lingua."""
+"""The supported languages as the API names them (the registry: training/languages.py):
+the aliases the API accepts (ISO 639-1, ISO 639-2/B, NLLB/SONAR codes, BCP-47 tags;
+case-insensitive), and language detection among exactly these with lingua."""
 
 from __future__ import annotations
 
@@ -10,73 +10,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from atri.service.errors import UnsupportedLanguage
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGUAGES, LanguageInfo
 
 if TYPE_CHECKING:
     from lingua import LanguageDetector
 
-
-@dataclass(frozen=True)
-class LanguageInfo:
-    code: str  # ISO 639-3, the canonical name everywhere in the API
-    name: str
-    iso1: str  # ISO 639-1
-    iso2b: str | None  # ISO 639-2/B where it differs from 639-3
-    scripts: tuple[str, ...]  # ISO 15924 scripts a BCP-47 / NLLB tag may name
-    nllb: tuple[str, ...]  # NLLB / SONAR codes
-    regions: tuple[str, ...]  # common BCP-47 region tags, shown as aliases
-    lingua: str  # lingua's `Language` member
-
-
-LANGUAGES: dict[str, LanguageInfo] = {
-    info.code: info
-    for info in (
-        LanguageInfo(
-            "eng", "English", "en", None, ("Latn",), ("eng_Latn",), ("en-US", "en-GB"), "ENGLISH"
-        ),
-        LanguageInfo(
-            "fra", "French", "fr", "fre", ("Latn",), ("fra_Latn",), ("fr-FR", "fr-CA"), "FRENCH"
-        ),
-        LanguageInfo(
-            "deu",
-            "German",
-            "de",
-            "ger",
-            ("Latn",),
-            ("deu_Latn",),
-            ("de-DE", "de-AT", "de-CH"),
-            "GERMAN",
-        ),
-        LanguageInfo(
-            "spa", "Spanish", "es", None, ("Latn",), ("spa_Latn",), ("es-ES", "es-MX"), "SPANISH"
-        ),
-        LanguageInfo(
-            "nld", "Dutch", "nl", "dut", ("Latn",), ("nld_Latn",), ("nl-NL", "nl-BE"), "DUTCH"
-        ),
-        LanguageInfo("cat", "Catalan", "ca", None, ("Latn",), ("cat_Latn",), ("ca-ES",), "CATALAN"),
-        LanguageInfo(
-            "jpn",
-            "Japanese",
-            "ja",
-            None,
-            ("Jpan", "Hira", "Kana", "Hrkt"),
-            ("jpn_Jpan",),
-            ("ja-JP",),
-            "JAPANESE",
-        ),
-        LanguageInfo(
-            "zho",
-            "Chinese",
-            "zh",
-            "chi",
-            ("Hans", "Hant", "Hani"),
-            ("zho_Hans", "zho_Hant"),
-            ("zh-CN", "zh-TW", "zh-HK", "zh-Hans", "zh-Hant"),
-            "CHINESE",
-        ),
-    )
-}
-assert tuple(LANGUAGES) == LANGS, "service languages must follow the corpus schema"
 
 # primary language subtag (lower case) -> canonical code
 _PRIMARY: dict[str, str] = {}
@@ -127,7 +65,7 @@ class Detection:
 
 @lru_cache(maxsize=1)
 def detector() -> LanguageDetector:
-    """lingua restricted to the 8 supported languages, models preloaded (~1 s, once)."""
+    """lingua restricted to the supported languages, models preloaded (~1 s, once)."""
     from lingua import Language, LanguageDetectorBuilder
 
     members = [getattr(Language, info.lingua) for info in LANGUAGES.values()]
@@ -138,7 +76,7 @@ _TO_CODE = {info.lingua: info.code for info in LANGUAGES.values()}
 
 
 def detect(text: str, threshold: float, fallback: str) -> Detection:
-    """The language of `text` among the 8; below `threshold` confidence, `fallback`."""
+    """The language of `text` among the supported ones; below `threshold` confidence, `fallback`."""
     values = detector().compute_language_confidence_values(text)
     if not values:  # no letters at all (digits, punctuation)
         return Detection(lang=fallback, confidence=0.0, candidate=fallback, fallback=True)

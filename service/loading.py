@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from atri.index.backend import IndexBackend
+from atri.index.errors import BackendSettingsError
+from atri.index.opener import index_dir_of, open_backend
 from atri.service.engine import Engine
 from atri.service.settings import Settings
 
@@ -111,41 +112,18 @@ def corpus_dirs(index_meta: dict[str, Any]) -> list[Path]:
     return dirs
 
 
-def open_store(settings: Settings) -> IndexBackend:
-    """The index backend `settings.backend` names (docs/scaling.md): the FAISS index
-    directory, or Milvus collections, filled from that directory when absent."""
-    if settings.index_dir is None:
-        raise StartupError("no index given: pass --index DIR or set ATRI_INDEX_DIR")
-    index_dir = settings.index_dir.resolve()
-    if settings.backend == "faiss":
-        from atri.index.store import IndexStore
-
-        return IndexStore.open(index_dir)
-    from atri.index.milvus_sync import open_or_seed
-
-    if not settings.milvus_uri:
-        raise StartupError("ATRI_BACKEND=milvus needs ATRI_MILVUS_URI (a *.db file or a server)")
-    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    return open_or_seed(
-        settings.milvus_uri,
-        settings.milvus_prefix,
-        token=token,
-        depth=settings.milvus_depth,
-        seed=index_dir,
-    )
-
-
 def load_engine(settings: Settings) -> Engine:
     """Open the index and its model; StartupError names what is wrong."""
     from atri.service.languages import detector
-    from atri.training.checkpoint import load_checkpoint
-    from atri.training.text_encoder import set_threads
+    from atri.training.encoders.checkpoint import load_checkpoint
+    from atri.training.encoders.text_encoder import set_threads
 
-    if settings.index_dir is None:
-        raise StartupError("no index given: pass --index DIR or set ATRI_INDEX_DIR")
-    set_threads(settings.threads)
-    index_dir = settings.index_dir.resolve()
-    store = open_store(settings)
+    try:
+        index_dir = index_dir_of(settings)
+        set_threads(settings.threads)
+        store = open_backend(settings)
+    except BackendSettingsError as exc:
+        raise StartupError(str(exc)) from exc
     meta = dict(store.meta)
     built_ckpt = checkpoint_of(meta)
     checkpoint = settings.checkpoint or built_ckpt.get("path") or "default"

@@ -8,10 +8,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Lang = Literal["eng", "fra", "deu", "spa", "nld", "cat", "jpn", "zho"]
+from atri.index.milvus import DEPTH
+from atri.index.opener import BackendName
+from atri.training.languages import ENGLISH, LANGS
+
+WORKER_THREADS = 40  # anyio's default thread pool, which runs the sync routes (engine.py)
+MAX_BLOCKING = 32  # heavy + waiting requests at most: 8 threads stay free for other routes
 
 
 def _split_list(value: object) -> object:
@@ -37,11 +42,11 @@ class Settings(BaseSettings):
 
     # index backend (docs/scaling.md): "faiss" serves index_dir itself; "milvus" serves
     # Milvus collections, filled from index_dir when absent (uploads stay in index_dir)
-    backend: Literal["faiss", "milvus"] = "faiss"
+    backend: BackendName = "faiss"
     milvus_uri: str | None = None  # a milvus-lite file (*.db) or a server, http://host:19530
     milvus_token: SecretStr | None = None  # a server's "user:password" or API key
     milvus_prefix: str = Field(default="atri", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    milvus_depth: int = Field(default=16_384, ge=1)  # results /consistency ranks within
+    milvus_depth: int = Field(default=DEPTH, ge=1)  # results /consistency ranks within
 
     # where to listen (`atri serve`)
     host: str = "127.0.0.1"
@@ -59,13 +64,13 @@ class Settings(BaseSettings):
 
     # language detection when /search gets no `lang`
     lang_confidence_threshold: float = Field(default=0.5, ge=0, le=1)
-    fallback_lang: Lang = "eng"
+    fallback_lang: str = ENGLISH  # one of languages.LANGS
 
     # load: requests that embed audio or run an exact pass over the index
     max_heavy_requests: int = Field(default=2, ge=1)
     # heavy requests that may wait for a slot; more are refused at once (503), since each
-    # waiter holds one of the server's 40 worker threads (keep the sum with
-    # max_heavy_requests well below 40, or other routes queue behind the waiters)
+    # waiter holds one of the server's WORKER_THREADS (the validator keeps the sum with
+    # max_heavy_requests at most MAX_BLOCKING, or other routes queue behind the waiters)
     max_waiting_requests: int = Field(default=16, ge=0)
     # seconds a request may wait for the model or a heavy slot (then 503), and the
     # ffmpeg decoder's time limit
@@ -79,6 +84,24 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_list(value)
+
+    @model_validator(mode="after")
+    def _waiters_leave_threads(self) -> Settings:
+        total = self.max_heavy_requests + self.max_waiting_requests
+        if total > MAX_BLOCKING:
+            raise ValueError(
+                f"max_heavy_requests + max_waiting_requests = {total}: at most {MAX_BLOCKING}, "
+                f"so that {WORKER_THREADS - MAX_BLOCKING} of the {WORKER_THREADS} worker threads "
+                "stay free for other routes"
+            )
+        return self
+
+    @field_validator("fallback_lang")
+    @classmethod
+    def _known_lang(cls, value: str) -> str:
+        if value not in LANGS:
+            raise ValueError(f"{value!r} is not one of {list(LANGS)}")
+        return value
 
 
 @lru_cache

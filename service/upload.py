@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atri.service.errors import InvalidAudio, PayloadTooLarge, UnsupportedAudio, error_body
-from atri.training.audio_io import UNKNOWN_FRAMES, AudioDecodeError, decode
+from atri.training.data.audio_io import UNKNOWN_FRAMES, AudioDecodeError, decode
+from atri.training.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -207,20 +207,5 @@ def _reason_text(name: str, reasons: dict[str, str]) -> str:
 def save_flac(path: Path, wave: np.ndarray, sample_rate: int) -> Path:
     """Write a decoded upload as 16-bit FLAC, durably (temp file, fsync, rename, fsync of
     the folder), so the audio of an acknowledged clip survives a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    atomic_write(path, lambda f: sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16"))
     return path

@@ -80,8 +80,8 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
     def make(seed: int, training_config: dict | None = None) -> Path:
         import torch
 
-        from atri.training.checkpoint import save_checkpoint
-        from atri.training.model import ModelConfig, build_model
+        from atri.training.encoders.checkpoint import save_checkpoint
+        from atri.training.encoders.model import ModelConfig, build_model
 
         torch.manual_seed(seed)
         model = build_model(ModelConfig())
@@ -107,8 +107,8 @@ def index_dir(
     """An index of the first N_CLIPS clips of the tiny corpus's test split, with the meta
     `atri index build` writes (checkpoint, source)."""
     from atri.index.build import build_index
-    from atri.training.checkpoint import load_checkpoint
-    from atri.training.manifest import ClipRecord, read_manifest
+    from atri.training.data.manifest import ClipRecord, read_manifest
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     manifest = read_manifest(tiny_corpus / "test.jsonl")
     records = [
@@ -164,7 +164,7 @@ def make_sounds() -> Callable[[Path], list[Path]]:
 def vocabulary_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """`atri index build --checkpoint default --audio-dir D --vocabulary default` over a
     folder of three captionless recordings: (index, the recordings)."""
-    from atri.index.cli import main
+    from atri.commands.index import main
 
     root = tmp_path_factory.mktemp("vocabulary-index")
     sounds = sound_files(root / "clips")
@@ -293,7 +293,7 @@ def running_server(
     answers 200, and terminated afterwards. Its output goes to `log`, a file, so a chatty
     server never blocks on a full pipe."""
     port = free_port()
-    code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, "--index", str(index), "--port", str(port), *extra]
     env = env or {}
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "ATRI_ADMIN_TOKEN": ADMIN_TOKEN, **env}

@@ -13,18 +13,19 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from atri.training.feature_views import epoch_views, view_features, view_wave
-from atri.training.features import (
+from atri.training.data.feature_views import epoch_views, view_features, view_wave
+from atri.training.data.features import (
     EVAL_BATCH,
     audio_features,
     caption_rows,
     text_features,
     wave_batches,
 )
-from atri.training.manifest import Manifest, ManifestError, read_manifest, require_captions
-from atri.training.metrics import evaluate_embeddings
-from atri.training.model import RetrievalModel
-from atri.training.sampling import CaptionTable, EpochPlan, cacl_eligible
+from atri.training.data.manifest import Manifest, ManifestError, read_manifest, require_captions
+from atri.training.encoders.model import RetrievalModel
+from atri.training.evaluation.metrics import evaluate_embeddings
+from atri.training.objectives.sampling import CaptionTable, EpochPlan
+from atri.training.objectives.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,8 @@ class TrainData:
         manifest = read_manifest(config.train)
         require_captions(manifest)
         self.table = CaptionTable.from_manifest(manifest, config.langs)
-        if config.strategy == "cacl":
-            left_out = int((~cacl_eligible(self.table)).sum())
-            if left_out:
-                log.warning("cacl: %d clip(s) lack English or any other language and are "
-                            "left out", left_out)
+        if warning := get_strategy(config.strategy).left_out(self.table):
+            log.warning("%s", warning)
         paths = [manifest.audio_path(r) for r in manifest]
         cache = Path(options.cache_dir)
         self.augment_views, self.seed = config.augment_views, config.seed

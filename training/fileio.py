@@ -1,17 +1,40 @@
-"""Atomic file writes, used by every part that must survive a crash mid-write: write a
-temporary file in the same folder, fsync it, rename it over the target, fsync the
-folder. A reader (or a restart) then sees the old content or the new, never half.
-And a file's SHA-256, read a block at a time, by which manifests and weights are named."""
+"""Atomic writes, the one implementation every writer uses (checkpoints, index versions,
+uploads, corpus audio, feature and text caches, trainer state, manifests, reports): write
+a temporary file in the same folder, fsync it, rename it over the target, fsync the
+folder. A reader (or a restart) then sees the old content or the new, never half. Whole
+directories (checkpoints, run state) are swapped in by `swap_dir`. And a file's SHA-256,
+read a block at a time, by which manifests and weights are named."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a closed file's content to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """fsync every file and directory below `path` (before it is renamed into place)."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            fsync_file(Path(folder) / name)
+        fsync_dir(folder)
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -33,8 +56,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,6 +76,47 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _aside(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+def swap_dir(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the complete (fsynced) directory `staged` to `target`, replacing it. POSIX
+    cannot rename a directory over a non-empty one, so the old one is renamed aside first;
+    `recover_dir` puts it back if a crash falls between the two renames."""
+    staged, target = Path(staged), Path(target)
+    recover_dir(target)
+    aside = _aside(target)
+    if aside.exists():
+        shutil.rmtree(aside)  # a finished swap's leftover (recover_dir ran before)
+    if target.exists():
+        os.rename(target, aside)
+    os.rename(staged, target)
+    fsync_dir(target.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_dir(path: str | os.PathLike) -> None:
+    """Writers only: put back a directory left renamed aside by an interrupted swap_dir."""
+    path = Path(path)
+    aside = _aside(path)
+    if not path.exists() and aside.is_dir():
+        log.warning("restoring %s from %s (a save was interrupted)", path, aside)
+        os.rename(aside, path)
+
+
+def readable_dir(path: str | os.PathLike) -> Path:
+    """Readers never rename (a live swap may be between its two renames): when `path` is
+    missing, they read the renamed-aside previous directory in place."""
+    path = Path(path)
+    aside = _aside(path)
+    if not path.exists() and aside.is_dir():
+        log.warning("%s is missing; reading %s (a save is running or was interrupted)",
+                    path, aside)
+        return aside
+    return path
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 if TYPE_CHECKING:
-    from atri.training.model import RetrievalModel
-    from atri.training.train import TrainConfig
+    from atri.training.config import TrainConfig
+    from atri.training.encoders.model import RetrievalModel
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:

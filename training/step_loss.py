@@ -14,15 +14,15 @@ import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
 
 from atri.training.batches import LocalBatch
-from atri.training.losses import LOSSES
-from atri.training.model import RetrievalModel
+from atri.training.encoders.model import RetrievalModel
+from atri.training.objectives.strategies import Strategy
 
 
 class StepLoss(nn.Module):
     """One step's loss: local batch -> embeddings -> global batch (all_gather) -> loss.
     A module so that DDP can wrap it and synchronise the gradients of its parameters."""
 
-    def __init__(self, model: RetrievalModel, strategy: str, world: int) -> None:
+    def __init__(self, model: RetrievalModel, strategy: Strategy, world: int) -> None:
         super().__init__()
         self.model, self.strategy, self.world = model, strategy, world
 
@@ -50,14 +50,5 @@ class StepLoss(nn.Module):
         text = audio.new_zeros(*batch.present_local.shape, audio.shape[1])  # (b, L, E)
         text = text.index_put((batch.slots[:, 0], batch.slots[:, 1]), text_emb)
         with torch.autocast(audio.device.type, enabled=False):  # the loss in fp32
-            return self._loss(self._gather(audio), self._gather(text), model.tau().float(), batch)
-
-    def _loss(self, audio: Tensor, text: Tensor, tau: Tensor, batch: LocalBatch) -> Tensor:
-        loss = LOSSES[self.strategy]
-        if self.strategy == "mlclap":
-            return loss(audio, text[:, 0], tau)  # audio (B, E), text (B, L, E)
-        if self.strategy == "mlclap-mixture":
-            return loss(audio, text[:, 0], tau, batch.clip_ids)
-        if self.strategy == "cacl":
-            return loss(audio, text[:, 0], text[:, 1], tau)
-        return loss(audio, text, tau, batch.present)  # kcl, kcl-balanced
+            return self.strategy.loss(self._gather(audio), self._gather(text),
+                                      model.tau().float(), batch)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,18 @@ import torch.distributed as dist
 from torch import nn
 
 from atri.training.batches import LocalBatch, TrainData, ValData
-from atri.training.checkpoint import _swap_into_place, load_checkpoint, save_checkpoint
+from atri.training.config import CONFIG_FILE, ConfigError, RunOptions, TrainConfig
 from atri.training.distributed import Dist, autocast, init_distributed, peak_memory
-from atri.training.fileio import atomic_write_text
-from atri.training.metrics import validation_score
-from atri.training.model import build_model
+from atri.training.encoders.checkpoint import load_checkpoint, save_checkpoint
+from atri.training.encoders.model import RetrievalModel, build_model
+from atri.training.evaluation.metrics import validation_score
+from atri.training.fileio import atomic_write, atomic_write_text, swap_dir
+from atri.training.objectives.sampling import CaptionTable, EpochPlan
+from atri.training.objectives.strategies import draw_epoch, get_strategy
 from atri.training.optim import lr_factor, param_groups
 from atri.training.progress import Progress
-from atri.training.sampling import draw_epoch
 from atri.training.step_loss import StepLoss
 from atri.training.stopper import Stopper
-from atri.training.train import CONFIG_FILE, BadInput, RunOptions, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +71,18 @@ class _Quiet:
 def init_heads(model: nn.Module, source: str) -> None:
     """Copy the heads and the temperature of checkpoint `source` (a directory or "default")
     into `model`. Both must have the same backbone, text encoder and head shapes, else
-    BadInput names the difference; the backbones themselves are not copied."""
+    ConfigError names the difference; the backbones themselves are not copied."""
     if source != "default" and not Path(source).exists():
-        raise BadInput(f"init_from {source}: checkpoint not found")
+        raise ConfigError(f"init_from {source}: checkpoint not found")
     donor, _ = load_checkpoint(source)
     if donor.identity() != model.identity():
-        raise BadInput(f"init_from {source}: built with {donor.identity()}, this run uses "
+        raise ConfigError(f"init_from {source}: built with {donor.identity()}, this run uses "
                        f"{model.identity()}")
     for name in ("audio_head", "text_head"):
         want = {k: tuple(v.shape) for k, v in getattr(model, name).state_dict().items()}
         have = {k: tuple(v.shape) for k, v in getattr(donor, name).state_dict().items()}
         if want != have:
-            raise BadInput(f"init_from {source}: {name} is {have}, this run's is {want}")
+            raise ConfigError(f"init_from {source}: {name} is {have}, this run's is {want}")
         getattr(model, name).load_state_dict(getattr(donor, name).state_dict())
     with torch.no_grad():
         model.temperature.copy_(donor.temperature)
@@ -97,6 +97,65 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
+def start_model(
+    config: TrainConfig, options: RunOptions, d: Dist
+) -> tuple[RetrievalModel, dict[str, Any], bool]:
+    """(model, loop state, resumed): from RUN_DIR/last when resuming a run that saved
+    one, else built fresh from the seed (and `init_from`'s heads)."""
+    last = Path(options.out) / "last"
+    torch.manual_seed(config.seed)
+    resumed = options.resume and (last / STATE_FILE).is_file()
+    if resumed:
+        model, info = load_checkpoint(last, device=d.device)
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=True)
+        check_resumable(last, state, info, config)
+    else:
+        model, state = build_model(config.model, device=d.device), _fresh_state()
+        if config.init_from:
+            init_heads(model, config.init_from)
+    if config.freeze_text_head:
+        model.text_head.requires_grad_(False)
+    return model, state, resumed
+
+
+def check_resumable(
+    last: Path, state: dict[str, Any], info: dict[str, Any], config: TrainConfig
+) -> None:
+    """ConfigError unless RUN_DIR/last's weights and state belong together and to `config`."""
+    if state.get("format") != STATE_FORMAT:
+        raise ConfigError(f"{last / STATE_FILE}: unknown format {state.get('format')}")
+    if info.get("step") != state["step"]:
+        raise ConfigError(
+            f"{last}: weights (step {info.get('step')}) and {STATE_FILE} "
+            f"(step {state['step']}) do not belong together"
+        )
+    # Through from_dict: a run saved before a field existed holds its default.
+    stored = info.get("training_config")
+    if not isinstance(stored, dict) or TrainConfig.from_dict(stored) != config:
+        raise ConfigError(f"{last} was trained with another configuration")
+
+
+def draw_plans(config: TrainConfig, table: CaptionTable) -> list[EpochPlan]:
+    """Every epoch's plan; ConfigError when an epoch holds less than one batch."""
+    strategy = get_strategy(config.strategy)
+    plans = [draw_epoch(strategy, table, config.seed, e, config.mixture_prob)
+             for e in range(config.epochs)]
+    if min(p.n_batches(config.batch_size) for p in plans) == 0:
+        raise ConfigError(
+            f"batch_size {config.batch_size} exceeds the {min(map(len, plans))} items of an epoch"
+        )
+    return plans
+
+
+def make_optimizer(
+    model: RetrievalModel, config: TrainConfig, d: Dist
+) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler]:
+    """AdamW over param_groups (optim.py) and the fp16 loss scaler (CUDA without bf16)."""
+    fp16 = d.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.optim.AdamW(param_groups(model, config)), torch.amp.GradScaler(
+        "cuda", enabled=fp16)
+
+
 class Run:
     """The state of one training process; `train` drives it."""
 
@@ -104,64 +163,34 @@ class Run:
         self.config, self.options, self.d = config, options, d
         self.out = Path(options.out)
         self.last = self.out / "last"
-        torch.manual_seed(config.seed)
-        self.state = _fresh_state()
-        resumed = options.resume and (self.last / STATE_FILE).is_file()
-        if resumed:
-            self.model, info = load_checkpoint(self.last, device=d.device)
-            self.state = torch.load(self.last / STATE_FILE, map_location="cpu", weights_only=True)
-            self._check_resumable(info)
-        else:
-            self.model = build_model(config.model, device=d.device)
-            if config.init_from:
-                init_heads(self.model, config.init_from)
-        if config.freeze_text_head:
-            self.model.text_head.requires_grad_(False)
+        self.model, self.state, resumed = start_model(config, options, d)
         if config.batch_size % d.world:
-            raise BadInput(f"batch_size {config.batch_size} is not a multiple of the "
-                           f"{d.world} processes")
+            raise ConfigError(f"batch_size {config.batch_size} is not a multiple of the "
+                              f"{d.world} processes")
         self.train_data = TrainData(config, options, self.model, d.main, d.barrier)
-        self.plans = [
-            draw_epoch(config.strategy, self.train_data.table, config.seed, e, config.mixture_prob)
-            for e in range(config.epochs)
-        ]
+        self.plans = draw_plans(config, self.train_data.table)
         self.total_steps = sum(p.n_batches(config.batch_size) for p in self.plans)
-        if min(p.n_batches(config.batch_size) for p in self.plans) == 0:
-            raise BadInput(
-                f"batch_size {config.batch_size} exceeds the {min(map(len, self.plans))} "
-                "items of an epoch"
-            )
         self.val_data = ValData(config, options, self.model) if d.main else None
         if d.main and not resumed:  # once the inputs proved readable
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
-        self.step_loss: nn.Module = StepLoss(self.model, config.strategy, d.world)
+        self.step_loss: nn.Module = StepLoss(self.model, get_strategy(config.strategy), d.world)
         if d.world > 1:
             self.step_loss = nn.parallel.DistributedDataParallel(self.step_loss)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
-        fp16 = d.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.optimizer, self.scaler = make_optimizer(self.model, config, d)
         if resumed:
-            self.optimizer.load_state_dict(self.state["optimizer"])
-            self.scaler.load_state_dict(self.state["scaler"])
-            torch.set_rng_state(self.state["torch_rng"])
-            if torch.cuda.is_available() and self.state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(self.state["cuda_rng"], d.device)
-            log.info("resuming %s at epoch %d batch %d (step %d)", self.out,
-                     self.state["epoch"] + 1, self.state["batch"], self.state["step"])
+            self._restore()
 
-    def _check_resumable(self, info: dict[str, Any]) -> None:
-        if self.state.get("format") != STATE_FORMAT:
-            raise BadInput(f"{self.last / STATE_FILE}: unknown format {self.state.get('format')}")
-        if info.get("step") != self.state["step"]:
-            raise BadInput(
-                f"{self.last}: weights (step {info.get('step')}) and {STATE_FILE} "
-                f"(step {self.state['step']}) do not belong together"
-            )
-        # Through from_dict: a run saved before a field existed holds its default.
-        stored = info.get("training_config")
-        if not isinstance(stored, dict) or TrainConfig.from_dict(stored) != self.config:
-            raise BadInput(f"{self.last} was trained with another configuration")
+    def _restore(self) -> None:
+        """The optimiser, scaler and RNG states of the resumed run."""
+        state = self.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.d.device)
+        log.info("resuming %s at epoch %d batch %d (step %d)", self.out,
+                 state["epoch"] + 1, state["batch"], state["step"])
 
     # --- one epoch -------------------------------------------------------------------
 
@@ -292,10 +321,8 @@ class Run:
         )
         staging = self.out / ".last.next"
         save_checkpoint(self.model, staging, **self._meta(state["epoch"], None))
-        tmp = staging / f".{STATE_FILE}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, staging / STATE_FILE)
-        _swap_into_place(staging, self.last)
+        atomic_write(staging / STATE_FILE, lambda f: torch.save(state, f))
+        swap_dir(staging, self.last)
         history = state["history"]
         atomic_write_text(self.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in history))
         status = "done" if done else ("stopped" if reason else "running")

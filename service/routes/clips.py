@@ -19,7 +19,7 @@ from atri.service.routes.audio_search import duration_limits
 from atri.service.routes.common import audio_url, errors
 from atri.service.schemas import Captions, ClipOut, Meta
 from atri.service.upload import decode_upload, save_flac
-from atri.training.manifest import ID_PATTERN, ClipRecord
+from atri.training.data.manifest import ID_PATTERN, ClipRecord
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["clips"])

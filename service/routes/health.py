@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from atri.service.deps import StateDep
-from atri.service.languages import LANGUAGES, aliases
+from atri.service.languages import aliases
 from atri.service.schemas import Health, HealthUnavailable, LanguageOut, VocabularyInfo
+from atri.training.languages import LANGUAGES
 
 router = APIRouter(tags=["service"])
 

@@ -71,6 +71,8 @@ async function pollHealth() {
 async function loadLanguages() {
   state.languages = await api("/languages");
   for (const lang of state.languages) state.names[lang.code] = lang.name;
+  const names = state.languages.map((l) => l.name);
+  $("tagline").textContent = `Search sounds in ${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
   const options = state.languages.map((l) => [l.code, `${l.name} (${l.code})`]);
   for (const [code, label] of options) {
     $("lang").append(el("option", { value: code, text: label }));

@@ -1,3 +1,5 @@
 """ATRI: multilingual audio-text retrieval (train, measure, serve)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("atri")  # pyproject.toml's, the one place it is written

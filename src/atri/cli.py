@@ -8,17 +8,18 @@ import sys
 
 # subcommand -> (module exposing `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "corpus": ("atri.training.corpus.cli", "build the demo corpus or import AudioCaps/Clotho CSVs"),
-    "train": ("atri.training.train", "train a model: mlclap, mlclap-mixture, cacl, kcl, ..."),
-    "eval": ("atri.training.evaluate", "evaluate a checkpoint: metrics.json, report.md"),
-    "embed": ("atri.training.embed", "export audio or text embeddings to .npz"),
-    "index": ("atri.index.cli", "build, validate or compact a search index"),
-    "serve": ("atri.service.cli", "start the HTTP search service"),
-    "demo": ("atri.service.demo", "small corpus, index and service on :8000, default model"),
+    "corpus": ("atri.commands.corpus", "build a corpus, import CSVs, print caption tables"),
+    "train": ("atri.commands.train", "train a model: mlclap, mlclap-mixture, cacl, kcl, ..."),
+    "eval": ("atri.commands.eval", "evaluate a checkpoint: metrics.json, report.md"),
+    "embed": ("atri.commands.embed", "export audio or text embeddings to .npz"),
+    "index": ("atri.commands.index", "build, validate or compact a search index"),
+    "milvus-sync": ("atri.commands.milvus", "fill Milvus collections from an index directory"),
+    "serve": ("atri.commands.serve", "start the HTTP search service"),
+    "demo": ("atri.commands.demo", "small corpus, index and service on :8000, default model"),
 }
 
 USAGE = "usage: atri COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(
-    f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()
+    f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()
 )
 
 

@@ -14,7 +14,7 @@ import torch
 from atri.index import layout, live
 from atri.index.build import distinct_captions
 from atri.index.version import CaptionSource, write_version
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 DIM = 16
 

@@ -17,13 +17,13 @@ import pytest
 from atri.index.backend import DepthRanks, rank_depth
 from atri.index.errors import ClipExists, IndexNotFound, UnknownClip
 from atri.index.store import IndexStore
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
+from atri.commands.milvus import main as sync_main  # noqa: E402
 from atri.index.milvus import MilvusStore  # noqa: E402
-from atri.index.milvus_sync import main as sync_main  # noqa: E402
 from atri.index.milvus_sync import open_or_seed, sync_index  # noqa: E402
 
 BACKENDS = ["faiss", "milvus"]
@@ -242,7 +242,7 @@ KILLED_CHILD = """
 import os, signal, sys
 import numpy as np
 from atri.index.milvus import MilvusStore
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 store = MilvusStore.open(sys.argv[1])
 vec = np.ones(store.dim, dtype=np.float32)

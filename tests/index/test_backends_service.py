@@ -25,9 +25,9 @@ def service(request, tmp_path, kit) -> Iterator[SimpleNamespace]:
     i" (the stub model embeds a text as its seeded vector), on one backend."""
     from fastapi.testclient import TestClient
 
+    from atri.index.opener import open_backend
     from atri.service.app import create_app
     from atri.service.engine import Engine
-    from atri.service.loading import open_store
     from atri.service.settings import Settings
 
     root = tmp_path / "idx"
@@ -44,7 +44,7 @@ def service(request, tmp_path, kit) -> Iterator[SimpleNamespace]:
 
     def load(settings: Settings) -> Engine:
         uploads = root / "uploads"
-        store = open_store(settings)  # the wiring under test: settings -> backend
+        store = open_backend(settings)  # the wiring under test: settings -> backend
         return Engine(
             kit.StubModel(),
             store,

@@ -11,13 +11,14 @@ import faiss
 import numpy as np
 import pytest
 
-from atri.index import cli, faiss_util
+from atri.commands import index as cli
+from atri.commands.index import manifest_records
+from atri.index import faiss_util
 from atri.index.build import build_index
-from atri.index.cli import manifest_records
 from atri.index.store import IndexStore
 from atri.index.validate import validate
 from atri.index.version import CaptionSource, write_version
-from atri.training.manifest import read_manifest, write_manifest
+from atri.training.data.manifest import read_manifest, write_manifest
 
 SHARED = "A shared caption, carried by six clips."
 
@@ -245,8 +246,8 @@ def test_factory_override(manifest, tmp_path, monkeypatch, kit):
 
 
 def test_real_checkpoint_through_the_cli(tiny_corpus, tmp_path):
-    from atri.training.checkpoint import save_checkpoint
-    from atri.training.model import ModelConfig, build_model
+    from atri.training.encoders.checkpoint import save_checkpoint
+    from atri.training.encoders.model import ModelConfig, build_model
 
     model = build_model(ModelConfig())  # aisfx + e5-small, random heads
     ckpt = save_checkpoint(
@@ -320,7 +321,7 @@ def tuned_recall(tmp_path: Path, n: int, dim: int, factory: str | None) -> tuple
 
 
 def _record(i: int):
-    from atri.training.manifest import ClipRecord
+    from atri.training.data.manifest import ClipRecord
 
     return ClipRecord(f"x{i}", f"/x{i}.wav", {}, {})
 

@@ -17,7 +17,7 @@ from atri.index import layout, live
 from atri.index.errors import IndexCorrupt, IndexMismatch
 from atri.index.store import IndexStore
 from atri.index.validate import validate
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 LOG = layout.LIVE_LOG
 
@@ -232,7 +232,7 @@ WRITER = textwrap.dedent(
     import numpy as np
     from atri.index import live
     from atri.index.store import IndexStore
-    from atri.training.manifest import ClipRecord
+    from atri.training.data.manifest import ClipRecord
 
     root, start, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "pause"
     store = IndexStore.open(root)

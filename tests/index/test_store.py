@@ -10,7 +10,7 @@ import pytest
 
 from atri.index.errors import ClipExists, IndexMismatch, IndexNotFound, UnknownClip
 from atri.index.store import IndexStore
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 from atri.index import faiss_util
 from atri.index.store import IndexStore
 from atri.index.version import recall_warnings, write_version
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 LOSSY = "IVF16,PQ4x4"  # 16-bit codes: recall@10 far below 0.95 at any nprobe
 

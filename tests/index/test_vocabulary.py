@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atri.index import cli
+from atri.commands import index as cli
 from atri.index.store import IndexStore
 from atri.index.validate import validate
 from atri.index.vocabulary import VocabularyError, load_vocabulary, read_vocabulary
-from atri.training.corpus.schema import LANGS
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
+from atri.training.languages import LANGS
 
 LABELS = {
     "fra": ["chien qui aboie", "verre brisé", "ｐｌｕｉｅ "],  # full-width: NFKC'd, stripped
@@ -146,7 +146,7 @@ def test_live_changes_and_compaction_keep_the_labels(labelled, kit) -> None:
 def test_a_label_some_clip_carries_is_one_row_with_its_clips(
     tmp_path, monkeypatch, kit, make_sounds
 ) -> None:
-    from atri.training.manifest import write_manifest
+    from atri.training.data.manifest import write_manifest
 
     paths = make_sounds(tmp_path / "clips")
     records = [

@@ -29,7 +29,7 @@ import soundfile as sf
 
 from atri.index.store import IndexStore
 from atri.index.validate import validate
-from atri.training.manifest import read_manifest, write_manifest
+from atri.training.data.manifest import read_manifest, write_manifest
 
 TRIALS = int(os.environ.get("ATRI_CRASH_TRIALS", "20"))  # at least 20 for the record
 BUILD_CODE = "import sys; from atri.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -25,7 +25,7 @@ def escape_client(index_dir, make_settings, make_client, make_audio, tmp_path_fa
     """The index, plus records whose audio lies outside the one allowed folder in every
     way a path can get there; served with ATRI_AUDIO_DIRS = that folder."""
     from atri.index.store import IndexStore
-    from atri.training.manifest import ClipRecord
+    from atri.training.data.manifest import ClipRecord
 
     tmp = tmp_path_factory.mktemp("escape")
     allowed, outside = tmp / "allowed", tmp / "outside"

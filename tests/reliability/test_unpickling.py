@@ -61,7 +61,7 @@ PICKLE_WARNING = "ignore:Detected pickle protocol"  # torch's, about the bare pi
 @pytest.mark.filterwarnings(PICKLE_WARNING)
 @pytest.mark.parametrize("form", ["zip", "legacy", "pickle"])
 def test_malicious_checkpoint_file_is_refused(form, tmp_path) -> None:
-    from atri.training.checkpoint import UnsafeCheckpointError, load_checkpoint
+    from atri.training.encoders.checkpoint import UnsafeCheckpointError, load_checkpoint
 
     path = evil_files(tmp_path)[form]
     with pytest.raises(UnsafeCheckpointError, match="refused to unpickle"):
@@ -70,7 +70,7 @@ def test_malicious_checkpoint_file_is_refused(form, tmp_path) -> None:
 
 
 def test_malicious_checkpoint_given_to_index_build_exits_2(tmp_path, capsys, make_audio) -> None:
-    from atri.index import cli
+    from atri.commands import index as cli
 
     evil = evil_files(tmp_path)["zip"]
     audio = tmp_path / "audio"
@@ -95,7 +95,7 @@ def test_malicious_checkpoint_given_to_serve_fails_the_load(index_dir, make_sett
 
 
 def test_malicious_train_state_is_refused_on_resume(checkpoint_dir, tmp_path) -> None:
-    from atri.training.train import RunOptions, TrainConfig
+    from atri.training.config import RunOptions, TrainConfig
     from atri.training.trainer import STATE_FILE, Dist, Run
 
     out = tmp_path / "run"
@@ -109,8 +109,8 @@ def test_malicious_train_state_is_refused_on_resume(checkpoint_dir, tmp_path) ->
 
 @pytest.mark.filterwarnings(PICKLE_WARNING)
 def test_malicious_backbone_files_are_refused(tmp_path) -> None:
-    from atri.training.aisfx import load_aisfx_state
-    from atri.training.ced import read_ced_checkpoint
+    from atri.training.encoders.aisfx import load_aisfx_state
+    from atri.training.encoders.ced import read_ced_checkpoint
 
     for form, path in evil_files(tmp_path).items():
         with pytest.raises(pickle.UnpicklingError):

@@ -71,7 +71,7 @@ def test_block_wise_decoding_equals_whole_file_decoding(sr, channels, fmt) -> No
     exactly those of reading the whole file and resampling it in one go."""
     import soxr
 
-    from atri.training.audio_io import BLOCK_SAMPLES, decode
+    from atri.training.data.audio_io import BLOCK_SAMPLES, decode
 
     rng = np.random.default_rng(sr + channels)
     frames = 3 * BLOCK_SAMPLES // channels + 123  # several blocks

@@ -43,7 +43,7 @@ def hour_of_flac(sr: int = 16000, known_length: bool = True) -> bytes:
 
 def truncated_mp3(tone) -> bytes:
     """An MP3 cut to half: libsndfile reads the prefix without any error, and only the
-    comparison with the header's frame count (training/audio_io.py) reveals the cut."""
+    comparison with the header's frame count (training/data/audio_io.py) reveals the cut."""
     data = tone(3.0, 44100, "MP3")
     cut = data[: len(data) // 2]
     with sf.SoundFile(io.BytesIO(cut)) as f:  # the premise: libsndfile does not complain

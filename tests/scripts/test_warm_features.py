@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from atri.training.features import AudioFeatureStore, backbone_identity, clip_key
-from atri.training.manifest import read_manifest
-from atri.training.model import ModelConfig, build_model
-from atri.training.text_cache import _read_rows, cache_path, text_key
-from atri.training.text_encoder import build_text_encoder
+from atri.training.data.features import AudioFeatureStore, backbone_identity, clip_key
+from atri.training.data.manifest import read_manifest
+from atri.training.data.text_cache import _read_rows, cache_path, text_key
+from atri.training.encoders.model import ModelConfig, build_model
+from atri.training.encoders.text_encoder import build_text_encoder
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "warm_features.py"
 SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")

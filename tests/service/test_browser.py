@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from atri.training.languages import names
+
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 30
 
@@ -50,6 +52,8 @@ def test_search_page(browser, live_server, records) -> None:
     browser.get(live_server.url + "/")
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#lang option")) == 9)
+    # the tagline names the languages GET /languages lists (training/languages.py)
+    assert browser.find_element(By.ID, "tagline").text == f"Search sounds in {names()}"
 
     # type a query; results come with audio players
     Select(browser.find_element(By.ID, "lang")).select_by_value("eng")

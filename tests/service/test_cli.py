@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from atri.service import cli, demo
+from atri.commands import demo
+from atri.commands import serve as cli
+from atri.commands.common import BadInput
 
 
 def test_serve_options_override_the_environment(monkeypatch, tmp_path) -> None:
@@ -24,13 +26,13 @@ def test_serve_options_override_the_environment(monkeypatch, tmp_path) -> None:
 def test_serve_checks_before_opening_the_port(monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.delenv("ATRI_INDEX_DIR", raising=False)
     served = []
-    monkeypatch.setattr(cli, "serve", served.append)
+    monkeypatch.setattr(cli, "serve", lambda settings: served.append(settings) or 0)
     assert cli.main([]) == 2
     assert "--index" in capsys.readouterr().err
     assert cli.main(["--index", str(tmp_path), "--port", "99999"]) == 2
     assert "port" in capsys.readouterr().err
     (tmp_path / "CURRENT").write_text("1\n")
-    assert cli.main(["--index", str(tmp_path)]) is None  # handed to serve
+    assert cli.main(["--index", str(tmp_path)]) == 0  # handed to serve
     assert served[0].index_dir == tmp_path
 
 
@@ -43,19 +45,22 @@ def recorded(monkeypatch):
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "corpus.json").write_text("{}")
 
-    def index_main(argv):
-        calls["index"].append(argv)
-        out = Path(argv[argv.index("--out") + 1])
+    def manifest_source(manifest):
+        return [], {"manifest": str(manifest)}
+
+    def index_records(checkpoint, records, source, out):
+        calls["index"].append((checkpoint, source["manifest"]))
         out.mkdir(parents=True, exist_ok=True)
         (out / "CURRENT").write_text("1\n")
-        return 0
+        return 1
 
     def serve(settings):
         calls["serve"].append(settings)
         return 0
 
     monkeypatch.setattr("atri.training.corpus.build.build", build)
-    monkeypatch.setattr("atri.index.cli.main", index_main)
+    monkeypatch.setattr("atri.commands.index.manifest_source", manifest_source)
+    monkeypatch.setattr("atri.commands.index.index_records", index_records)
     monkeypatch.setattr(demo, "serve", serve)
     return calls
 
@@ -63,9 +68,7 @@ def recorded(monkeypatch):
 def test_demo_builds_what_is_missing_then_serves(recorded, tmp_path) -> None:
     assert demo.main(["--data", str(tmp_path)]) == 0
     assert recorded["build"] == [(tmp_path / "corpus-small", "small", 0)]
-    (argv,) = recorded["index"]
-    assert argv[:3] == ["build", "--checkpoint", "default"]
-    assert argv[argv.index("--manifest") + 1] == str(tmp_path / "corpus-small" / "test.jsonl")
+    assert recorded["index"] == [("default", str(tmp_path / "corpus-small" / "test.jsonl"))]
     (settings,) = recorded["serve"]
     assert settings.index_dir == tmp_path / "index-small"
     assert settings.port == 8000 and settings.checkpoint == "default"
@@ -77,9 +80,12 @@ def test_demo_builds_what_is_missing_then_serves(recorded, tmp_path) -> None:
 
 
 def test_demo_reports_a_failed_index_build(recorded, monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.setattr("atri.index.cli.main", lambda argv: 2)
+    def fail(*args):
+        raise BadInput("--checkpoint nowhere: checkpoint not found")
+
+    monkeypatch.setattr("atri.commands.index.index_records", fail)
     assert demo.main(["--data", str(tmp_path)]) == 1
-    assert "index build failed" in capsys.readouterr().err
+    assert "atri demo: error: --checkpoint nowhere: checkpoint not found" in capsys.readouterr().err
     assert recorded["serve"] == []
 
 

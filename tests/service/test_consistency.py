@@ -12,7 +12,7 @@ from atri.service.schemas import AtLeast, ConsistencyResponse
 
 @pytest.fixture(scope="module")
 def model(checkpoint_dir):
-    from atri.training.checkpoint import load_checkpoint
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint_dir)[0]
 

@@ -24,7 +24,7 @@ from atri.service.app import create_app
 from atri.service.engine import Engine
 from atri.service.errors import Busy
 from atri.service.settings import Settings
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
 
 DIM = 8
 SLOTS, WAITING, EXTRA = 1, 3, 8

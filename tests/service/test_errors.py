@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from atri.service.app import create_app
 from atri.service.deps import engine as engine_dependency
 from atri.service.settings import Settings
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 
 def assert_error(response, status: int, code: str) -> dict:

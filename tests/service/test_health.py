@@ -10,7 +10,7 @@ import pytest
 
 from atri.service.loading import StartupError, identity_mismatch, load_engine
 from atri.service.settings import Settings, get_settings
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 
 def test_health_when_ready(client, clip_ids, records) -> None:
@@ -118,7 +118,7 @@ def test_settings_from_the_environment(monkeypatch, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("ATRI_FALLBACK_LANG", "en"), ("ATRI_PORT", "70000"), ("ATRI_LOG_FORMAT", "xml"),
-     ("ATRI_MAX_UPLOAD_BYTES", "-1")],
+     ("ATRI_MAX_UPLOAD_BYTES", "-1"), ("ATRI_MAX_WAITING_REQUESTS", "31")],
 )  # fmt: skip
 def test_bad_settings_are_rejected(monkeypatch, name, value) -> None:
     from pydantic import ValidationError

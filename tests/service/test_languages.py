@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import typing
-
 import pytest
 
 from atri.service.errors import UnsupportedLanguage
-from atri.service.languages import LANGUAGES, detect, resolve
-from atri.service.settings import Lang
-from atri.training.corpus.schema import LANGS
+from atri.service.languages import detect, resolve
+from atri.training.languages import LANGS, LANGUAGES
 
 
 @pytest.mark.parametrize(
@@ -45,9 +42,15 @@ def test_unknown_names_are_rejected_with_the_supported_codes(tag: str) -> None:
     assert info.value.details["supported"] == list(LANGS)
 
 
-def test_languages_follow_the_corpus_schema_and_settings() -> None:
-    assert tuple(LANGUAGES) == LANGS
-    assert typing.get_args(Lang) == LANGS
+def test_settings_accept_exactly_the_registrys_languages() -> None:
+    from pydantic import ValidationError
+
+    from atri.service.settings import Settings
+
+    for code in LANGS:
+        assert Settings(_env_file=None, fallback_lang=code).fallback_lang == code
+    with pytest.raises(ValidationError, match="'en' is not one of"):
+        Settings(_env_file=None, fallback_lang="en")
 
 
 def test_every_listed_alias_resolves_to_its_language() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ LABEL_TOP = 5
 
 @pytest.fixture(scope="module")
 def real_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from atri.training.corpus.cli import main
+    from atri.commands.corpus import main
 
     out = tmp_path_factory.mktemp("corpus-sfx")
     assert main(["build-sfx", str(out), "--workers", "2"]) == 0
@@ -49,7 +49,7 @@ def real_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(real_test: Path, tmp_path_factory, make_client, make_settings) -> Iterator[TestClient]:
-    from atri.index.cli import main
+    from atri.commands.index import main
 
     index = tmp_path_factory.mktemp("real-index") / "idx"
     assert main(["build", "--checkpoint", "default", "--manifest", str(real_test),
@@ -80,7 +80,7 @@ def test_real_recordings_get_their_own_label(client, real_test, lang):
     language for at least 5x the share chance gives (5 of ~345 labels: 1.4%). Measured
     on all 234 recordings: 27-33% (model card)."""
     from atri.training.corpus.sfx.lexicon import label, vocabulary
-    from atri.training.manifest import read_manifest
+    from atri.training.data.manifest import read_manifest
 
     manifest = read_manifest(real_test)
     # the corpus keeps clicks from 50 ms; the API refuses uploads under 0.1 s (api.md)

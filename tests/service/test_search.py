@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 RESULT_KEYS = {"rank", "id", "score", "audio_url", "caption", "meta"}
 
@@ -36,7 +36,7 @@ def test_get_search_answers_the_documented_shape(client, records) -> None:
 def test_scores_are_the_inner_products_of_the_embeddings(client, index_dir, checkpoint_dir):
     """The service embeds the query with the index's model and ranks by inner product."""
     from atri.index.store import IndexStore
-    from atri.training.checkpoint import load_checkpoint
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     q = "a cello plays three slow low notes"
     model, _ = load_checkpoint(checkpoint_dir)

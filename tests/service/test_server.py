@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from atri.service.cli import main as serve_main
+from atri.commands.serve import main as serve_main
 
 
 def test_real_server_answers(live_server, clip_ids) -> None:
@@ -77,7 +77,7 @@ def test_missing_index_exits_2(tmp_path, capsys) -> None:
 
 def test_index_of_another_model_is_refused(index_dir, other_checkpoint_dir, tmp_path) -> None:
     log = tmp_path / "refused.log"
-    code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
     with open(log, "w") as sink:
         proc = subprocess.run(
             [sys.executable, "-c", code, "--index", str(index_dir), "--port", "0",
@@ -116,7 +116,7 @@ def test_change_survives_kill_9(
 
 
 def test_port_in_use_exits_1(index_dir, tmp_path) -> None:
-    code = "import sys; from atri.service.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

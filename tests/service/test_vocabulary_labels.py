@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from atri.training.corpus.schema import LANGS
+from atri.training.languages import LANGS
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")  # kana and ideographs
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the sonar tier's environment loads this file too: import lazily
-    from atri.training.model import RetrievalModel
+    from atri.training.encoders.model import RetrievalModel
 
 
 @pytest.fixture(scope="module")
 def model() -> RetrievalModel:
-    from atri.training.model import ModelConfig, build_model
+    from atri.training.encoders.model import ModelConfig, build_model
 
     return build_model(ModelConfig())
 

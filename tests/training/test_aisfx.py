@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from atri.training.aisfx import (
+from atri.training.encoders.aisfx import (
     AISFX,
     AisfxCNN,
     AisfxEncoder,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from atri.training.audio_io import AudioDecodeError, decode, load_audio
+from atri.training.data.audio_io import AudioDecodeError, decode, load_audio
 
 
 def _tone(sr: int, seconds: float = 1.0, freq: float = 1000.0, channels: int = 1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Waveform augmentations (training/augment.py): each one measured on the signal it makes,
+"""Waveform augmentations (training/data/augment.py): each one measured on the signal it makes,
 and views that are fixed functions of (samples, view, spec)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from atri.training.augment import (
+from atri.training.data.augment import (
     COLOURS,
     AugmentSpec,
     add_noise,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from atri.training.feature_views import view_key
-from atri.training.features import AudioFeatureStore, backbone_identity, clip_key
-from atri.training.manifest import read_manifest, write_manifest
-from atri.training.model import ModelConfig, RetrievalModel, build_model
-from atri.training.train import main
+from atri.commands.train import main
+from atri.training.data.feature_views import view_key
+from atri.training.data.features import AudioFeatureStore, backbone_identity, clip_key
+from atri.training.data.manifest import read_manifest, write_manifest
+from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
 
 LANGS = ("eng", "fra", "deu", "jpn")
 N_TRAIN, N_VAL = 32, 16

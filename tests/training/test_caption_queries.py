@@ -9,8 +9,8 @@ import statistics
 import numpy as np
 import pytest
 
-from atri.training.caption_queries import t2a_queries
-from atri.training.metrics import evaluate_embeddings, t2a_ranks
+from atri.training.evaluation.caption_queries import t2a_queries
+from atri.training.evaluation.metrics import evaluate_embeddings, t2a_ranks
 
 LANGS = ["eng", "fra", "jpn"]
 

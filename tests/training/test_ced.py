@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from atri.training.ced import (
+from atri.training.encoders.ced import (
     CED_CONFIGS,
     CedEncoder,
     CheckpointMismatchError,

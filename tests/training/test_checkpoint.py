@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from atri.training import checkpoint as ckpt
-from atri.training.checkpoint import (
+from atri.training.encoders import checkpoint as ckpt
+from atri.training.encoders.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     UnsafeCheckpointError,
@@ -23,10 +23,10 @@ from atri.training.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
+from atri.training.encoders.strict_load import CheckpointMismatchError
+from atri.training.encoders.text_encoder import build_text_encoder
 from atri.training.fileio import file_sha256
-from atri.training.model import ModelConfig, RetrievalModel, build_model
-from atri.training.strict_load import CheckpointMismatchError
-from atri.training.text_encoder import build_text_encoder
 
 TEXTS = ["a dog barks twice", "rain falls on a tin roof"]
 TRAIN = {"strategy": "kcl", "lr": 1e-4, "run_dir": Path("/runs/x")}

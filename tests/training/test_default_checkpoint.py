@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atri.training.checkpoint import default_checkpoint_dir, load_checkpoint
-from atri.training.corpus.schema import LANGS
-from atri.training.embed import embed_manifest
-from atri.training.manifest import Manifest, read_manifest
+from atri.training.data.manifest import Manifest, read_manifest
+from atri.training.encoders.checkpoint import default_checkpoint_dir, load_checkpoint
+from atri.training.evaluation.embed import embed_manifest
+from atri.training.languages import LANGS
 
 # docs/model_card.md: `atri eval --checkpoint default` on the default corpus's test split
 RECORDED = {"t2a": {"R@1": 42.04, "R@5": 88.30, "R@10": 97.68, "mAP@10": 60.95},
@@ -60,8 +60,8 @@ def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, featu
 def test_reproduces_recorded_test_metrics(tmp_path):
     """Builds the `default` corpus from scratch (~5 min on 2 cores) and evaluates on its
     1,200 test clips (frozen features come from the shared cache when warm)."""
+    from atri.commands.eval import main as eval_main
     from atri.training.corpus.build import build
-    from atri.training.evaluate import main as eval_main
 
     corpus = tmp_path / "corpus-default"
     build(corpus, size="default", seed=0, workers=2)

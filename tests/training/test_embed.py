@@ -14,16 +14,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from atri.training.embed import (
-    BadInput,
+from atri.commands.embed import main
+from atri.training.data.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
+from atri.training.evaluation.embed import (
     check_langs,
     embed_audio,
     embed_manifest,
-    main,
     manifest_captions,
     npz_arrays,
 )
-from atri.training.manifest import ClipRecord, read_manifest, write_manifest
 
 SR = 16_000
 DIM = 8
@@ -134,7 +133,7 @@ def test_check_langs_rejects_unknown_repeated_and_absent(tmp_path):
     for langs, problem in ((["eng", "xx"], "unknown language code(s) ['xx']"),
                            (["eng", "eng"], "given twice"),
                            (["fra"], "no clip has captions in ['fra']")):
-        with pytest.raises(BadInput, match=re.escape(problem)):
+        with pytest.raises(ManifestError, match=re.escape(problem)):
             check_langs(manifest, langs)
 
 
@@ -153,7 +152,7 @@ def _main(checkpoint: Path, manifest: Path, out: Path, cache: Path, *extra: str)
 
 
 def test_main_text_subset(tiny_corpus, checkpoint, feature_cache, tmp_path):
-    from atri.training.checkpoint import load_checkpoint
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     out = tmp_path / "t.npz"
     manifest = tiny_corpus / "test.jsonl"
@@ -179,8 +178,8 @@ def test_main_text_subset(tiny_corpus, checkpoint, feature_cache, tmp_path):
 
 
 def test_main_audio_only(tiny_corpus, checkpoint, feature_cache, tmp_path):
-    from atri.training.audio_io import load_audio
-    from atri.training.checkpoint import load_checkpoint
+    from atri.training.data.audio_io import load_audio
+    from atri.training.encoders.checkpoint import load_checkpoint
 
     out = tmp_path / "a.npz"
     manifest = read_manifest(tiny_corpus / "test.jsonl")

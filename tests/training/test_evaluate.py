@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from atri.training import embed, evaluate
-from atri.training.metrics import evaluate_embeddings
-from atri.training.report import (
+from atri.commands import embed
+from atri.commands import eval as evaluate
+from atri.training.evaluation.metrics import evaluate_embeddings
+from atri.training.evaluation.report import (
     RankCase,
     rank_case_table,
     rank_cases,

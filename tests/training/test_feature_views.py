@@ -1,4 +1,4 @@
-"""Augmented views cached as frozen-backbone features (training/feature_views.py), around
+"""Augmented views cached as frozen-backbone features (training/data/feature_views.py), around
 the real aisfx backbone (calls counted, not mocked) on two short clips."""
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from atri.training.audio_io import load_audio
-from atri.training.augment import AugmentSpec, augment_view
-from atri.training.feature_views import epoch_views, view_features, view_key
-from atri.training.features import AudioFeatureStore, audio_features, backbone_identity, clip_key
+from atri.training.data.audio_io import load_audio
+from atri.training.data.augment import AugmentSpec, augment_view
+from atri.training.data.feature_views import epoch_views, view_features, view_key
+from atri.training.data.features import (
+    AudioFeatureStore,
+    audio_features,
+    backbone_identity,
+    clip_key,
+)
 
 SR = 44100
 

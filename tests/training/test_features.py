@@ -11,16 +11,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from atri.training import features
-from atri.training.features import (
+from atri.training.data import features
+from atri.training.data.features import (
     AudioFeatureStore,
     audio_features,
     backbone_identity,
     caption_rows,
     text_features,
 )
-from atri.training.manifest import ClipRecord, read_manifest, write_manifest
-from atri.training.model import ModelConfig, build_model
+from atri.training.data.manifest import ClipRecord, read_manifest, write_manifest
+from atri.training.encoders.model import ModelConfig, build_model
 
 SR = 44100
 

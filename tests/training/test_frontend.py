@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from atri.training.frontend import CedLogMel, LogMelConfig, htk_mel_filterbank
+from atri.training.encoders.frontend import CedLogMel, LogMelConfig, htk_mel_filterbank
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from atri.training.checkpoint import load_checkpoint
-from atri.training.manifest import read_manifest, write_manifest
-from atri.training.train import main
+from atri.commands.train import main
+from atri.training.data.manifest import read_manifest, write_manifest
+from atri.training.encoders.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

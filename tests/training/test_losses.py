@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atri.training.losses import (
-    LOSSES,
+from atri.training.objectives.losses import (
     cacl_loss,
     kcl_balanced_loss,
     kcl_loss,
@@ -211,8 +210,3 @@ def test_absent_slots_get_no_gradient() -> None:
     assert torch.all(t.grad[~present] == 0)
     assert torch.all(t.grad[present].abs().sum(-1) > 0)
     assert torch.isfinite(a.grad).all()
-
-
-def test_registry_names_the_cli_strategies() -> None:
-    assert set(LOSSES) == {"mlclap", "mlclap-mixture", "cacl", "kcl", "kcl-balanced"}
-    assert LOSSES["kcl"] is kcl_loss

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from atri.training.manifest import (
+from atri.training.data.manifest import (
     ClipRecord,
     ManifestError,
     read_manifest,

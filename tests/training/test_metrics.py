@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from atri.training.metrics import (
+from atri.training.evaluation.metrics import (
     a2t_counts,
     average_precision_at_k,
     duplicate_captions,

@@ -14,26 +14,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atri.training.ced import create_ced
-from atri.training.checkpoint import (
+from atri.training.encoders.ced import create_ced
+from atri.training.encoders.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_torch_file,
     save_checkpoint,
 )
-from atri.training.mlclap import (
+from atri.training.encoders.mlclap import (
     MLCLAP_CONFIG,
     TextEncoderUnavailable,
     export_sonar_text_encoder,
     split_mlclap_state,
     unwrap_state_dict,
 )
-from atri.training.strict_load import (
+from atri.training.encoders.strict_load import (
     CheckpointMismatchError,
     check_state_dict,
     load_state_dict_strict,
 )
-from atri.training.text_encoder import build_text_encoder
+from atri.training.encoders.text_encoder import build_text_encoder
 
 TEXTS = ["a dog barks twice", "rain falls on a tin roof"]
 EMBED = 48
@@ -82,7 +82,7 @@ def _wave(spec_dir) -> torch.Tensor:
 
 @torch.inference_mode()
 def test_audio_side_matches_mlclap_formula(spec_dir, ced_state, parts, mlclap_file, caplog):
-    with caplog.at_level(logging.INFO, logger="atri.training.mlclap"):
+    with caplog.at_level(logging.INFO, logger="atri.training.encoders.mlclap"):
         model, info = load_checkpoint(mlclap_file)
     assert info["source"] == "mlclap"
     assert (model.config.audio, model.config.embed_dim, model.config.text) == (

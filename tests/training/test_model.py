@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atri.training.model import ModelConfig, RetrievalModel, build_model
-from atri.training.text_encoder import build_text_encoder
+from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
+from atri.training.encoders.text_encoder import build_text_encoder
 
 TEXTS = ["a dog barks twice", "rain falls on a tin roof", "un chien aboie"]
 

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from atri.training.rank_consistency import a2t_top1, log_rank_variance, t2a_top1, top1_agreement
+from atri.training.evaluation.rank_consistency import (
+    a2t_top1,
+    log_rank_variance,
+    t2a_top1,
+    top1_agreement,
+)
 
 
 def unit(rng, *shape):

@@ -9,14 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atri.training.corpus.schema import LANGS
-from atri.training.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
-from atri.training.sampling import (
-    STRATEGIES,
-    CaptionTable,
-    cacl_eligible,
-    draw_epoch,
-)
+from atri.training.data.manifest import ClipRecord, ManifestError, read_manifest, write_manifest
+from atri.training.languages import LANGS
+from atri.training.objectives.sampling import CaptionTable, cacl_eligible
+from atri.training.objectives.strategies import NAMES as STRATEGIES
+from atri.training.objectives.strategies import draw_epoch
 
 K = len(LANGS)
 # chi-square 0.999 quantiles by degrees of freedom: a correct sampler fails 1 in 1000

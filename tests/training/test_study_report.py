@@ -4,8 +4,8 @@ statistics functions applied by hand, and a zero-variance arm reads n/a."""
 import numpy as np
 import pytest
 
-from atri.training.study_report import METRICS, render_markdown, summarise
-from atri.training.study_stats import cluster_bootstrap, welch
+from atri.training.evaluation.study_report import METRICS, render_markdown, summarise
+from atri.training.evaluation.study_stats import cluster_bootstrap, welch
 
 LANGS = ["eng", "fra"]
 

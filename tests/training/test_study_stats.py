@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from atri.training.study_stats import cluster_bootstrap, mean_interval, resampling_units, welch
+from atri.training.evaluation.study_stats import (
+    cluster_bootstrap,
+    mean_interval,
+    resampling_units,
+    welch,
+)
 
 
 def naive_welch(a, b):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from atri.training.text_cache import TextCacheError, cache_path, encode_cached
-from atri.training.text_encoder import TextEncoder, build_text_encoder
+from atri.training.data.text_cache import TextCacheError, cache_path, encode_cached
+from atri.training.encoders.text_encoder import TextEncoder, build_text_encoder
 
 
 class CountingEncoder:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atri.training.text_encoder import (
+from atri.training.encoders.text_encoder import (
     E5SmallEncoder,
     HFTextEncoder,
     TextEncoder,

@@ -37,7 +37,8 @@ def tiny_sonar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
     from fairseq2.models.nllb import get_nllb_tokenizer_hub
     from sonar.models.sonar_text import get_sonar_text_encoder_hub
 
-    from atri.training.text_encoder import SONAR_CARD, SONAR_LANGS
+    from atri.training.encoders.text_encoder import SONAR_CARD
+    from atri.training.languages import LANGUAGES
 
     folder = tmp_path_factory.mktemp("tiny_sonar")
     spm.SentencePieceTrainer.train(
@@ -49,7 +50,7 @@ def tiny_sonar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
         model_type="unigram",
         minloglevel=2,
     )
-    langs = sorted(SONAR_LANGS.values())
+    langs = sorted(info.nllb[0] for info in LANGUAGES.values())
     tokenizer_config = dataclasses.replace(
         get_nllb_tokenizer_hub().get_tokenizer_config(SONAR_CARD),
         langs=langs,
@@ -86,7 +87,11 @@ def tiny_sonar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
 
 
 def test_sonar_loads_checkpoint_and_encodes(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
-    from atri.training.text_encoder import SonarTextEncoder, TextEncoder, build_text_encoder
+    from atri.training.encoders.text_encoder import (
+        SonarTextEncoder,
+        TextEncoder,
+        build_text_encoder,
+    )
 
     folder, saved = tiny_sonar
     encoder = build_text_encoder(f"sonar:{folder}")
@@ -109,10 +114,11 @@ def test_sonar_loads_checkpoint_and_encodes(tiny_sonar: tuple[Path, torch.nn.Mod
 
 
 def test_sonar_language_token_reaches_the_model(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
-    from atri.training.text_encoder import SONAR_LANGS, build_text_encoder
+    from atri.training.encoders.text_encoder import build_text_encoder
+    from atri.training.languages import LANGS
 
     encoder = build_text_encoder(f"sonar:{tiny_sonar[0]}")
-    vectors = torch.cat([encoder.encode([CORPUS[0]], lang) for lang in SONAR_LANGS])
+    vectors = torch.cat([encoder.encode([CORPUS[0]], lang) for lang in LANGS])
     assert vectors.shape == (8, 32)
     # each language prepends its own __xxx_Xxxx__ token, so no two rows coincide
     distance = torch.cdist(vectors, vectors) + torch.eye(8)
@@ -123,7 +129,7 @@ def test_sonar_language_token_reaches_the_model(tiny_sonar: tuple[Path, torch.nn
 
 def test_sonar_missing_files(tmp_path: Path) -> None:
     pytest.importorskip("sonar", reason="needs scripts/sonar_env.sh's environment")
-    from atri.training.text_encoder import build_text_encoder
+    from atri.training.encoders.text_encoder import build_text_encoder
 
     with pytest.raises(FileNotFoundError, match="encoder.pt"):
         build_text_encoder(f"sonar:{tmp_path}")
@@ -132,7 +138,7 @@ def test_sonar_missing_files(tmp_path: Path) -> None:
 def test_sonar_raw_keeps_the_unnormalised_vectors(tiny_sonar: tuple[Path, torch.nn.Module]) -> None:
     """ML-CLAP's text_proj was trained on SONAR's raw sentence embeddings: `sonar-raw`
     gives exactly those, `sonar` their unit-norm version."""
-    from atri.training.text_encoder import build_text_encoder
+    from atri.training.encoders.text_encoder import build_text_encoder
 
     folder, _ = tiny_sonar
     raw = build_text_encoder(f"sonar-raw:{folder}")

@@ -15,13 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from atri.commands.train import main
 from atri.training.batches import ValData
-from atri.training.checkpoint import load_checkpoint
-from atri.training.manifest import read_manifest, write_manifest
-from atri.training.model import ModelConfig, build_model
+from atri.training.data.manifest import read_manifest, write_manifest
+from atri.training.encoders.checkpoint import load_checkpoint
+from atri.training.encoders.model import ModelConfig, build_model
+from atri.training.objectives.strategies import NAMES as STRATEGIES
+from atri.training.objectives.strategies import get_strategy
 from atri.training.optim import lr_factor, param_groups
-from atri.training.sampling import STRATEGIES
-from atri.training.train import main
 
 LANGS = ("eng", "fra", "deu", "jpn")  # four of the eight: the text features cost ~20 ms each
 N_TRAIN, N_VAL = 48, 24
@@ -232,7 +233,7 @@ def test_sigterm_requests_a_clean_stop() -> None:
 
 
 def test_no_weight_decay_on_temperature_and_biases() -> None:
-    from atri.training.train import TrainConfig
+    from atri.training.config import TrainConfig
 
     model = build_model(ModelConfig())
     config = TrainConfig(strategy="kcl", train="t", val="v")
@@ -307,7 +308,7 @@ def global_batch(strategy: str, n: int = 8) -> dict[str, torch.Tensor]:
     """Random cached features of a global batch, with absent KCL slots and a mixture
     batch that holds clips twice."""
     g = torch.Generator().manual_seed(3)
-    slots = {"mlclap": 1, "mlclap-mixture": 1, "cacl": 2}.get(strategy, 3)
+    slots = get_strategy(strategy).slots(3)
     present = torch.ones(n, slots, dtype=torch.bool)
     if slots == 3:
         present[1, 0] = present[4, 2] = present[6, 1] = False
@@ -338,7 +339,7 @@ def step_grads(strategy: str, rank: int, world: int) -> tuple[float, dict[str, t
     from atri.training.step_loss import StepLoss
 
     model = stub_model()
-    step = StepLoss(model, strategy, world)
+    step = StepLoss(model, get_strategy(strategy), world)
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(step)
     loss = step(local_batch(global_batch(strategy), rank, world))

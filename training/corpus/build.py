@@ -16,10 +16,11 @@ from atri.training.corpus.captions_unseen import HELD_OUT, unseen_lexicon
 from atri.training.corpus.melody import melody_split
 from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, plan_unseen, xfont_copy
 from atri.training.corpus.render import audio_relpath, render_shard
-from atri.training.corpus.schema import ATTRIBUTES, LANGS
+from atri.training.corpus.schema import ATTRIBUTES
 from atri.training.corpus.soundfonts import DEFAULT_TRAIN_SOUNDFONTS, assign_train_soundfonts
+from atri.training.data.manifest import ClipRecord, write_manifest
 from atri.training.fileio import atomic_write_text
-from atri.training.manifest import ClipRecord, write_manifest
+from atri.training.languages import LANGS
 from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)

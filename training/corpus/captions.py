@@ -13,14 +13,14 @@ See docs/corpus.md, section Captions.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterable
 
 from atri.training.corpus.captions_base import Ctx, Realizer, lexicon
 from atri.training.corpus.captions_cjk import Chinese, Japanese
 from atri.training.corpus.captions_germanic import Dutch, English, German
 from atri.training.corpus.captions_romance import Catalan, French, Spanish
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 N_TEMPLATES = 3
 # variant v picks synonym v % len(synonyms) in every table; beyond this they cycle
@@ -117,14 +117,3 @@ def instrument_table() -> str:
             )
         out.append(f"| {inst} | " + " | ".join(cells) + " |")
     return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the tables docs/corpus.md embeds: python -m atri.training.corpus.captions [table]"""
-    args = sys.argv[1:] if argv is None else argv
-    print(instrument_table() if args == ["instruments"] else sample_table())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

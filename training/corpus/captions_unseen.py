@@ -18,7 +18,8 @@ from importlib import resources
 from typing import Any
 
 from atri.training.corpus.captions_base import lexicon, pick
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 # The attributes whose words are held out: none of them occurs in the training lexicon.
 HELD_OUT: tuple[str, ...] = ("direction", "tempo", "loudness", "register", "background")

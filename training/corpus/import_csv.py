@@ -15,8 +15,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from atri.training.corpus.schema import LANGS
-from atri.training.manifest import ID_PATTERN, ClipRecord, ManifestError, write_manifest
+from atri.training.data.manifest import ID_PATTERN, ClipRecord, ManifestError, write_manifest
+from atri.training.languages import LANGS
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
 COLUMNS = {

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from atri.training.corpus.captions import N_TEMPLATES, N_VARIANTS, describe
 from atri.training.corpus.captions_unseen import describe_unseen
 from atri.training.corpus.melody import Melody, draw_melody
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 CAPTIONS_PER_CLIP = 2
 # Grid shapes of evaluation clusters: values per varied attribute. Each gives every

@@ -15,7 +15,6 @@ background anew would double the cost of the corpus for no audible gain.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import soundfile as sf
 from atri.training.corpus.plan import ClipPlan
 from atri.training.corpus.schema import BACKGROUNDS, INSTRUMENTS
 from atri.training.corpus.soundfonts import SOUNDFONTS
+from atri.training.fileio import atomic_write
 
 SAMPLE_RATE = 44100  # serves CED (16 kHz after resampling) and aisfx (up to 22 kHz)
 CLIP_SECONDS = 5.0
@@ -188,10 +188,7 @@ def drum_events(rng: random.Random, seconds: float) -> list[tuple[float, int, in
 def write_flac(path: Path, wave: np.ndarray) -> None:
     """16-bit FLAC, written to a temporary name and renamed: a crash never leaves a
     half-written clip under its final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(tmp, wave, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: sf.write(f, wave, SAMPLE_RATE, subtype="PCM_16", format="FLAC"))
 
 
 def render_shard(args: tuple[list[ClipPlan], str]) -> list[str]:

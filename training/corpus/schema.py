@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-LANGS: tuple[str, ...] = ("eng", "fra", "deu", "spa", "nld", "cat", "jpn", "zho")
-
 # instrument -> General MIDI program (0-based), corpus.md
 INSTRUMENTS: dict[str, int] = {
     "piano": 0,

@@ -7,7 +7,7 @@ import soundfile as sf
 from atri.cli import main as atri_main
 from atri.training.corpus.build import SPLITS, build, plan_corpus
 from atri.training.corpus.render import CLIP_SECONDS, SAMPLE_RATE, Renderer, background_gain
-from atri.training.manifest import read_manifest
+from atri.training.data.manifest import read_manifest
 
 
 def test_manifests_are_valid_and_audio_is_real(tiny_corpus):

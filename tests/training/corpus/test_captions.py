@@ -21,7 +21,8 @@ from atri.training.corpus.captions import (
     sample_table,
 )
 from atri.training.corpus.captions_base import lexicon, pick
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 REPO = Path(__file__).resolve().parents[3]
 FULL = frozenset(ATTRIBUTES)
@@ -363,7 +364,7 @@ def test_docs_are_current():
     for lang in LANGS:
         section = table.split(f"#### {lang}\n")[1].split("####")[0]
         assert len(re.findall(r"^\| \d+ \|", section, re.M)) == 30
-    assert table in docs, "stale samples: python -m atri.training.corpus.captions"
-    assert instrument_table() in docs, "stale: python -m atri.training.corpus.captions instruments"
+    assert table in docs, "stale samples: atri corpus captions"
+    assert instrument_table() in docs, "stale: atri corpus captions instruments"
     for lang, t in itertools.product(LANGS, range(N_TEMPLATES)):
         assert f"| {t} | {lang} | {describe(attrs(), lang, t, FULL)} |" in docs

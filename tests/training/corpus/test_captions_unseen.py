@@ -10,7 +10,8 @@ from atri.training.corpus.captions_unseen import (
     describe_unseen,
     unseen_lexicon,
 )
-from atri.training.corpus.schema import ATTRIBUTES, LANGS, ClipAttributes
+from atri.training.corpus.schema import ATTRIBUTES, ClipAttributes
+from atri.training.languages import LANGS
 
 BASE = ClipAttributes("flute", "low", "rising", "slow", "soft", 3, "birdsong")
 

@@ -6,7 +6,7 @@ import soundfile as sf
 
 from atri.cli import main as atri_main
 from atri.training.corpus.import_csv import CsvImportError, clip_id, import_csv
-from atri.training.manifest import ID_PATTERN, read_manifest
+from atri.training.data.manifest import ID_PATTERN, read_manifest
 
 
 def _wav(path):

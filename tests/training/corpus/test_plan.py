@@ -6,7 +6,8 @@ import pytest
 from atri.training.corpus.build import SIZES, check_plan, plan_corpus
 from atri.training.corpus.captions_unseen import HELD_OUT, unseen_lexicon
 from atri.training.corpus.melody import melody_split
-from atri.training.corpus.schema import ATTRIBUTES, LANGS
+from atri.training.corpus.schema import ATTRIBUTES
+from atri.training.languages import LANGS
 
 
 @pytest.fixture(scope="module")

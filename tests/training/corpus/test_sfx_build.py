@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from atri.training.corpus.cli import main as corpus_main
+from atri.commands.corpus import main as corpus_main
 from atri.training.corpus.render import SAMPLE_RATE
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import build, mixtures
 from atri.training.corpus.sfx.audio import ffmpeg_exe, load_source, write_flac
 from atri.training.corpus.sfx.records import filename_label
 from atri.training.corpus.sfx.splits import SPLITS, apply_caps, check_splits, cover, take_stem
-from atri.training.manifest import read_manifest
+from atri.training.data.manifest import read_manifest
+from atri.training.languages import LANGS
 
 MT = "usr/share/games/minetest/sounds/"
 WN = "usr/share/games/wesnoth/1.16/data/core/sounds/"

@@ -11,7 +11,6 @@ from importlib import resources
 
 import pytest
 
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import grammar as g
 from atri.training.corpus.sfx import lexicon as lx
 from atri.training.corpus.sfx.lexicon import (
@@ -24,6 +23,7 @@ from atri.training.corpus.sfx.lexicon import (
     vocabulary,
     with_background,
 )
+from atri.training.languages import LANGS
 
 ROMANCE = ("fra", "spa", "cat")
 DEU_ENDING = {"m": "er", "f": "e", "n": "es", "p": "e"}

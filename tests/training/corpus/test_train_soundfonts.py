@@ -20,7 +20,7 @@ from atri.training.corpus.soundfonts import (
     assign_train_soundfonts,
     check_train_soundfonts,
 )
-from atri.training.manifest import read_manifest
+from atri.training.data.manifest import read_manifest
 
 FONTS = ("fluidr3", "musescore", "fluidr3mono", "opl3")
 EVAL_SPLITS = ("val", "test", "test-xfont")

@@ -4,7 +4,7 @@ at most CLIP_MAX_SECONDS (the start kept), 16-bit FLAC.
 libsndfile reads wav, flac and ogg/vorbis; WavPack (`.wv`, teeworlds), MP3 (scratch) and
 anything else it refuses go through ffmpeg (the binary of the imageio-ffmpeg wheel, a project
 dependency, else one on PATH) into a temporary float WAV that libsndfile then reads, so
-both paths share one downmix and one resampler (soxr, as atri.training.audio_io does).
+both paths share one downmix and one resampler (soxr, as atri.training.data.audio_io does).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from atri.training.audio_io import AudioDecodeError, decode
 from atri.training.corpus.render import SAMPLE_RATE
+from atri.training.data.audio_io import AudioDecodeError, decode
 from atri.training.fileio import atomic_path
 
 CLIP_MAX_SECONDS = 10.0  # long ambient loops keep their first 10 s

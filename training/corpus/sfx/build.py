@@ -32,8 +32,8 @@ from atri.training.corpus.sfx.sources import (
     source_key,
     sources_digest,
 )
+from atri.training.data.manifest import ClipRecord, write_manifest
 from atri.training.fileio import atomic_write_text
-from atri.training.manifest import ClipRecord, write_manifest
 from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)

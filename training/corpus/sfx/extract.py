@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ from urllib.parse import unquote
 from atri.training.corpus.sfx.opensfx import unpack_cat
 from atri.training.corpus.sfx.packages import Container, Package, get_package, is_audio
 from atri.training.corpus.sfx.rcc import iter_rcc
-from atri.training.fileio import atomic_write_bytes, atomic_write_text
+from atri.training.fileio import atomic_write_bytes, atomic_write_text, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -198,20 +197,10 @@ def extract_package(package: Package | str, root: Path, cache: Path) -> Path:
             _dpkg_x(debs[name], tools)
         unpack_containers(package, tree, tools if package.tools else None)
         atomic_write_text(tree / STAMP, json.dumps(stamp, indent=1) + "\n")
-        _replace_dir(tree, final)
+        swap_dir(tree, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    """Rename `new` over `final` (a folder cannot be renamed over a non-empty one, so the
-    old tree moves aside first and is deleted after)."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def extract_all(names: Iterable[str], root: Path, cache: Path) -> dict[str, Path]:

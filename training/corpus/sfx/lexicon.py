@@ -22,8 +22,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import grammar as g
+from atri.training.languages import LANGS
 
 N_TEMPLATES = 4
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {

@@ -28,10 +28,11 @@ from atri.training.corpus.melody import draw_melody
 from atri.training.corpus.plan import MENTION_PROB, ClipPlan, _render_params, random_attributes
 from atri.training.corpus.render import PEAK_LIMIT, SAMPLE_RATE, Renderer
 from atri.training.corpus.render import background_gain as rms_gain
-from atri.training.corpus.schema import ATTRIBUTES, LANGS
+from atri.training.corpus.schema import ATTRIBUTES
 from atri.training.corpus.sfx import lexicon
 from atri.training.corpus.sfx.audio import read_flac, to_int16, write_flac
 from atri.training.corpus.sfx.records import Clip, n_captions, variants
+from atri.training.languages import LANGS
 
 PAIR_LEVEL_DB = (6.0, 15.0)
 MELODY_LEVEL_DB = (6.0, 12.0)

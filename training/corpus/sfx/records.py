@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from atri.training.corpus.schema import LANGS
 from atri.training.corpus.sfx import lexicon
-from atri.training.manifest import ClipRecord
+from atri.training.data.manifest import ClipRecord
+from atri.training.languages import LANGS
 
 # Captions per clip and language: training sees several phrasings, an evaluation clip two.
 CAPTIONS_PER_CLIP = {"train": 4, "eval": 2}

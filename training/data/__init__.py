@@ -1,0 +1,2 @@
+"""What the model reads: manifests, audio decoding and augmentation, and the on-disk
+feature and text caches."""

@@ -1,0 +1,1 @@
+"""How a model is measured: retrieval metrics, embedding a manifest, reports."""

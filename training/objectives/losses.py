@@ -1,0 +1,123 @@
+"""Contrastive losses for multilingual audio-text training (shared spec metrics.md).
+
+Every function takes L2-normalised embeddings and a temperature `tau` (a tensor, used as
+a divisor: logits = similarity / tau) and returns a scalar tensor. None normalises or
+clamps: the model does that, so that each loss stays the formula in its docstring.
+
+Sources: ML-CLAP (Yan et al., 2024, arXiv 2406.07012); ATRI (Yin et al., 2025);
+1-to-K contrastive learning (Nie et al., KDD 2024, arXiv 2406.18254, code BUAADreamer/CCRK).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def mlclap_loss(audio: Tensor, text: Tensor, tau: Tensor) -> Tensor:
+    """Symmetric InfoNCE (ML-CLAP; ATRI Sec. 3.1, Eq. 4-5). audio (B, D), text (B, D).
+
+    L = 1/2 [ CE(S/tau, I) + CE(S^T/tau, I) ],  S_ij = a_i . t_j
+    """
+    logits = audio @ text.T / tau  # (B, B)
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def mlclap_mixture_loss(audio: Tensor, text: Tensor, tau: Tensor, clip_ids: Tensor) -> Tensor:
+    """Symmetric InfoNCE for ML-CLAP's "mixture LE" batches, where one clip can appear in
+    several rows (its English caption and a translation). audio (B, D), text (B, D),
+    clip_ids (B,) integer ids.
+
+    As mlclap_loss, except that a pair (i, j), i != j, of rows of the same clip is not a
+    negative: S_ij/tau is set to -inf in both directions before the cross-entropy.
+    """
+    logits = audio @ text.T / tau  # (B, B)
+    same_clip = clip_ids[:, None] == clip_ids[None, :]  # (B, B)
+    same_clip.fill_diagonal_(False)
+    logits = logits.masked_fill(same_clip, float("-inf"))
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def cacl_loss(audio: Tensor, english: Tensor, other: Tensor, tau: Tensor) -> Tensor:
+    """Audio-English co-anchor contrastive loss (ATRI Sec. 4.2, Eq. 12-13).
+    audio (B, D), english (B, D) clip i's English caption, other (B, D) its caption in a
+    non-English language drawn per clip. Lc is the symmetric InfoNCE (mlclap_loss):
+
+    L_CACL = Lc(a, e) + Lc(a, m) + Lc(e, m)      (equal weights: our choice, metrics.md)
+    """
+    return (
+        mlclap_loss(audio, english, tau)
+        + mlclap_loss(audio, other, tau)
+        + mlclap_loss(english, other, tau)
+    )
+
+
+def _kcl_terms(
+    audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The two directions (L_a2t, L_t2a) of the 1-to-K loss; see kcl_loss."""
+    batch, k, dim = text.shape
+    if present is None:
+        present = torch.ones(batch, k, dtype=torch.bool, device=text.device)
+    n_present = present.sum()
+    if n_present == 0:
+        raise ValueError("kcl loss: no caption present in the batch")
+    # Zero absent slots so that whatever they hold (NaN padding) never reaches a gradient.
+    text = text.masked_fill(~present[..., None], 0.0)  # (B, K, D)
+    flat_text = text.reshape(batch * k, dim)  # (B*K, D)
+    flat_present = present.reshape(batch * k)  # (B*K,)
+    rows = torch.arange(batch, device=text.device)
+
+    logits = audio @ flat_text.T / tau  # (B, B*K), column j*K + l is t_j^l
+    logits = logits.masked_fill(~flat_present[None, :], float("-inf"))
+    log_norm = torch.logsumexp(logits, dim=1)  # (B,)
+    positives = logits.reshape(batch, batch, k)[rows, rows]  # (B, K): s(a_i, t_i^k)/tau
+    a2t = torch.where(present, log_norm[:, None] - positives, 0.0)  # (B, K)
+
+    t2a_logits = logits.T.reshape(batch, k, batch)  # (B, K, B): [i, k, j] = s(t_i^k, a_j)/tau
+    t2a_log_norm = torch.logsumexp(
+        torch.where(present[..., None], t2a_logits, 0.0), dim=2
+    )  # (B, K); absent rows are replaced by zeros (finite) and dropped below
+    t2a = torch.where(present, t2a_log_norm - torch.where(present, positives, 0.0), 0.0)
+
+    loss_a2t = k * a2t.sum() / n_present
+    loss_t2a = t2a.sum() / n_present
+    return loss_a2t, loss_t2a
+
+
+def kcl_loss(audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None) -> Tensor:
+    """1-to-K contrastive loss (ATRI Sec. 4.1; exact form from the CCRK code).
+    audio (B, D); text (B, K, D), text[i, k] = t_i^k; present (B, K) bool, None = all.
+
+    Logits are B x (B*K); a clip's other K-1 captions stay in its a2t denominator:
+
+        L_a2t = -(1/B)    sum_i sum_k log[exp(s(a_i,t_i^k)/tau) / sum_j sum_l exp(s(a_i,t_j^l)/tau)]
+        L_t2a = -(1/(BK)) sum_i sum_k log[exp(s(t_i^k,a_i)/tau) / sum_j exp(s(t_i^k,a_j)/tau)]
+        L_KCL = (L_a2t + L_t2a) / (2K)
+
+    Absent slots (our choice where the papers are silent): an absent t_j^l leaves every
+    a2t denominator and contributes no term. With n present slots, the two averages are
+    taken over them, L_a2t = (K/n) sum_present(...) and L_t2a = (1/n) sum_present(...),
+    with K = text.shape[1] fixed; with every slot present n = BK and this is the formula
+    above. So L_a2t / K and L_t2a are always means over the present (clip, language)
+    pairs, and the 1/K weighting of t2a is kept. Every audio stays a t2a negative.
+    """
+    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present)
+    k = text.shape[1]
+    return (loss_a2t + loss_t2a) / (2 * k)
+
+
+def kcl_balanced_loss(
+    audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None
+) -> Tensor:
+    """1-to-K loss with both directions averaged (our variant, metrics.md):
+    L = (L_a2t / K + L_t2a) / 2, with L_a2t, L_t2a, shapes and absent slots as in
+    kcl_loss, so that a study can separate 1-to-K batches from KCL's 1/K t2a weighting.
+    """
+    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present)
+    k = text.shape[1]
+    return (loss_a2t / k + loss_t2a) / 2
+
