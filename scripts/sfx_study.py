@@ -134,15 +134,17 @@ def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int) -> dict:
     return data
 
 
-def run_arm(arm: Arm, data: dict, out: Path, common: list[str]) -> dict:
+def run_arm(arm: Arm, data: dict, out: Path, common: list[str], init_from: str) -> dict:
     folder = out / arm.name
+    flags = [init_from if flag == "default" and before == "--init-from" else flag
+             for before, flag in zip(("", *arm.flags), arm.flags, strict=False)]
     folder.mkdir(parents=True, exist_ok=True)
     write_manifest(folder / "train.jsonl", arm.train(data))
     write_manifest(folder / "val.jsonl", arm.val(data))
     run = folder / "run"
     if not (run / "best").is_dir():
         subprocess.run([ATRI, "train", "--train", str(folder / "train.jsonl"), "--val",
-                        str(folder / "val.jsonl"), "--out", str(run), *common, *arm.flags],
+                        str(folder / "val.jsonl"), "--out", str(run), *common, *flags],
                        check=True)
     results = {}
     for corpus, split in arm.evals:
@@ -225,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", default="", help="more `atri train` flags for every arm")
+    parser.add_argument("--init-from", default="default",
+                        help="checkpoint the joint arms continue from (default: the shipped one)")
     args = parser.parse_args(argv)
     arms = [ARMS[a] for a in args.arms.split(",")]
     n_demo = len(read_manifest(args.demo / "train.jsonl"))
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for arm in arms:
-        results[arm.name] = run_arm(arm, data, args.out, common)
+        results[arm.name] = run_arm(arm, data, args.out, common, args.init_from)
         atomic_write_text(results_file, json.dumps(results, indent=1))
         print(table({arm.name: results[arm.name]}), flush=True)
     print(table(results))
