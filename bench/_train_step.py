@@ -61,7 +61,7 @@ def synthetic_data(model: RetrievalModel, langs: tuple[str, ...],
     rows = np.arange(k * n * c).reshape(k, n, c).transpose(1, 0, 2)  # (N, K, C), lang-major
     texts = [t for lang in langs for clip in captions for t in clip[lang]]  # (T,)
     vectors = None
-    if not model.config.text_trainable:
+    if not model.config.text_trains:
         vectors = F.normalize(torch.randn(len(texts), model.text_dim), dim=-1)  # (T, 384)
     data = TrainData.__new__(TrainData)
     data.table = CaptionTable(langs, np.full(n, c), np.ones((n, k), dtype=bool))

@@ -231,7 +231,10 @@ class HFTextEncoder:
         _check_lang(lang)
         if not texts:
             return torch.empty(0, self.dim)
-        with torch.set_grad_enabled(self.trainable and self.module.training):
+        # a caller's no_grad holds (GradCache's first pass embeds without a graph)
+        with torch.set_grad_enabled(
+            self.trainable and self.module.training and torch.is_grad_enabled()
+        ):
             return torch.cat([self._forward(batch) for batch in _batches(texts)])
 
     def _forward(self, texts: list[str]) -> torch.Tensor:

@@ -28,6 +28,7 @@ from atri.training.corpus.schema import LANGS
 from atri.training.features import default_cache_dir
 from atri.training.model import AUDIO_BACKBONES, ModelConfig
 from atri.training.sampling import ENGLISH, MIXTURE_PROB, STRATEGIES
+from atri.training.text_encoder import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,12 @@ class TrainConfig:
             problems.append(f"langs {unknown} are not among {list(LANGS)}")
         if self.strategy == "cacl" and (ENGLISH not in self.langs or len(self.langs) < 2):
             problems.append("cacl needs English and at least one other language in langs")
+        if self.model.text_trainable_layers and not _partly_trainable(self.model.text):
+            problems.append(f"model.text_trainable_layers needs a text encoder that fine-tunes "
+                            f"its top layers (e5-small-torch), not {self.model.text!r}")
+        if self.model.text_trainable and _partly_trainable(self.model.text):
+            problems.append("model.text_trainable: e5-small-torch trains its top layers; "
+                            "use model.text_trainable_layers (--text-trainable-layers N)")
         if self.model.audio not in AUDIO_BACKBONES:
             problems.append(f"audio backbone {self.model.audio!r} not in {sorted(AUDIO_BACKBONES)}")
         for name, ok in (
@@ -117,11 +124,19 @@ class TrainConfig:
             ("model.embed_dim", self.model.embed_dim >= 1),
             ("model.tau_init", 0.001 <= self.model.tau_init <= 0.5),
             ("model.audio_dropout", 0 <= self.model.audio_dropout < 1),
+            ("model.text_trainable_layers", self.model.text_trainable_layers >= 0),
         ):
             if not ok:
                 problems.append(f"{name} = {getattr_path(self, name)!r} is out of range")
         if problems:
             raise BadInput("; ".join(problems))
+
+
+def _partly_trainable(spec: str) -> bool:
+    try:
+        return parse_spec(spec).backend == "e5-torch"
+    except ValueError:
+        return False  # an unknown spec fails when the encoder is built, naming the choices
 
 
 def _type_problems(obj: object, prefix: str = "") -> list[str]:
@@ -158,6 +173,9 @@ class RunOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     max_minutes: float | None = None  # stop (resumably) once this much wall time has passed
     workers: int = 2  # audio decoding processes when the backbone trains on live audio
+    # Captions per GradCache chunk for a trainable text tower (grad_cache.py); 0: plain
+    # steps. Same gradients either way, so it is not part of what a run learns.
+    grad_cache: int = 0
 
 
 # flag -> (config field, type); model fields are "model.<name>"
@@ -184,6 +202,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--tau-init": ("model.tau_init", float),
     "--text-head": ("model.text_head", str),
     "--audio-dropout": ("model.audio_dropout", float),
+    "--text-trainable-layers": ("model.text_trainable_layers", int),
 }
 SWITCHES: dict[str, str] = {
     "--freeze-text-head": "freeze_text_head",
@@ -218,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="stop at a step boundary after this wall time; --resume continues")
     parser.add_argument("--workers", type=int, default=RunOptions.workers,
                         help="audio decoding processes for a trainable backbone")
+    parser.add_argument("--grad-cache", type=int, default=RunOptions.grad_cache, metavar="N",
+                        help="trainable text tower: GradCache in chunks of N captions "
+                             "(0: plain steps; same gradients, less memory)")
     return parser
 
 
@@ -301,10 +323,12 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--workers must be >= 0")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise BadInput("--max-minutes must be > 0")
+    if args.grad_cache < 0:
+        raise BadInput("--grad-cache must be >= 0")
     config = resolve_config(args)
     options = RunOptions(
         out=args.out, resume=args.resume, cache_dir=args.cache_dir,
-        max_minutes=args.max_minutes, workers=args.workers,
+        max_minutes=args.max_minutes, workers=args.workers, grad_cache=args.grad_cache,
     )
     status = train(config, options)
     if int(os.environ.get("RANK", "0")) == 0:
