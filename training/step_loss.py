@@ -45,8 +45,9 @@ class StepLoss(nn.Module):
         audio_feats = (
             batch.audio if isinstance(batch.audio, Tensor) else model.audio_features(batch.audio)
         )
-        audio = model.project_audio(audio_feats).float()  # (b, E)
+        # text before the audio head: dropout in both draws random numbers in this order
         text_emb = self._text(batch.text)  # (P, E)
+        audio = model.project_audio(audio_feats).float()  # (b, E)
         text = audio.new_zeros(*batch.present_local.shape, audio.shape[1])  # (b, L, E)
         text = text.index_put((batch.slots[:, 0], batch.slots[:, 1]), text_emb)
         with torch.autocast(audio.device.type, enabled=False):  # the loss in fp32
