@@ -35,7 +35,7 @@ from atri.training.text_encoder import _check_lang, _hash_files
 
 log = logging.getLogger(__name__)
 
-LOWER_CACHE_BYTES = 512 << 20  # lower-layer outputs kept per text (~30 KB per caption)
+LOWER_CACHE_BYTES = 1280 << 20  # lower-layer outputs per text: 26.6 tokens x 1.5 KB per caption
 BATCH = 64  # windows per frozen forward
 
 
