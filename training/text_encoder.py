@@ -376,7 +376,7 @@ def build_text_encoder(
         hint = ""
         if config.backend == "e5-torch":
             hint = "; fine-tune its top layers with trainable_layers (--text-trainable-layers)"
-        raise ValueError(f"text encoder {spec!r} cannot train whole; only hf:<dir> can{hint}")
+        raise ValueError(f"text encoder {spec!r} is frozen; only hf:<dir> can be trainable{hint}")
     if trainable_layers and config.backend != "e5-torch":
         raise ValueError(f"text encoder {spec!r}: only e5-small-torch fine-tunes its top "
                          f"layers (trainable_layers = {trainable_layers})")
