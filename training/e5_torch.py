@@ -218,8 +218,8 @@ class E5TorchEncoder:
         weights = [[w for _, w in ws] for ws in inputs] if any(len(ws) > 1 for ws in inputs) \
             else None
         hidden = self._lower_outputs(texts, windows)  # one (T_w, H) per window
-        if hidden[0].is_inference() and not torch.is_inference_mode_enabled():
-            hidden = [h.clone() for h in hidden]  # cached under inference_mode
+        if not torch.is_inference_mode_enabled():  # autograd cannot save inference tensors
+            hidden = [h.clone() if h.is_inference() else h for h in hidden]
         with torch.set_grad_enabled(self.trainable and self.module.training
                                     and torch.is_grad_enabled()):
             pooled = self._top_pooled(hidden)  # (W, H)
