@@ -91,13 +91,13 @@ class SavedBytes:
     """Bytes of the distinct storages autograd saves for backward, parameters excluded:
     `mb` all of them over the step, `peak_mb` the most held at once (a saved tensor is
     released when autograd drops it, e.g. once its part of backward ran; GradCache holds
-    one chunk's at a time)."""
+    one chunk's at a time). A storage counts again when its address is saved anew after
+    release: GradCache's chunks reuse the addresses the previous chunk freed."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self._seen: dict[int, int] = {}
         self._live: dict[int, int] = {}  # storage -> saved tensors holding it
-        self._live_bytes = self._peak = 0
+        self._total = self._live_bytes = self._peak = 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -105,8 +105,8 @@ class SavedBytes:
         ptr, nbytes = storage.data_ptr(), storage.nbytes()
         if ptr in self._params:
             return tensor
-        self._seen[ptr] = nbytes
         if not self._live.get(ptr):
+            self._total += nbytes
             self._live_bytes += nbytes
             self._peak = max(self._peak, self._live_bytes)
         self._live[ptr] = self._live.get(ptr, 0) + 1
@@ -127,7 +127,7 @@ class SavedBytes:
 
     @property
     def mb(self) -> float:
-        return sum(self._seen.values()) / 2**20
+        return self._total / 2**20
 
     @property
     def peak_mb(self) -> float:
