@@ -3,7 +3,8 @@
 
 Each encoder embeds distinct demo-corpus captions (all 8 languages, planned, not rendered)
 one per call, as `atri serve` embeds a query, then in batches of 64, as `atri embed` and
-the index build do; every encoder in the same process, one after the other, one thread.
+the index build do; all encoders in one process, one thread, taking turns on every query
+and batch so that a shared machine's load falls on them alike.
 
     .venv/bin/python bench/text_query.py --out bench/results/text_query.json
 """
@@ -41,29 +42,48 @@ def queries(n: int) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))[:n]
 
 
-def measure(spec: str, layers: int, items: list[tuple[str, str]], batch: int) -> dict[str, Any]:
+def measure(encoders: dict[str, Any], items: list[tuple[str, str]], batch: int
+            ) -> dict[str, dict[str, Any]]:
+    """Per encoder: ms per single-query call (p50, p95) and per text in batches. The
+    encoders take turns on every query and every batch (the first rotating), so that the
+    load of a shared machine falls on all of them alike."""
+    labels = list(encoders)
+    single: dict[str, list[float]] = {label: [] for label in labels}
+    batched = dict.fromkeys(labels, 0.0)
+    by_lang: dict[str, list[str]] = {}
+    for lang, text in items:
+        by_lang.setdefault(lang, []).append(text + " .")  # unseen by a lower-layer cache
+    chunks = [(lang, texts[a : a + batch]) for lang, texts in by_lang.items()
+              for a in range(0, len(texts), batch)]
+    with torch.inference_mode():
+        for encoder in encoders.values():
+            for lang, text in items[:5]:  # warm-up (first-call allocations)
+                encoder.encode([text + " warm"], lang)
+        for i, (lang, text) in enumerate(items):
+            for label in labels[i % len(labels):] + labels[: i % len(labels)]:
+                start = time.perf_counter()
+                encoders[label].encode([text], lang)
+                single[label].append(1000 * (time.perf_counter() - start))
+        for i, (lang, texts) in enumerate(chunks):
+            for label in labels[i % len(labels):] + labels[: i % len(labels)]:
+                start = time.perf_counter()
+                encoders[label].encode(texts, lang)
+                batched[label] += 1000 * (time.perf_counter() - start)
+    out = {}
+    for label in labels:
+        quantiles = statistics.quantiles(single[label], n=20)
+        out[label] = {"queries": len(single[label]),
+                      "single_ms_p50": round(statistics.median(single[label]), 2),
+                      "single_ms_p95": round(quantiles[18], 2),
+                      "batched_ms_per_text": round(batched[label] / len(items), 2)}
+    return out
+
+
+def build(spec: str, layers: int) -> Any:
     encoder = build_text_encoder(spec, trainable_layers=layers)
     if layers:
         encoder.module.eval()  # as served
-    with torch.inference_mode():
-        for lang, text in items[:5]:  # warm-up (first-call allocations)
-            encoder.encode([text + " warm"], lang)
-        single = []
-        for lang, text in items:
-            start = time.perf_counter()
-            encoder.encode([text], lang)
-            single.append(1000 * (time.perf_counter() - start))
-        by_lang: dict[str, list[str]] = {}
-        for lang, text in items:
-            by_lang.setdefault(lang, []).append(text + " .")  # unseen by a lower-layer cache
-        start = time.perf_counter()
-        for lang, texts in by_lang.items():
-            for a in range(0, len(texts), batch):
-                encoder.encode(texts[a : a + batch], lang)
-        batched = 1000 * (time.perf_counter() - start) / len(items)
-    quantiles = statistics.quantiles(single, n=20)
-    return {"queries": len(single), "single_ms_p50": round(statistics.median(single), 2),
-            "single_ms_p95": round(quantiles[18], 2), "batched_ms_per_text": round(batched, 2)}
+    return encoder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     items = queries(args.queries)
     load_before = uptime()
-    runs = []
-    for label, (spec, layers) in ENCODERS.items():
-        runs.append({"encoder": label, "spec": spec, "trainable_layers": layers,
-                     **measure(spec, layers, items, args.batch)})
-        print(f"{label}: {runs[-1]}", file=sys.stderr)
+    encoders = {label: build(spec, layers) for label, (spec, layers) in ENCODERS.items()}
+    measured = measure(encoders, items, args.batch)
+    runs = [{"encoder": label, "spec": spec, "trainable_layers": layers, **measured[label]}
+            for label, (spec, layers) in ENCODERS.items()]
     base = runs[0]
     for run in runs:
         run["x_single"] = round(run["single_ms_p50"] / base["single_ms_p50"], 2)
