@@ -220,8 +220,9 @@ class E5TorchEncoder:
             return torch.empty(0, self.dim, device=self.device)
         inputs = [self._windows(t) for t in texts]
         windows = [[ids for ids, _ in ws] for ws in inputs]
-        weights = [[w for _, w in ws] for ws in inputs] if any(len(ws) > 1 for ws in inputs) \
-            else None
+        weights = None
+        if any(len(ws) > 1 for ws in inputs):  # a text past 510 pieces: windows averaged
+            weights = [[w for _, w in ws] for ws in inputs]
         hidden = self._lower_outputs(texts, windows)  # one (T_w, H) per window
         if not torch.is_inference_mode_enabled():  # autograd cannot save inference tensors
             hidden = [h.clone() if h.is_inference() else h for h in hidden]
