@@ -62,15 +62,18 @@ def _captions(base: Version, state: LiveState, lang: str) -> CaptionSource:
     return CaptionSource(texts, clip_ids, _masked_rows(vectors, keep, ld.vectors), labels)
 
 
-def write_compacted(out: Path, base: Version, state: LiveState) -> dict[str, Any]:
-    """Write base + state into the staging folder `out`; returns the new meta.json."""
+def write_compacted(
+    out: Path, base: Version, state: LiveState, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write base + state into the staging folder `out`; returns the new meta.json.
+    `meta`: what to record of the new version's origin (default: `parent_version`)."""
     keep = np.ones(len(base.ids), dtype=bool)
     for clip_id in state.tombstones:
         keep[base.position[clip_id]] = False
     ids = [i for i, alive in zip(base.ids, keep, strict=True) if alive] + list(state.ids)
     langs = sorted(set(base.captions) | set(state.captions))
-    meta = {key: base.meta[key] for key in CARRIED if key in base.meta}
-    meta["parent_version"] = base.number
+    origin = meta if meta is not None else {"parent_version": base.number}
+    inherited = {key: base.meta[key] for key in CARRIED if key in base.meta}
     return write_version(
         out,
         dim=base.dim,
@@ -79,5 +82,5 @@ def write_compacted(out: Path, base: Version, state: LiveState) -> dict[str, Any
         vectors=_masked_rows(base.vectors, keep, state.matrix),
         captions={lang: _captions(base, state, lang) for lang in langs},
         factory=None if base.meta.get("factory_auto", True) else base.meta["factory"],
-        meta=meta,
+        meta={**inherited, **origin},
     )

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from atri.index.errors import ClipExists, IndexCorrupt, IndexMismatch, UnknownClip
+from atri.index.errors import ClipExists, IndexChanged, IndexCorrupt, UnknownClip
 from atri.index.layout import atomic_write_bytes
 from atri.index.version import Version
 from atri.training.manifest import ClipRecord
@@ -126,7 +126,7 @@ class LiveLog:
         """Write one change and fsync it: once this returns the change survives a crash."""
         if self._stale:
             if read_log(self.path).base == self.base:  # another store of ours wrote it
-                raise IndexMismatch(f"{self.path} was changed by another process; reopen")
+                raise IndexChanged(f"{self.path} was changed by another process; reopen")
             self._good_size = reset_log(self.path, self.base, self.dim)
             self._stale, self._seq = False, 0
         self._drop_torn_tail()
@@ -156,7 +156,7 @@ class LiveLog:
             f.seek(self._good_size)
             tail = f.read()
         if size < self._good_size or any(_intact(t) for t in tail.split(b"\n")[:-1]):
-            raise IndexMismatch(f"{self.path} was changed by another process; reopen the index")
+            raise IndexChanged(f"{self.path} was changed by another process; reopen the index")
         log.warning("%s: truncating a torn tail of %d bytes", self.path, size - self._good_size)
         os.truncate(self.path, self._good_size)
         fd = os.open(self.path, os.O_RDONLY)
