@@ -208,7 +208,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     return run_command(
-        _parser(), lambda args: args.run(args), argv,
+        _parser(),
+        lambda args: args.run(args),
+        argv,
         {BadInput: 2, AudioDecodeError: 2, IndexStoreError: 1},
         name=lambda args: f"atri index {args.command}",
     )

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from atri.index import layout
 from atri.index.build import build_index
-from atri.index.errors import IndexChanged, UnmergedChanges
+from atri.index.errors import IndexBusy, IndexChanged, UnmergedChanges
 from atri.index.store import IndexStore
 from atri.index.validate import validate
+from atri.training.audio_io import load_audio
 from atri.training.manifest import ClipRecord
 
 
@@ -124,10 +126,6 @@ def test_a_rebuild_with_another_model_reembeds_the_carried_clips(served, kit):
     store = IndexStore.open(root)
     assert sorted(store.ids()) == ["a0", "a2", "x1", "x2"] and validate(root) == []
     wave = kit.StubModel().embed_audio
-    from atri.training.audio_io import load_audio
-
-    import torch
-
     expected = -wave([torch.from_numpy(load_audio(store.record("x1").audio, 8000))])[0].numpy()
     np.testing.assert_allclose(store.vector("x1"), expected, atol=1e-3)
     assert store.meta["carried"]["reembedded"] is True
@@ -146,8 +144,6 @@ def test_a_change_that_cannot_be_carried_refuses_the_rebuild(served, kit):
 def test_the_lock_is_waited_for_with_a_bound(served, kit):
     root, _, _, _ = served
     store = IndexStore.open(root, lock_timeout_s=0.2)
-    from atri.index.errors import IndexBusy
-
     with layout.locked(root), pytest.raises(IndexBusy, match="held the index lock"):
         store.delete_clip("a0")
     store.delete_clip("a0")  # free again
