@@ -133,6 +133,25 @@ class Busy(ServiceError):
         super().__init__(message, details, headers={"Retry-After": "2"})
 
 
+class IndexChangedError(ServiceError):
+    """The index directory was republished (a rebuild or a compaction by another
+    process) and the service has not switched to the new version yet, or cannot."""
+
+    status, code = 503, "index_changed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "2"})
+
+
+class IndexBusyError(ServiceError):
+    """Another process holds the index lock while it publishes a new version."""
+
+    status, code = 503, "index_busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 

@@ -36,6 +36,7 @@ class LoadState:
     engine: Engine | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def ready(self, engine: Engine) -> None:
         self.engine, self.status = engine, "ok"
@@ -67,6 +68,25 @@ def start_loading(state: LoadState, load: Callable[[], Engine]) -> threading.Thr
         state.ready(engine)
 
     thread = threading.Thread(target=run, name="atri-loader", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_watching(state: LoadState, interval_s: float) -> threading.Thread:
+    """Every `interval_s`, switch the engine to a version another process published (a
+    rebuild, a compaction: Engine.refresh) until `state.stopping` is set."""
+
+    def run() -> None:
+        while not state.stopping.wait(interval_s):
+            engine = state.engine
+            if engine is None:
+                continue
+            try:
+                engine.refresh()
+            except Exception:  # a failed check must not end the watching
+                log.exception("checking the index directory for a new version failed")
+
+    thread = threading.Thread(target=run, name="atri-index-watch", daemon=True)
     thread.start()
     return thread
 
@@ -120,7 +140,9 @@ def open_store(settings: Settings) -> IndexBackend:
     if settings.backend == "faiss":
         from atri.index.store import IndexStore
 
-        return IndexStore.open(index_dir)
+        # a change waits for another process's lock (a rebuild publishing) as long as a
+        # request may wait for anything, then answers 503
+        return IndexStore.open(index_dir, lock_timeout_s=settings.request_timeout_s)
     from atri.index.milvus_sync import open_or_seed
 
     if not settings.milvus_uri:

@@ -28,6 +28,7 @@ def health(state: StateDep) -> Health | JSONResponse:
         captions_indexed=engine.captions_indexed,
         model=engine.name,
         languages=list(LANGUAGES),
+        index_version=engine.version,
         warnings=engine.warnings,
         vocabulary=VocabularyInfo(**vocabulary) if (vocabulary := engine.vocabulary) else None,
     )
