@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from atri.service.deps import StateDep
+from atri.service.errors import public_text_for
 from atri.service.languages import LANGUAGES, aliases
 from atri.service.schemas import Health, HealthUnavailable, LanguageOut, VocabularyInfo
 
@@ -13,12 +14,13 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": HealthUnavailable}})
-def health(state: StateDep) -> Health | JSONResponse:
+def health(state: StateDep, request: Request) -> Health | JSONResponse:
     """200 once model and index are loaded; 503 with status "loading" (or "failed") before."""
     engine = state.engine
     if engine is None:
         body = HealthUnavailable(
-            status="failed" if state.status == "failed" else "loading", error=state.error
+            status="failed" if state.status == "failed" else "loading",
+            error=public_text_for(request, state.error) if state.error else None,
         )
         return JSONResponse(
             body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5"}
