@@ -125,9 +125,13 @@ class LiveLog:
     def append(self, change: dict[str, Any]) -> None:
         """Write one change and fsync it: once this returns the change survives a crash."""
         if self._stale:
-            if read_log(self.path).base == self.base:  # another store of ours wrote it
+            now = read_log(self.path)
+            if now.base == self.base and now.entries:  # another store of ours wrote it
                 raise IndexChanged(f"{self.path} was changed by another process; reopen")
-            self._good_size = reset_log(self.path, self.base, self.dim)
+            if now.base == self.base:  # the publisher of our version reset it meanwhile
+                self._good_size = now.good_size
+            else:
+                self._good_size = reset_log(self.path, self.base, self.dim)
             self._stale, self._seq = False, 0
         self._drop_torn_tail()
         line = encode_line({**change, "seq": self._seq + 1})

@@ -260,8 +260,9 @@ class Engine:
         """The index version served (None for a backend without versions)."""
         return getattr(self.store, "version", None)
 
-    def refresh(self) -> bool:
-        """Serve the version CURRENT names if another process published a newer one;
+    def refresh(self, force: bool = False) -> bool:
+        """Serve the version CURRENT names if another process published a newer one
+        (`force`: reopen even the same version, whose log another process wrote);
         whether it switched. A version built with another model is not served (its
         vectors would not match this model's queries): `stale` says so, admin changes
         answer 503 and searches stay on the old version until a restart."""
@@ -271,7 +272,7 @@ class Engine:
         with self._reopen_lock:
             store = self.store
             current = on_disk()
-            if current is None or current == self.version:
+            if current is None or (current == self.version and not force):
                 return False
             try:
                 new = store.reopen()  # type: ignore[attr-defined]
@@ -307,7 +308,7 @@ class Engine:
                     "version; retry shortly"
                 ) from exc
             except IndexChanged as exc:
-                if attempt == 0 and self.refresh():
+                if attempt == 0 and self.refresh(force=True):
                     continue
                 raise IndexChangedError(
                     self.stale

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from atri.index import layout
+from atri.index import layout, live
 from atri.index.build import build_index
 from atri.index.errors import IndexBusy, IndexChanged, UnmergedChanges
 from atri.index.store import IndexStore
@@ -147,3 +147,22 @@ def test_the_lock_is_waited_for_with_a_bound(served, kit):
     with layout.locked(root), pytest.raises(IndexBusy, match="held the index lock"):
         store.delete_clip("a0")
     store.delete_clip("a0")  # free again
+
+
+def test_a_store_opened_between_the_switch_and_the_log_reset_takes_changes(served, kit):
+    """A service that reopens the index after a rebuild switched CURRENT but before it
+    replaced the log sees a stale log; once the publisher has replaced it by a bare
+    header for the new version, the service's next change is appended, not refused."""
+    root, audio, _, _ = served
+
+    def killed(step: str) -> None:
+        if step == "current-switched":
+            raise SystemExit("killed before the log was replaced")
+
+    with pytest.raises(SystemExit):
+        build_index(kit.StubModel(), sources(audio, ["a0"]), root, on_step=killed)
+    between = IndexStore.open(root)  # CURRENT 2, the log still of version 1: stale
+    assert between.version == 2 and "x1" in between
+    live.reset_log(root / layout.LIVE_LOG, 2, kit.DIM)  # what the publisher does next
+    add(between, kit, "late", Path(between.record("x1").audio), "added after the switch")
+    assert "late" in IndexStore.open(root) and validate(root) == []
