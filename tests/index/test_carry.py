@@ -166,3 +166,29 @@ def test_a_store_opened_between_the_switch_and_the_log_reset_takes_changes(serve
     live.reset_log(root / layout.LIVE_LOG, 2, kit.DIM)  # what the publisher does next
     add(between, kit, "late", Path(between.record("x1").audio), "added after the switch")
     assert "late" in IndexStore.open(root) and validate(root) == []
+
+
+def test_uploads_and_deletes_survive_every_later_rebuild_and_compaction(served, kit):
+    """A nightly rebuild from an unchanged source keeps the uploads of every earlier day
+    (carried into a version, or compacted into it), and deleted source clips stay
+    deleted; only --drop-live-changes returns to the source alone."""
+    root, audio, _, vecs = served
+    source = sources(audio, ["a0", "a1", "a2", "a3"])
+    build_index(kit.StubModel(), source, root)  # version 2
+    uploads = ["a0", "a2", "a3", "x1", "x2"]
+    assert sorted(IndexStore.open(root).ids()) == uploads
+    store = IndexStore.open(root)
+    add(store, kit, "y1", Path(store.record("x1").audio), "uploaded on day two")
+    store.delete_clip("a3")  # a source clip
+    assert store.compact() == 3
+    assert IndexStore.open(root).meta.get("parent_version") == 2
+    for version in (4, 5):  # two more rebuilds from the same source
+        assert build_index(kit.StubModel(), source, root) == version
+        store = IndexStore.open(root)
+        assert sorted(store.ids()) == ["a0", "a2", "x1", "x2", "y1"] and validate(root) == []
+        np.testing.assert_array_equal(store.vector("x1"), vecs["x1"])
+    overlay = json.loads((root / "versions/5/overlay.json").read_text())
+    assert overlay == {"added": ["x1", "x2", "y1"], "deleted": ["a1", "a3"]}
+    build_index(kit.StubModel(), source, root, drop_live_changes=True)
+    assert sorted(IndexStore.open(root).ids()) == ["a0", "a1", "a2", "a3"]
+    assert not (root / "versions/6/overlay.json").exists()
