@@ -194,7 +194,8 @@ def _readable_frames(data: bytes) -> int:
     held = 0
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            for block in f.blocks(blocksize=1 << 16, dtype="float32"):
+            # read() returns what was decoded; blocks() pads to the frame count claimed
+            while len(block := f.read(1 << 16, dtype="float32", always_2d=True)):
                 held += len(block)
     except (sf.LibsndfileError, RuntimeError):
         pass
