@@ -189,13 +189,16 @@ def wav_declared_frames(data: bytes) -> int | None:
     return None
 
 
+READ_FRAMES = 4096  # small reads: a block that ends in an error counts for nothing
+
+
 def _readable_frames(data: bytes) -> int:
     """Frames libsndfile reads before the end of the file or its first error."""
     held = 0
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             # read() returns what was decoded; blocks() pads to the frame count claimed
-            while len(block := f.read(1 << 16, dtype="float32", always_2d=True)):
+            while len(block := f.read(READ_FRAMES, dtype="float32", always_2d=True)):
                 held += len(block)
     except (sf.LibsndfileError, RuntimeError):
         pass
