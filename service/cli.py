@@ -100,10 +100,8 @@ def serve(settings: Settings) -> int:
     try:
         sock = listening_socket(settings.host, settings.port)
     except OSError as exc:
-        print(
-            f"atri serve: error: cannot serve on {settings.host}:{settings.port}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"atri serve: error: cannot serve on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
         return 1
     log.info("listening on %s:%d", settings.host, settings.port)
 
