@@ -95,6 +95,7 @@ class Engine:
         self._cache_lock = threading.Lock()
         self._reopen_lock = threading.Lock()
         self.stale: str | None = None  # why a newer version on disk is not served
+        self._refused: int | None = None  # that version, checked again only when forced
 
     # --- limits ----------------------------------------------------------------------------
 
@@ -272,13 +273,14 @@ class Engine:
         with self._reopen_lock:
             store = self.store
             current = on_disk()
-            if current is None or (current == self.version and not force):
+            if current is None or (current in (self.version, self._refused) and not force):
                 return False
             try:
                 new = store.reopen()  # type: ignore[attr-defined]
             except IndexStoreError as exc:
                 log.error("index version %s cannot be opened: %s", current, exc)
                 self.stale = f"index version {current} was published but cannot be opened"
+                self._refused = current
                 return False
             changed = model_changes(store.meta, new.meta)
             if changed:
@@ -288,8 +290,9 @@ class Engine:
                     f"({'; '.join(changed)}); restart the service to serve it"
                 )
                 log.error("not serving index version %s: %s", current, self.stale)
+                self._refused = current  # not reopened every poll
                 return False
-            self.store, self.stale = new, None
+            self.store, self.stale, self._refused = new, None, None
         log.info("serving index version %s (%d clips), published by another process",
                  current, len(new))  # fmt: skip
         return True
