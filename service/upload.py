@@ -165,7 +165,8 @@ def _truncated(name: str, declared: int, held: int, sample_rate: int) -> Unsuppo
     return UnsupportedAudio(
         f"{name}: truncated audio: the header declares {declared:,} frames "
         f"({declared / sample_rate:.2f} s), the file holds {held:,} ({held / sample_rate:.2f} s)",
-        {"reason": "truncated", "declared_frames": declared, "held_frames": held},
+        {"reason": "truncated", "declared_frames": declared, "held_frames": held,
+         "decoder": "libsndfile"},  # fmt: skip
     )
 
 
