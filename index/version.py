@@ -312,6 +312,39 @@ class CaptionIndex:
         return None
 
 
+OVERLAY = "overlay.json"
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """What a version holds beyond its source (docs/index.md, "Rebuilding a served
+    index"): clips that came through live changes (`POST /clips`), in order, and source
+    clips deleted through them. A rebuild from the source carries both over; a
+    compaction keeps them up to date."""
+
+    added: tuple[str, ...] = ()
+    deleted: frozenset[str] = frozenset()
+
+    def empty(self) -> bool:
+        return not self.added and not self.deleted
+
+    def write(self, folder: Path) -> None:
+        """Into a staging folder (published with it); nothing when empty."""
+        if not self.empty():
+            body = {"added": list(self.added), "deleted": sorted(self.deleted)}
+            (folder / OVERLAY).write_text(json.dumps(body) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> Overlay:
+        try:
+            body = json.loads((folder / OVERLAY).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except json.JSONDecodeError as exc:
+            raise IndexCorrupt(f"{folder / OVERLAY}: bad JSON: {exc}") from exc
+        return cls(tuple(body.get("added", ())), frozenset(body.get("deleted", ())))
+
+
 class Version:
     """A published version opened for reading (immutable; safe to share across threads)."""
 
@@ -330,6 +363,7 @@ class Version:
                 lang: CaptionIndex(path / "captions", lang, entry, mmap)
                 for lang, entry in self.meta.get("captions", {}).items()
             }
+            self.overlay = Overlay.read(path)
         except (OSError, ValueError, RuntimeError) as exc:
             raise IndexCorrupt(f"{path}: cannot open index version: {exc}") from exc
 

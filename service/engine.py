@@ -3,28 +3,42 @@ takes concurrent readers itself), a bound on concurrent heavy requests, admin ch
 one at a time, and index errors translated into service errors. Routes receive an
 `Engine` as a dependency.
 
+A rebuild or compaction by another process publishes a new version of the index
+directory (docs/index.md); `refresh` switches to it without a restart: searches already
+running finish on the store they started with, admin changes run on the new one.
+
 Waiting for a heavy slot is bounded in time (`wait_s`) and in number (`max_waiting`):
 every waiter holds a worker thread of the server's pool (40 in anyio), so unbounded
 waiters starve every other route, /health included (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from atri.index.backend import IndexBackend, rank_depth
-from atri.index.errors import ClipExists, UnknownClip
+from atri.index.errors import ClipExists, IndexBusy, IndexChanged, IndexStoreError, UnknownClip
 from atri.index.version import recall_warnings
-from atri.service.errors import Busy, ClipAlreadyExists, ClipNotFound
+from atri.service.errors import (
+    Busy,
+    ClipAlreadyExists,
+    ClipNotFound,
+    IndexBusyError,
+    IndexChangedError,
+)
 from atri.training.data.manifest import ClipRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUERY_CACHE = 1024  # text embeddings kept, so paging through results re-embeds nothing
 
@@ -79,6 +93,9 @@ class Engine:
         self._changes = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._reopen_lock = threading.Lock()
+        self.stale: str | None = None  # why a newer version on disk is not served
+        self._refused: int | None = None  # that version, checked again only when forced
 
     # --- limits ----------------------------------------------------------------------------
 
@@ -116,10 +133,12 @@ class Engine:
 
     @contextmanager
     def changes(self) -> Iterator[None]:
-        """Admin changes one at a time: check, write audio, add (or delete) as one step."""
+        """Admin changes one at a time: check, write audio, add (or delete) as one step,
+        on the newest published version."""
         if not self._changes.acquire(timeout=self.wait_s):
             raise Busy(self.wait_s)
         try:
+            self.refresh()
             yield
         finally:
             self._changes.release()
@@ -183,9 +202,10 @@ class Engine:
 
     @property
     def warnings(self) -> list[str]:
-        """Known weaknesses of what is served (an index tuned short of its recall target),
-        from the index's meta.json: a compaction's new version brings its own."""
-        return recall_warnings(self.store.meta)
+        """Known weaknesses of what is served: an index tuned short of its recall target
+        (from the index's meta.json; a compaction's new version brings its own), and a
+        newer version that is not served (`stale`)."""
+        return recall_warnings(self.store.meta) + ([self.stale] if self.stale else [])
 
     def record(self, clip_id: str) -> ClipRecord:
         record = self.store.record(clip_id)
@@ -234,21 +254,113 @@ class Engine:
         }
         return RankTable(languages, top, ranks, depth=rank_depth(exact))
 
+    # --- versions --------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int | None:
+        """The index version served (None for a backend without versions)."""
+        return getattr(self.store, "version", None)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Serve the version CURRENT names if another process published a newer one
+        (`force`: reopen even the same version, whose log another process wrote);
+        whether it switched. A version built with another model is not served (its
+        vectors would not match this model's queries): `stale` says so, admin changes
+        answer 503 and searches stay on the old version until a restart."""
+        on_disk = getattr(self.store, "current_on_disk", None)
+        if on_disk is None:
+            return False
+        with self._reopen_lock:
+            store = self.store
+            current = on_disk()
+            if current is None or (current in (self.version, self._refused) and not force):
+                return False
+            try:
+                new = store.reopen()  # type: ignore[attr-defined]
+            except IndexStoreError as exc:
+                log.error("index version %s cannot be opened: %s", current, exc)
+                self.stale = f"index version {current} was published but cannot be opened"
+                self._refused = current
+                return False
+            changed = model_changes(store.meta, new.meta)
+            if changed:
+                new.close()
+                self.stale = (
+                    f"the index was rebuilt (version {current}) with another model "
+                    f"({'; '.join(changed)}); restart the service to serve it"
+                )
+                log.error("not serving index version %s: %s", current, self.stale)
+                self._refused = current  # not reopened every poll
+                return False
+            self.store, self.stale, self._refused = new, None, None
+        log.info("serving index version %s (%d clips), published by another process",
+                 current, len(new))  # fmt: skip
+        return True
+
     # --- changes ---------------------------------------------------------------------------
+
+    def _change(self, change: Callable[[IndexBackend], T]) -> T:
+        """Run an admin change on the current store; when another process published a
+        new version meanwhile, switch to it and run the change once more there."""
+        for attempt in range(2):
+            try:
+                return change(self.store)
+            except IndexBusy as exc:
+                raise IndexBusyError(
+                    "another process (a rebuild or a compaction) is publishing a new index "
+                    "version; retry shortly"
+                ) from exc
+            except IndexChanged as exc:
+                if attempt == 0 and self.refresh(force=True):
+                    continue
+                raise IndexChangedError(
+                    self.stale
+                    or "the index was changed by another process and the service cannot "
+                    "switch to it; retry, or restart the service"
+                ) from exc
+        raise AssertionError("unreachable")
 
     def add_clip(
         self, record: ClipRecord, audio_vec: np.ndarray, caption_vecs: dict[str, np.ndarray]
     ) -> None:
         """Durable once it returns (the store fsyncs its log)."""
         try:
-            self.store.add_clip(record, audio_vec, caption_vecs)
+            self._change(lambda store: store.add_clip(record, audio_vec, caption_vecs))
         except ClipExists as exc:
             raise ClipAlreadyExists(record.id) from exc
 
     def delete_clip(self, clip_id: str) -> ClipRecord:
-        record = self.record(clip_id)
-        try:
-            self.store.delete_clip(clip_id)
-        except UnknownClip as exc:
-            raise ClipNotFound(clip_id) from exc
-        return record
+        def delete(store: IndexBackend) -> ClipRecord:
+            record = store.record(clip_id)
+            if record is None:
+                raise ClipNotFound(clip_id)
+            try:
+                store.delete_clip(clip_id)
+            except UnknownClip as exc:
+                raise ClipNotFound(clip_id) from exc
+            return record
+
+        return self._change(delete)
+
+
+def model_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between the models two versions' meta.json name: the identity
+    (backbone weights, text encoder) and the checkpoint's weights hash (the heads)."""
+    before, after = old.get("model") or {}, new.get("model") or {}
+    changes = [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+    def weights(meta: Mapping[str, Any]) -> Any:
+        entry = meta.get("checkpoint")
+        return (
+            ((entry or {}).get("info") or {}).get("weights_sha256")
+            if isinstance(entry, dict)
+            else None
+        )
+
+    if weights(old) and weights(new) and weights(old) != weights(new):
+        changes.append("checkpoint weights_sha256 differs")
+    return changes

@@ -37,6 +37,7 @@ class LoadState:
     engine: Engine | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def ready(self, engine: Engine) -> None:
         self.engine, self.status = engine, "ok"
@@ -68,6 +69,25 @@ def start_loading(state: LoadState, load: Callable[[], Engine]) -> threading.Thr
         state.ready(engine)
 
     thread = threading.Thread(target=run, name="atri-loader", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_watching(state: LoadState, interval_s: float) -> threading.Thread:
+    """Every `interval_s`, switch the engine to a version another process published (a
+    rebuild, a compaction: Engine.refresh) until `state.stopping` is set."""
+
+    def run() -> None:
+        while not state.stopping.wait(interval_s):
+            engine = state.engine
+            if engine is None:
+                continue
+            try:
+                engine.refresh()
+            except Exception:  # a failed check must not end the watching
+                log.exception("checking the index directory for a new version failed")
+
+    thread = threading.Thread(target=run, name="atri-index-watch", daemon=True)
     thread.start()
     return thread
 
