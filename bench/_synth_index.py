@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from atri.index import layout, live
-from atri.index.build import AUDIO_BATCH, TEXT_BATCH
+from atri.index.build import AUDIO_BATCH
 from atri.index.version import CHUNK, CaptionSource, write_version
-from atri.training.audio_io import load_audio
 from atri.training.manifest import ClipRecord, read_manifest
 
 
@@ -96,21 +95,17 @@ def read_clips(manifests: Sequence[Path], limit: int | None) -> tuple[list[ClipR
 
 
 def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None) -> RealCorpus:
+    """The clips and their distinct captions embedded by `model`. Raw backbone and text
+    encoder features come through the feature caches `atri train` fills
+    (training/features.py, text_cache.py): a corpus embedded once before costs seconds."""
+    from atri.training.features import audio_features, default_cache_dir
+    from atri.training.text_cache import encode_cached
+
+    cache = default_cache_dir()
     records, test_ids = read_clips(manifests, limit)
     with torch.inference_mode():
-        audio = np.concatenate(
-            [
-                model.embed_audio(
-                    [
-                        torch.from_numpy(load_audio(r.audio, model.sample_rate))
-                        for r in records[start : start + AUDIO_BATCH]
-                    ]
-                )
-                .float()
-                .numpy()
-                for start in range(0, len(records), AUDIO_BATCH)
-            ]
-        )
+        feats = audio_features(model, [Path(r.audio) for r in records], cache, AUDIO_BATCH)
+        audio = model.project_audio(feats).float().numpy()  # (R, E)
     found: dict[str, dict[str, list[int]]] = {}
     for pos, record in enumerate(records):
         for lang, texts in record.captions.items():
@@ -126,12 +121,8 @@ def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None
             else set()
         )
         with torch.inference_mode():
-            vecs[lang] = np.concatenate(
-                [
-                    model.embed_text(captions[lang][s : s + TEXT_BATCH], lang).float().numpy()
-                    for s in range(0, len(captions[lang]), TEXT_BATCH)
-                ]
-            )
+            raw = encode_cached(model.text_encoder, captions[lang], lang, cache / "text")
+            vecs[lang] = model.project_text(raw).float().numpy()  # (C, E)
     return RealCorpus(records, audio, captions, vecs, clips, held_out)
 
 
