@@ -149,7 +149,7 @@ def write_faiss(
     chosen = factory or faiss_util.choose_factory(n)
     train = None
     if not faiss_util.new_index(chosen, dim).is_trained:
-        train = faiss_util.tuning_queries(vectors, n=min(n, 1_000_000), seed=1)
+        train = faiss_util.tuning_queries(vectors, n=min(n, faiss_util.TRAIN_MAX), seed=1)
     index = faiss_util.build_index(chosen, dim, iter_rows(vectors), train)
     params: dict[str, int] = {}
     recall = 1.0  # an exact index
