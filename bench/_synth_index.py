@@ -193,8 +193,10 @@ def write_index(
     identity: dict[str, str],
     checkpoint: dict[str, Any],
     source: dict[str, Any],
+    factory: str | None = None,
 ) -> dict[str, Any]:
-    """Write and publish a synthetic index of `n` clips at `root`; returns its meta.json."""
+    """Write and publish a synthetic index of `n` clips at `root` (`factory` None: the
+    kind chosen by size); returns its meta.json."""
     if n < len(corpus.records):
         raise ValueError(f"{n} clips: fewer than the {len(corpus.records)} real ones")
     dim = corpus.audio.shape[1]
@@ -220,7 +222,7 @@ def write_index(
             records=synthetic_records(corpus, chunks()),
             vectors=(vectors for _, vectors in chunks()),
             captions=captions,
-            factory=None,  # chosen by size, as `atri index build` does
+            factory=factory,
             meta={"model": identity, "checkpoint": checkpoint, "source": source},
         )
     except BaseException:
