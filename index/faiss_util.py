@@ -25,8 +25,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # One query: a flat scan costs ~0.08 ms per 1,000 vectors (512-d float32, memory bound);
-# IVF over SQ8 codes with reranking ~1-2 ms at 100k, and builds 3x faster than an HNSW
-# graph of the same recall (docs/benchmarks.md, "Index kinds").
+# IVF over SQ8 codes with reranking a few ms at 100k to 1M, cheaper per query than an
+# HNSW graph of the same recall and built in half its time (docs/benchmarks.md, issue 14).
 FLAT_MAX = 20_000
 HNSW_EF_CONSTRUCTION = 80
 RERANK = 64  # candidates of an approximate index rescored exactly (meta.json "rerank")
