@@ -195,7 +195,7 @@ def tune(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     truth = exact_knn(base, queries, k)
     k = truth.shape[1]
-    grid = EF_SEARCH_GRID if name == "efSearch" else NPROBE_GRID
+    grid: tuple[int, ...] = EF_SEARCH_GRID if name == "efSearch" else NPROBE_GRID
     if name == "efSearch" and rerank:
         grid = tuple(sorted({max(v, rerank) for v in grid}))
     if name == "nprobe":
