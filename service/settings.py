@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     # seconds a request may wait for the model or a heavy slot (then 503), and the
     # ffmpeg decoder's time limit
     request_timeout_s: float = Field(default=30.0, gt=0)
-    threads: int | None = Field(default=None, ge=1)  # torch + text encoder; None: their default
+    # torch + text encoder threads per call; None: one per core, shared by the encode workers
+    threads: int | None = Field(default=None, ge=1)
+    # text queries encoded at once (service/encoding.py); None: one per core when the text
+    # encoder takes concurrent calls (e5-small), else 1
+    encode_workers: int | None = Field(default=None, ge=1)
+    encode_max_batch: int = Field(default=32, ge=1)  # queries per encoder call under load
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

