@@ -64,6 +64,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
         self.ready_s: float | None = None
+        self.threads: int | None = None  # what the caller told it to use, for its report
         self._started = 0.0
 
     def __enter__(self) -> Server:
@@ -104,12 +105,19 @@ class Server:
 
     def rss_mb(self) -> float | None:
         """The server's resident memory now (Linux), MB."""
+        return self._status_mb("VmRSS:")
+
+    def peak_rss_mb(self) -> float | None:
+        """The server's peak resident memory so far (Linux's VmHWM), MB."""
+        return self._status_mb("VmHWM:")
+
+    def _status_mb(self, field: str) -> float | None:
         try:
             status = Path(f"/proc/{self.proc.pid}/status").read_text() if self.proc else ""
         except OSError:
             return None
         for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return round(int(line.split()[1]) / 1024, 1)
         return None
 

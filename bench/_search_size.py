@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-import urllib.parse
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,8 @@ def thread_env(threads: int) -> dict[str, str]:
 class Query:
     lang: str
     text: str
-    vec: Any  # (E,) float32
-    held_out: bool
-
-    def path(self) -> str:
-        return "/search?" + urllib.parse.urlencode({"q": self.text, "lang": self.lang, "k": K})
+    vec: Any = None  # (E,) float32: a caption's, for recall; None for load queries
+    held_out: bool = False
 
 
 # --- in-process measurements -------------------------------------------------------------
@@ -146,6 +143,7 @@ def build_size(n: int, args: argparse.Namespace, work: Path, setup: dict) -> tup
         "n": n,
         "factory": meta["factory"],
         "search_params": meta["search_params"],
+        "rerank": meta.get("rerank", 0),
         "tuned_recall_at_10": meta["recall_at_10"],
         "build_s": round(build_s, 1),
     }
@@ -157,7 +155,7 @@ def measure_recall(store: Any, root: Path, pool: list[Query], limit: int) -> dic
     from atri.index import layout
 
     vectors = np.load(layout.version_dir(root, store.version) / "vectors.npy", mmap_mode="r")
-    held = [q for q in pool if q.held_out][:limit]
+    held = [q for q in pool if q.held_out][:limit]  # caption queries
     return {
         "recall_at_10": recall(store, vectors, pool[:limit]),
         "recall_at_10_held_out": recall(store, vectors, held),
@@ -166,36 +164,40 @@ def measure_recall(store: Any, root: Path, pool: list[Query], limit: int) -> dic
 
 
 def servers_for(root: Path, n: int, args: argparse.Namespace, work: Path, setup: dict) -> dict:
-    """`atri serve` and the numpy baseline over the index at `root`, not yet started."""
+    """`atri serve` (--threads per encoder call, its own encoder count: one per core)
+    and the numpy baseline at each of --baseline-threads, over the index at `root`, not
+    yet started."""
     from _loadgen import Server, free_port
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRI_")}
-    env.update(thread_env(args.threads))
-    ports = [free_port(), free_port()]
-    while ports[0] == ports[1]:
-        ports[1] = free_port()
-    atri = [sys.executable, "-m", "atri", "serve", "--index", str(root), "--port", str(ports[0])]
-    baseline = [
-        sys.executable,
-        str(BASELINE),
-        "--index",
-        str(root),
-        "--checkpoint",
-        setup["checkpoint"]["path"],
-        "--port",
-        str(ports[1]),
-    ]
-    return {
-        "atri": Server("atri serve", atri, ports[0], env, work / f"atri-{n}.log"),
-        "baseline": Server("numpy baseline", baseline, ports[1], env, work / f"baseline-{n}.log"),
-    }
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("ATRI_")}
+    names = ["atri", *(f"numpy-{t}t" for t in args.baseline_threads)]
+    ports: list[int] = []
+    while len(ports) < len(names):
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    servers = {}
+    threads_of = [args.threads, *args.baseline_threads]
+    for name, port, threads in zip(names, ports, threads_of, strict=True):
+        env = {**base_env, **thread_env(threads)}
+        if name == "atri":
+            cmd = [sys.executable, "-m", "atri", "serve", "--index", str(root), "--port", str(port)]
+        else:
+            cmd = [sys.executable, str(BASELINE), "--index", str(root),
+                   "--checkpoint", setup["checkpoint"]["path"], "--port", str(port)]  # fmt: skip
+        label = "atri serve" if name == "atri" else f"numpy baseline ({threads} threads)"
+        servers[name] = Server(label, cmd, port, env, work / f"{name}-{n}.log")
+        servers[name].threads = threads
+    return servers
 
 
 def measure(servers: dict, setup: dict, store: Any, flat: Any, args: argparse.Namespace) -> dict:
-    """Warm up, then the latency phase (one client; floor, service and baseline take
-    turns each round) and the throughput phase (--clients; service and baseline take
-    turns). Each server gets the pool's queries in the same order, each at most once."""
+    """Warm up, then one phase per client count (--clients, 1 first: latency), each split
+    into --rounds rounds in which the floor (one client only) and every server take
+    turns, so that all see about the same machine load. Each server gets the pool's
+    queries in the same order, each at most once (its query cache never hits)."""
     from _loadgen import Load, run_load
+    from _queries import search_path
 
     model, pool = setup["model"], setup["pool"]
     warm = [f"/search?q=warm-up+query+{i}&lang=eng&k={K}" for i in range(args.warmup)]
@@ -203,25 +205,30 @@ def measure(servers: dict, setup: dict, store: Any, flat: Any, args: argparse.Na
         run_load(server.port, warm, clients=1, seconds=60)
     Floor().round(model, store, flat, pool, 1.0)  # warm-up
     floor = Floor()
-    paths = [q.path() for q in pool]
+    paths = [search_path(q.lang, q.text, K) for q in pool]
     cursor = dict.fromkeys(servers, 0)
-    phases = {"latency": 1, "throughput": args.clients}
-    loads = {(name, phase): Load(c) for name in servers for phase, c in phases.items()}
+    loads = {(name, c): Load(c) for name in servers for c in args.clients}
     slot = args.seconds / args.rounds
-    for phase, clients in phases.items():
+    for clients in args.clients:
         for _ in range(args.rounds):
-            if phase == "latency":
+            if clients == 1:
                 floor.round(model, store, flat, pool, slot)
             for name, server in servers.items():
                 todo = paths[cursor[name] :]
                 load, used = run_load(server.port, todo, clients=clients, seconds=slot)
                 cursor[name] += used
-                loads[name, phase].extend(load)
+                loads[name, clients].extend(load)
     return {
         "floor": floor.summary(),
-        **{f"{name}_{phase}": load.summary() for (name, phase), load in loads.items()},
+        "servers": {
+            name: {
+                "threads": server.threads,
+                "peak_rss_mb": server.peak_rss_mb(),
+                "clients": {str(c): loads[name, c].summary() for c in args.clients},
+            }
+            for name, server in servers.items()
+        },
         "distinct_queries_sent": cursor,
-        "rss_mb": {name: server.rss_mb() for name, server in servers.items()},
     }
 
 
@@ -236,12 +243,14 @@ def run_size(n: int, args: argparse.Namespace, work: Path, setup: dict) -> dict:
     try:
         store = IndexStore.open(root)  # as the service opens it
         try:
-            out.update(measure_recall(store, root, setup["pool"], args.recall_queries))
+            out.update(measure_recall(store, root, setup["captions"], args.recall_queries))
             flat = np.load(layout.version_dir(root, store.version) / "vectors.npy")
             flat = flat.astype(np.float32)  # (N, E) in memory, as the baseline holds it
             servers = servers_for(root, n, args, work, setup)
             out["ports"] = {name: server.port for name, server in servers.items()}
-            with servers["atri"], servers["baseline"]:
+            with ExitStack() as running:
+                for server in servers.values():
+                    running.enter_context(server)
                 out["ready_s"] = {
                     name: round(s.wait_ready(args.ready_timeout), 1) for name, s in servers.items()
                 }

@@ -26,8 +26,7 @@ import torch
 
 from atri.index import layout, live
 from atri.index.version import CHUNK, CaptionSource, write_version
-from atri.training.data.audio_io import load_audio
-from atri.training.data.features import AUDIO_BATCH, TEXT_BATCH
+from atri.training.data.features import AUDIO_BATCH
 from atri.training.data.manifest import ClipRecord, read_manifest
 
 
@@ -100,21 +99,17 @@ def read_clips(manifests: Sequence[Path], limit: int | None) -> tuple[list[ClipR
 
 
 def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None) -> RealCorpus:
+    """The clips and their distinct captions embedded by `model`. Raw backbone and text
+    encoder features come through the feature caches `atri train` fills
+    (training/data/features.py, text_cache.py): a corpus embedded once before costs seconds."""
+    from atri.training.data.features import audio_features, default_cache_dir
+    from atri.training.data.text_cache import encode_cached
+
+    cache = default_cache_dir()
     records, test_ids = read_clips(manifests, limit)
     with torch.inference_mode():
-        audio = np.concatenate(
-            [
-                model.embed_audio(
-                    [
-                        torch.from_numpy(load_audio(r.audio, model.sample_rate))
-                        for r in records[start : start + AUDIO_BATCH]
-                    ]
-                )
-                .float()
-                .numpy()
-                for start in range(0, len(records), AUDIO_BATCH)
-            ]
-        )
+        feats = audio_features(model, [Path(r.audio) for r in records], cache, AUDIO_BATCH)
+        audio = model.project_audio(feats).float().numpy()  # (R, E)
     found: dict[str, dict[str, list[int]]] = {}
     for pos, record in enumerate(records):
         for lang, texts in record.captions.items():
@@ -130,12 +125,8 @@ def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None
             else set()
         )
         with torch.inference_mode():
-            vecs[lang] = np.concatenate(
-                [
-                    model.embed_text(captions[lang][s : s + TEXT_BATCH], lang).float().numpy()
-                    for s in range(0, len(captions[lang]), TEXT_BATCH)
-                ]
-            )
+            raw = encode_cached(model.text_encoder, captions[lang], lang, cache / "text")
+            vecs[lang] = model.project_text(raw).float().numpy()  # (C, E)
     return RealCorpus(records, audio, captions, vecs, clips, held_out)
 
 
@@ -206,8 +197,10 @@ def write_index(
     identity: dict[str, str],
     checkpoint: dict[str, Any],
     source: dict[str, Any],
+    factory: str | None = None,
 ) -> dict[str, Any]:
-    """Write and publish a synthetic index of `n` clips at `root`; returns its meta.json."""
+    """Write and publish a synthetic index of `n` clips at `root` (`factory` None: the
+    kind chosen by size); returns its meta.json."""
     if n < len(corpus.records):
         raise ValueError(f"{n} clips: fewer than the {len(corpus.records)} real ones")
     dim = corpus.audio.shape[1]
@@ -233,7 +226,7 @@ def write_index(
             records=synthetic_records(corpus, chunks()),
             vectors=(vectors for _, vectors in chunks()),
             captions=captions,
-            factory=None,  # chosen by size, as `atri index build` does
+            factory=factory,
             meta={"model": identity, "checkpoint": checkpoint, "source": source},
         )
     except BaseException:

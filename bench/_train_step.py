@@ -11,6 +11,7 @@ import random
 import re
 import statistics
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def synthetic_data(model: RetrievalModel, langs: tuple[str, ...],
     rows = np.arange(k * n * c).reshape(k, n, c).transpose(1, 0, 2)  # (N, K, C), lang-major
     texts = [t for lang in langs for clip in captions for t in clip[lang]]  # (T,)
     vectors = None
-    if not model.config.text_trainable:
+    if not model.config.text_trains:
         vectors = F.normalize(torch.randn(len(texts), model.text_dim), dim=-1)  # (T, 384)
     data = TrainData.__new__(TrainData)
     data.table = CaptionTable(langs, np.full(n, c), np.ones((n, k), dtype=bool))
@@ -73,32 +74,51 @@ def synthetic_data(model: RetrievalModel, langs: tuple[str, ...],
     return data
 
 
-def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int) -> Run:
+def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int,
+             grad_cache: int = 0) -> Run:
     """The trainer's `Run` holding what `Run._step` uses, without `Run.__init__` (which
     reads manifests, writes a run directory and draws every epoch)."""
     run = Run.__new__(Run)
     run.config, run.model, run.total_steps = config, model, total_steps
     run.d = Dist(rank=0, world=1, device=torch.device("cpu"))
     run.state = {"step": 0}
-    run.step_loss = StepLoss(model, get_strategy(config.strategy), world=1)
+    run.step_loss = StepLoss(model, get_strategy(config.strategy), world=1,
+                             grad_cache=grad_cache)
     run.optimizer = torch.optim.AdamW(param_groups(model, config))
     run.scaler = torch.amp.GradScaler("cuda", enabled=False)
     return run
 
 
 class SavedBytes:
-    """Bytes of the distinct storages autograd saves for backward, parameters excluded."""
+    """Bytes of the distinct storages autograd saves for backward, parameters excluded:
+    `mb` all of them over the step, `peak_mb` the most held at once (a saved tensor is
+    released when autograd drops it, e.g. once its part of backward ran; GradCache holds
+    one chunk's at a time). A storage counts again when its address is saved anew after
+    release: GradCache's chunks reuse the addresses the previous chunk freed."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self._seen: dict[int, int] = {}
+        self._live: dict[int, int] = {}  # storage -> saved tensors holding it
+        self._total = self._live_bytes = self._peak = 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in self._params:
-            self._seen[storage.data_ptr()] = storage.nbytes()
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        if ptr in self._params:
+            return tensor
+        if not self._live.get(ptr):
+            self._total += nbytes
+            self._live_bytes += nbytes
+            self._peak = max(self._peak, self._live_bytes)
+        self._live[ptr] = self._live.get(ptr, 0) + 1
+        weakref.finalize(tensor, self._release, ptr, nbytes)  # autograd holds `tensor`
         return tensor
+
+    def _release(self, ptr: int, nbytes: int) -> None:
+        self._live[ptr] -= 1
+        if not self._live[ptr]:
+            self._live_bytes -= nbytes
 
     def __enter__(self) -> SavedBytes:
         self._hooks.__enter__()
@@ -109,15 +129,24 @@ class SavedBytes:
 
     @property
     def mb(self) -> float:
-        return sum(self._seen.values()) / 2**20
+        return self._total / 2**20
+
+    @property
+    def peak_mb(self) -> float:
+        return self._peak / 2**20
 
 
 def _setup(job: dict[str, Any]) -> tuple[RetrievalModel, Run, list[LocalBatch]]:
     """The model, the trainer's step and `warmup + steps` batches of one (setting, strategy)."""
-    if job["setting"] == "text":
+    tower = job["setting"].removesuffix("-gc")
+    if tower == "text":
         model_config = ModelConfig(text=f"hf:{job['tower_dir']}", text_trainable=True)
+    elif tower == "e5":
+        model_config = ModelConfig(text="e5-small-torch", text_trainable_layers=job["e5_layers"])
     else:
         model_config = ModelConfig()  # aisfx + e5-small, frozen: the default
+    # GradCache in chunks of B captions: ML-CLAP's graph size, whatever the strategy
+    grad_cache = job["batch_size"] if job["setting"].endswith("-gc") else 0
     config = TrainConfig(strategy=job["strategy"], train="(synthetic)", val="(synthetic)",
                          model=model_config, langs=tuple(job["langs"]),
                          batch_size=job["batch_size"])
@@ -126,7 +155,14 @@ def _setup(job: dict[str, Any]) -> tuple[RetrievalModel, Run, list[LocalBatch]]:
     plan = draw_epoch(config.strategy, data.table, config.seed, 0, config.mixture_prob)
     epoch = [batch for _, batch in data.batches(plan, 0, config.batch_size, 0, 1)]
     n_steps = job["warmup"] + job["steps"]
-    return model, bare_run(config, model, n_steps), [epoch[i % len(epoch)] for i in range(n_steps)]
+    run = bare_run(config, model, n_steps, grad_cache)
+    batches = [epoch[i % len(epoch)] for i in range(n_steps)]
+    if tower == "e5":  # as past a run's first epoch: the frozen layers' outputs are cached
+        with torch.no_grad():
+            for batch in batches:
+                for lang, texts in batch.text:
+                    model.text_features(texts, lang)
+    return model, run, batches
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +186,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     texts = [b.text.shape[0] if isinstance(b.text, torch.Tensor)
              else sum(len(t) for _, t in b.text) for b in batches]
     memory = {"rss_setup_mb": rss_setup, "peak_rss_mb": peak, "step_rss_mb": peak - rss_setup,
-              "setup_peak_rss_mb": setup_peak, "saved_activations_mb": saved.mb}
+              "setup_peak_rss_mb": setup_peak, "saved_activations_mb": saved.mb,
+              "saved_peak_mb": saved.peak_mb}
     return {
         "setting": job["setting"], "strategy": job["strategy"],
         "texts_per_step": statistics.mean(texts),

@@ -1,44 +1,47 @@
 """Search latency and throughput: `atri serve` against a naive numpy flat-scan service,
-over indices of 100k and 1M clips, in one run on loopback.
+over indices of 10k, 100k and 1M clips, at 1, 8 and 32 clients, in one run on loopback.
 
 The vectors are synthesised around real clip embeddings, so that they keep their
-structure: the clips of a small real corpus (the `tiny` demo corpus, or --manifest) are
+structure: the clips of a real corpus (--manifest; default the `tiny` demo corpus) are
 embedded with the default checkpoint (a seeded random-head checkpoint of the default
-architecture when none is installed), and clip i of an N-clip index is real clip
-i mod R plus gaussian noise (norm --noise x the median nearest-neighbour distance of
-the real clips), re-normalised (`--synth mix`: a random blend of 3 real clips plus
-that noise, a continuum instead of n/R near-copies per clip). The index directory is
-written by the project's own code (`write_version`: kind chosen by size, approximate
-kinds tuned with the caption vectors as queries); the caption indices hold the real
-captions, except those only the test splits carry (held out, so recall is also
-measured on queries tuning never saw).
+architecture when none is installed) through the feature caches `atri train` fills,
+and clip i of an N-clip index is real clip i mod R plus gaussian noise (norm --noise x
+the median nearest-neighbour distance of the real clips), re-normalised (`--synth mix`:
+a random blend of 3 real clips plus that noise). The index directory is written by the
+project's own code (`write_version`: kind chosen by size, approximate kinds tuned with
+the caption vectors as queries); the caption indices hold the real captions, except
+those only the test splits carry (held out, so recall is also measured on queries
+tuning never saw).
 
-Per size, with the in-process model and index (`IndexStore`) and two loopback servers
+Per size, with the in-process model and index (`IndexStore`) and loopback servers
 (`atri serve`, and bench/_numpy_baseline.py: FastAPI + `V @ q` + np.argpartition, same
-checkpoint and text encoder), both started by this script and always stopped:
+checkpoint and text encoder, once per --baseline-threads setting), all started by this
+script and always stopped:
 
 - recall@10 of the index's top 10 (IndexStore.search) against exact search, over
   real-caption queries (all of them, and the held-out ones);
 - the floor, in-process: e5 text encoding of one query + IndexStore.search, per query;
-  beside it the baseline's numpy scan of the same query over the same vectors, so that
-  index search alone can be set against the flat scan alone;
-- latency at 1 client (p50/p95/p99, client-side), then sustained QPS at --clients,
-  each phase split into --rounds rounds that alternate floor / service / baseline, so
-  that all three see about the same machine load;
-- the queries are real captions in 8 languages, shuffled with --seed, and every
-  (lang, text) is sent at most once to each server process: the service's query cache
-  (service/engine.py, 1024 entries) never hits. Warm-up queries are outside the pool.
+  beside it the baseline's numpy scan of the same query over the same vectors;
+- for each of --clients (1, 8, 32): latency p50/p95/p99 (client-side) and QPS, each
+  phase split into --rounds rounds in which the floor (at 1 client) and every server
+  take turns, so that all see about the same machine load; each server's peak RSS;
+- the load's queries are short and distinct (bench/_queries.py: 2-4 words of a real
+  caption, 4-9 characters in Japanese and Chinese), all 8 languages, shuffled with
+  --seed; every (lang, text) is sent at most once to each server process, so the
+  service's query cache (service/engine.py, 1024 entries) never hits.
 
-Every load is bounded by time (--seconds per phase and service) and by the number of
+Every load is bounded by time (--seconds per phase and server) and by the number of
 distinct queries; every request has a timeout.
 
-    .venv/bin/python bench/search.py --out bench/results/search.json
-    .venv/bin/python bench/search.py --quick    # 20k clips, 5 s phases: a smoke test
+    .venv/bin/python bench/search.py --manifest data/corpus-sfx/{train,val,test}.jsonl \
+        --out bench/results/search.json                  # the full run, docs/benchmarks.md
+    .venv/bin/python bench/search.py --quick    # 20k clips, 1 and 4 clients: a smoke test
 
-Thread counts (--threads, default 1) go to both servers and to this process through
-ATRI_THREADS / OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, which the BLAS and OpenMP
-runtimes read once when they load: so main() sets them before importing numpy, torch
-or faiss, and the measuring code imports them inside its functions.
+Thread counts: `atri serve` gets --threads per encoder call (ATRI_THREADS, default 1;
+it runs one encoder per core), each baseline its --baseline-threads value, this process
+--threads, all through ATRI_THREADS / OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, which the
+BLAS and OpenMP runtimes read once when they load: so main() sets them before importing
+numpy, torch or faiss, and the measuring code imports them inside its functions.
 """
 
 from __future__ import annotations
@@ -54,14 +57,16 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 FULL = {
-    "sizes": [100_000, 1_000_000],
-    "seconds": 30.0,
-    "clients": 4,
+    "sizes": [10_000, 100_000, 1_000_000],
+    "seconds": 24.0,
+    "clients": [1, 8, 32],
+    "baseline_threads": [1, 2],
     "rounds": 3,
     "real_clips": None,
     "recall_queries": 2000,
@@ -69,14 +74,16 @@ FULL = {
 }
 QUICK = {
     "sizes": [20_000],
-    "seconds": 5.0,
-    "clients": 2,
+    "seconds": 2.0,
+    "clients": [1, 4],
+    "baseline_threads": [1],
     "rounds": 1,
     "real_clips": 48,
     "recall_queries": 300,
     "warmup": 5,
 }
-SETTINGS = ("sizes", "seconds", "clients", "rounds", "threads", "synth", "noise", "seed", "quick")
+SETTINGS = ("sizes", "seconds", "clients", "baseline_threads", "rounds", "threads", "synth",
+            "noise", "seed", "quick")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,14 +95,17 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("data/corpus-tiny"),
         help="where the tiny corpus is built when no --manifest is given",
     )
-    p.add_argument("--sizes", type=int, nargs="+", help="indexed clips (default 100000 1000000)")
-    p.add_argument("--seconds", type=float, help="per phase and service (default 30)")
-    p.add_argument("--clients", type=int, help="concurrent clients of the QPS phase (default 4)")
+    p.add_argument("--sizes", type=int, nargs="+", help="indexed clips (default 10k 100k 1M)")
+    p.add_argument("--seconds", type=float, help="per phase and server (default 24)")
+    p.add_argument("--clients", type=int, nargs="+", help="client counts (default 1 8 32)")
+    p.add_argument(
+        "--baseline-threads", type=int, nargs="+", help="one baseline per count (default 1 2)"
+    )
     p.add_argument("--rounds", type=int, help="rounds per phase, alternating (default 3)")
     p.add_argument("--real-clips", type=int, help="at most this many real clips (default all)")
     p.add_argument("--recall-queries", type=int, help="queries for recall@10 (default 2000)")
     p.add_argument("--warmup", type=int, help="warm-up requests per server (default 20)")
-    p.add_argument("--threads", type=int, default=1, help="threads per process (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="atri's threads per encoder call")
     p.add_argument(
         "--noise",
         type=float,
@@ -111,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ready-timeout", type=float, default=900.0, help="server load limit (s)")
     p.add_argument("--work", type=Path, help="parent of the temp dir (indices: ~5 GB at 1M)")
-    p.add_argument("--quick", action="store_true", help="20k clips, 5 s phases (smoke test)")
+    p.add_argument("--quick", action="store_true", help="20k clips, 2 s phases (smoke test)")
     p.add_argument("--out", type=Path, default=Path("bench/results/search.json"))
     return p
 
@@ -129,7 +139,8 @@ def corpus_manifests(args: argparse.Namespace) -> list[Path]:
     return [path.resolve() for path in found if path.is_file()]
 
 
-def query_pool(corpus: Any, seed: int) -> list:
+def caption_pool(corpus: Any, seed: int) -> list:
+    """The real captions with their vectors: recall's queries."""
     from _search_size import Query
 
     pool = [
@@ -144,30 +155,35 @@ def query_pool(corpus: Any, seed: int) -> list:
 def prepare(args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
     """(setup, corpus summary): the model and checkpoint, the real clips embedded, the
     shuffled query pool and the noise sigma that every size shares."""
+    from _queries import short_queries
+    from _search_size import Query
     from _synth_index import embed_corpus, open_model
 
     manifests = corpus_manifests(args)
     model, checkpoint, random_heads = open_model(work, args.seed)
     started = time.perf_counter()
     corpus = embed_corpus(model, manifests, args.real_clips)
-    pool = query_pool(corpus, args.seed)
+    captions = caption_pool(corpus, args.seed)
+    pool = [Query(lang, text) for lang, text in short_queries(corpus.captions, args.seed)]
     sigma = args.noise * corpus.nn_distance() / math.sqrt(corpus.audio.shape[1])
     summary = {
         "manifests": [str(m) for m in manifests],
         "real_clips": len(corpus.records),
         "queries": len(pool),
-        "queries_by_lang": {lang: len(t) for lang, t in corpus.captions.items()},
-        "held_out_queries": sum(q.held_out for q in pool),
+        "queries_by_lang": dict(Counter(q.lang for q in pool)),
+        "caption_queries": len(captions),
+        "held_out_queries": sum(q.held_out for q in captions),
         "embed_s": round(time.perf_counter() - started, 1),
         "noise_sigma": sigma,
         "model": model.identity(),
         "random_heads": random_heads,
     }
-    print(f"{len(corpus.records)} real clips, {len(pool)} queries, sigma {sigma:.4f}")
+    print(f"{len(corpus.records)} real clips, {len(pool)} short queries, sigma {sigma:.4f}")
     setup = {
         "model": model,
         "corpus": corpus,
         "pool": pool,
+        "captions": captions,
         "sigma": sigma,
         "checkpoint": checkpoint,
         "manifests": manifests,
@@ -237,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.rounds < 1 or args.clients < 1 or args.seconds <= 0 or args.threads < 1:
-        print("--rounds, --clients, --threads must be >= 1 and --seconds > 0", file=sys.stderr)
+    counts = [args.rounds, args.threads, *args.clients, *args.baseline_threads]
+    if min(counts) < 1 or args.seconds <= 0:
+        print("counts must be >= 1 and --seconds > 0", file=sys.stderr)
         return 2
+    args.clients = sorted(set(args.clients))  # 1 first: the latency phase beside the floor
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     from _search_size import thread_env  # the standard library only: nothing reads it yet

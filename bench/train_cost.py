@@ -1,7 +1,7 @@
 """Training cost per strategy (our ATRI Table 4): peak memory and time of one optimiser step.
 
 Each (setting, strategy) is measured in a fresh process, since peak RSS only grows within
-one (shared spec metrics.md, study protocol). Two settings:
+one (shared spec metrics.md, study protocol). Settings:
 
 - `cached`: the default embedded configuration, aisfx (512-d) + e5-small (384-d), both
   frozen, so a step runs only the heads and the temperature on cached features. The
@@ -11,6 +11,13 @@ one (shared spec metrics.md, study protocol). Two settings:
   the demo corpus, so KCL's K caption forwards and backwards weigh as in the paper. The
   audio side stays frozen and cached (a trainable audio tower would add the same cost to
   every strategy: each sees B clips per step).
+- `text-gc`: as `text`, the step through GradCache (training/objectives/grad_cache.py)
+  in chunks of B captions, so that every strategy back-propagates through at most
+  ML-CLAP's B captions at a time. Its ratios are to `text`'s (plain) mlclap.
+- `e5`, `e5-gc`: e5-small-torch, the real multilingual-e5-small weights, its top
+  `--e5-layers` layers trainable (default 2), plain and through GradCache; the frozen
+  lower layers' outputs are cached before the steps (as after a run's first epoch).
+  `e5-gc`'s ratios are to `e5`'s mlclap.
 
 Every step goes through the trainer's own code: the strategy's epoch plan
 (`strategies.draw_epoch`), batches cut by `batches.TrainData.batches`, `step_loss.StepLoss`
@@ -24,7 +31,8 @@ gradient clipping). Per process it reports
   activations),
 - `saved_activations_mb`: bytes autograd saves for backward in one step, parameters
   excluded (torch.autograd.graph.saved_tensors_hooks): the term that dominates ATRI's
-  GPU memory, and independent of the machine's load,
+  GPU memory, and independent of the machine's load; `saved_peak_mb`: the most of them
+  held at once (GradCache saves as much in all, one chunk at a time),
 - `step_ms_median`: median wall time of `--steps` steps after `--warmup` steps.
 
     .venv/bin/python bench/train_cost.py --out bench/results/train_cost.json
@@ -53,13 +61,15 @@ from _train_step import demo_captions, measure
 from atri.training.languages import LANGS
 from atri.training.objectives.strategies import NAMES as STRATEGIES
 
-SETTINGS = ("cached", "text")
+SETTINGS = ("cached", "text", "text-gc", "e5", "e5-gc")
+BASELINE = {"text-gc": "text", "e5-gc": "e5"}  # whose mlclap a setting's ratios divide by
 PAPER = {  # ATRI Table 4, AudioCaps, 8 languages, GPU: memory (GB) and training time (s)
     "mlclap": {"gpu_memory_gb": 22.2, "seconds": 3349},
     "cacl": {"gpu_memory_gb": 26.8, "seconds": 3745},
     "kcl": {"gpu_memory_gb": 68.3, "seconds": 4209},
 }
-RATIO_KEYS = ("step_ms_median", "peak_rss_mb", "step_rss_mb", "saved_activations_mb")
+RATIO_KEYS = ("step_ms_median", "peak_rss_mb", "step_rss_mb", "saved_activations_mb",
+              "saved_peak_mb")
 CHILD_TIMEOUT = 1800  # seconds per measured process
 
 
@@ -81,9 +91,11 @@ class Profile:
 
 PROFILES = {
     "full": Profile(24, 192, Tower(layers=6, hidden=384, heads=12, intermediate=1536, vocab=30522),
-                    {"cached": Budget(10, 100), "text": Budget(2, 6)}),
+                    {"cached": Budget(10, 100), "text": Budget(2, 6), "text-gc": Budget(2, 6),
+                     "e5": Budget(2, 6), "e5-gc": Budget(2, 6)}),
     "quick": Profile(8, 32, Tower(layers=2, hidden=64, heads=4, intermediate=128, vocab=2000),
-                     {"cached": Budget(1, 3), "text": Budget(1, 2)}),
+                     {"cached": Budget(1, 3), "text": Budget(1, 2), "text-gc": Budget(1, 2),
+                      "e5": Budget(1, 2), "e5-gc": Budget(1, 2)}),
 }
 
 
@@ -91,10 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: tiny tower, B=8, 2-3 steps")
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated")
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: cached,text")
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help=f"comma-separated: {','.join(SETTINGS)}")
     p.add_argument("--batch-size", type=int, help="contrastive batch B (default 24; quick 8)")
     p.add_argument("--k", type=int, default=8, help="training languages K (the first K)")
     p.add_argument("--layers", type=int, help="text tower layers (default 6; quick 2)")
+    p.add_argument("--e5-layers", type=int, default=2,
+                   help="trainable top layers of e5-small-torch in the e5 settings")
     p.add_argument("--steps", type=int, help="timed steps per process (default: per setting)")
     p.add_argument("--warmup", type=int, help="untimed steps first, >= 1 (default: per setting)")
     p.add_argument("--threads", type=int, default=1,
@@ -121,11 +136,12 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Per setting and strategy, each cost over mlclap's in the same setting."""
+    """Per setting and strategy, each cost over mlclap's in the same setting (a GradCache
+    setting: over mlclap's plain step, `BASELINE`)."""
     base = {r["setting"]: r for r in runs if r["strategy"] == "mlclap"}
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for run in runs:
-        if (ref := base.get(run["setting"])) is not None:
+        if (ref := base.get(BASELINE.get(run["setting"], run["setting"]))) is not None:
             out.setdefault(run["setting"], {})[run["strategy"]] = {
                 key: round(run[key] / ref[key], 2) if ref[key] else None for key in RATIO_KEYS}
     return out
@@ -138,7 +154,8 @@ def paper_ratios() -> dict[str, dict[str, float]]:
 
 def table(result: dict[str, Any]) -> str:
     columns = ["setting", "strategy", "texts/step:", "ms/step (median):", "x:", "peak RSS MB:",
-               "x:", "step RSS MB:", "x:", "saved activations MB:", "x:"]  # fmt: skip
+               "x:", "step RSS MB:", "x:", "saved activations MB:", "x:",
+               "saved at once MB:", "x:"]  # fmt: skip
     rows = []
     for r in result["runs"]:
         x = result["ratios"].get(r["setting"], {}).get(r["strategy"], {})
@@ -146,7 +163,7 @@ def table(result: dict[str, Any]) -> str:
         rows.append([r["setting"], r["strategy"], f"{r['texts_per_step']:.0f}",
                      f"{r['step_ms_median']:.1f}", rel[0], f"{r['peak_rss_mb']:.0f}", rel[1],
                      f"{r['step_rss_mb']:.0f}", rel[2], f"{r['saved_activations_mb']:.1f}",
-                     rel[3]])  # fmt: skip
+                     rel[3], f"{r['saved_peak_mb']:.1f}", rel[4]])  # fmt: skip
     return markdown_table(columns, rows)
 
 
@@ -163,7 +180,7 @@ def run_all(args: argparse.Namespace, profile: Profile, tower: Tower,
     runs, token_stats = [], None
     with tempfile.TemporaryDirectory(prefix="atri-train-cost-") as tmp:
         tower_dir = Path(tmp) / "bert-bench"
-        if "text" in args.settings:
+        if {"text", "text-gc"} & set(args.settings):
             captions = demo_captions(base["clips"])
             make_tower(tower_dir, tower, captions)
             token_stats = tokens_per_caption(tower_dir, captions)
@@ -172,7 +189,8 @@ def run_all(args: argparse.Namespace, profile: Profile, tower: Tower,
             for strategy in args.strategies:
                 runs.append(r := run_child({
                     **base, "setting": setting, "strategy": strategy,
-                    "tower_dir": str(tower_dir), "warmup": max(1, args.warmup or budget.warmup),
+                    "tower_dir": str(tower_dir), "e5_layers": args.e5_layers,
+                    "warmup": max(1, args.warmup or budget.warmup),
                     "steps": args.steps or budget.steps,
                 }))
                 print(f"{setting:6s} {strategy:14s} {r['step_ms_median']:9.1f} ms/step  peak "
@@ -209,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "bench/train_cost.py", *given]),
         "machine": _machine(args.threads, load_before),
         "batch_size": batch_size, "k": args.k, "langs": base["langs"], "clips": base["clips"],
-        "settings": args.settings, **measured,
+        "settings": args.settings, "e5_layers": args.e5_layers, **measured,
         "paper": {"table4": PAPER, "ratios": paper_ratios()},
     }
     write_json(args.out, result)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atri.index import faiss_util, layout, live
+from atri.index import carry, faiss_util, layout, live
 from atri.index.version import CaptionSource, write_version
 from atri.index.vocabulary import Vocabulary
 from atri.training.data.audio_io import load_audio
@@ -165,13 +165,17 @@ def build_index(
     text_batch: int = TEXT_BATCH,
     on_batch: BatchHook | None = None,
     vocabulary: Vocabulary | None = None,
+    drop_live_changes: bool = False,
+    on_step: layout.StepHook | None = None,
 ) -> int:
     """Embed `records` (audio paths absolute) with `model` and publish them as the new
     current version of the index at `root`; returns its number. `factory` None picks
     the kind by size (faiss_util.choose_factory). `meta` adds e.g. checkpoint and source
     to meta.json. `vocabulary` adds its labels to the caption index and its name, hash
     and counts to meta.json. Rerunning after an interruption reuses the finished
-    batches."""
+    batches. The live changes of the version replaced are carried into the new one
+    (index/carry.py) unless `drop_live_changes`; `on_step` (tests) is called at each of
+    layout.PUBLISH_STEPS."""
     root = Path(root).resolve()
     if not records:
         raise ValueError("nothing to index: no clips")
@@ -209,9 +213,27 @@ def build_index(
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    version = publish(root, staged, dim)
+    version = publish(
+        root, staged, dim, embed=reembedder(model), drop=drop_live_changes, on_step=on_step
+    )
     shutil.rmtree(work, ignore_errors=True)
     return version
+
+
+def reembedder(model: Any) -> carry.Embed:
+    """Embeds a clip carried from a version built with another model."""
+
+    def embed(record: ClipRecord) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        wave = torch.from_numpy(load_audio(record.audio, model.sample_rate))
+        with torch.inference_mode():
+            audio = model.embed_audio([wave]).float().cpu().numpy()[0]  # (E,)
+            captions = {
+                lang: model.embed_text(texts, lang).float().cpu().numpy()  # (C, E)
+                for lang, texts in record.captions.items()
+            }
+        return audio, captions
+
+    return embed
 
 
 def work_dir(root: Path, key: str) -> Path:
@@ -230,19 +252,43 @@ def work_dir(root: Path, key: str) -> Path:
     return work
 
 
-def publish(root: Path, staged: Path, dim: int) -> int:
-    """Make the staged version current and start its empty live log; returns its number."""
+def publish(
+    root: Path,
+    staged: Path,
+    dim: int,
+    *,
+    embed: carry.Embed | None = None,
+    drop: bool = False,
+    on_step: layout.StepHook | None = None,
+) -> int:
+    """Make the staged version current, with the live changes of the version it replaces
+    carried over (or, `drop`, discarded with a warning), and start its empty live log;
+    returns its number. Everything happens under the index lock, so no change can be
+    acknowledged between reading the log and replacing it."""
     log_path = root / layout.LIVE_LOG
     with layout.locked(root):
-        old = live.read_log(log_path)
-        if old.entries and old.base == layout.current_version(root):
-            log.warning(
-                "%s: dropping %d live change(s) to version %s: the new version is built "
-                "from the source alone",
-                log_path,
-                len(old.entries),
-                old.base,
-            )
-        version = layout.publish(root, staged)
+        if drop:
+            pending = carry.pending_changes(root)
+            if pending:
+                log.warning(
+                    "%s: dropping %d live change(s) to version %s, as asked (%s)",
+                    log_path, pending, layout.current_version(root), carry.DROP_FLAG,
+                )  # fmt: skip
+        else:
+            try:
+                staged, carried = carry.merge_live_changes(root, staged, embed)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+            if carried is not None:
+                log.info(
+                    "carried the live changes of version %d: %d clip(s) added, %d deleted, "
+                    "%d added but already in the source%s",
+                    carried.from_version, len(carried.added), len(carried.deleted),
+                    len(carried.in_source), " (re-embedded)" if carried.reembedded else "",
+                )  # fmt: skip
+        version = layout.publish(root, staged, on_step=on_step)
         live.reset_log(log_path, version, dim)
+        if on_step is not None:
+            on_step("log-replaced")
     return version

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from atri.index.live import LangDelta, LiveState
-from atri.index.version import CHUNK, CaptionSource, Version, write_version
+from atri.index.version import CHUNK, CaptionSource, Overlay, Version, write_version
 from atri.training.data.manifest import ClipRecord
 
 # meta.json fields a new version inherits (the vocabulary's labels are carried as rows)
@@ -62,15 +62,35 @@ def _captions(base: Version, state: LiveState, lang: str) -> CaptionSource:
     return CaptionSource(texts, clip_ids, _masked_rows(vectors, keep, ld.vectors), labels)
 
 
-def write_compacted(out: Path, base: Version, state: LiveState) -> dict[str, Any]:
-    """Write base + state into the staging folder `out`; returns the new meta.json."""
+def overlay_after(old: Overlay, state: LiveState) -> Overlay:
+    """The overlay of base + state, for a base whose overlay is `old`: uploads stay
+    uploads until deleted, and a deleted source clip stays deleted (unless added again,
+    which makes it an upload)."""
+    added = [i for i in old.added if i not in state.tombstones] + list(state.ids)
+    deleted = set(old.deleted) | {
+        t for t in state.tombstones if t not in old.added and t not in state.records
+    }
+    return Overlay(tuple(added), frozenset(deleted))
+
+
+def write_compacted(
+    out: Path,
+    base: Version,
+    state: LiveState,
+    meta: dict[str, Any] | None = None,
+    overlay: Overlay | None = None,
+) -> dict[str, Any]:
+    """Write base + state into the staging folder `out`; returns the new meta.json.
+    `meta`: what to record of the new version's origin (default: `parent_version`);
+    `overlay`: what it holds beyond its source (default: `overlay_after`)."""
     keep = np.ones(len(base.ids), dtype=bool)
     for clip_id in state.tombstones:
         keep[base.position[clip_id]] = False
     ids = [i for i, alive in zip(base.ids, keep, strict=True) if alive] + list(state.ids)
     langs = sorted(set(base.captions) | set(state.captions))
-    meta = {key: base.meta[key] for key in CARRIED if key in base.meta}
-    meta["parent_version"] = base.number
+    origin = meta if meta is not None else {"parent_version": base.number}
+    inherited = {key: base.meta[key] for key in CARRIED if key in base.meta}
+    (overlay if overlay is not None else overlay_after(base.overlay, state)).write(out)
     return write_version(
         out,
         dim=base.dim,
@@ -79,5 +99,5 @@ def write_compacted(out: Path, base: Version, state: LiveState) -> dict[str, Any
         vectors=_masked_rows(base.vectors, keep, state.matrix),
         captions={lang: _captions(base, state, lang) for lang in langs},
         factory=None if base.meta.get("factory_auto", True) else base.meta["factory"],
-        meta=meta,
+        meta={**inherited, **origin},
     )

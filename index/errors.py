@@ -33,6 +33,21 @@ class IndexMismatch(IndexStoreError, ValueError):
     index directory changed underneath an open store (rebuilt by another process)."""
 
 
+class IndexChanged(IndexMismatch):
+    """Another process published a new version (a rebuild, a compaction) or wrote the
+    live log since this store opened the index: reopen it before changing anything."""
+
+
+class IndexBusy(IndexStoreError):
+    """Another process holds the index lock (publishing a version) beyond the wait
+    allowed."""
+
+
+class UnmergedChanges(IndexStoreError):
+    """A rebuild cannot carry the live changes of the version it replaces (the message
+    says which and how to proceed)."""
+
+
 class IndexNotFound(IndexStoreError, FileNotFoundError):
     """No published index version at this path."""
 

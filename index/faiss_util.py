@@ -2,8 +2,12 @@
 recall@10 >= 0.95, search that drops FAISS's -1 padding, exact ground truth, a guarded
 GPU move, and file IO with fsync and optional mmap.
 
-Kinds (docs/index.md): exact `Flat` (IndexFlatIP) up to FLAT_MAX vectors, `HNSW32` up
-to HNSW_MAX, then `IVF<nlist>,Flat`. All use the inner product on L2-normalised vectors.
+Kinds (docs/index.md): exact `Flat` (IndexFlatIP) up to FLAT_MAX vectors, then
+`IVF<nlist>,SQ8`: inverted lists of 8-bit scalar-quantised codes (a quarter of
+float32). An approximate kind hands its best RERANK candidates to `rescore`, which ranks
+them exactly from the raw float16 vectors the index version keeps (vectors.npy), so the
+codes' error costs no recall, only the lists left unprobed do. All use the inner
+product on L2-normalised vectors.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from atri.training.fileio import fsync_file
 
 log = logging.getLogger(__name__)
 
-FLAT_MAX = 200_000
-HNSW_MAX = 5_000_000
+# One query: a flat scan costs ~0.08 ms per 1,000 vectors (512-d float32, memory bound);
+# IVF over SQ8 codes with reranking a few ms at 100k to 1M, cheaper per query than an
+# HNSW graph of the same recall and built in half its time (docs/benchmarks.md, issue 14).
+FLAT_MAX = 20_000
 HNSW_EF_CONSTRUCTION = 80
+RERANK = 64  # candidates of an approximate index rescored exactly (meta.json "rerank")
+TRAIN_MAX = 262_144  # k-means sample: 64 per list at nlist 4096 (FAISS asks >= 39)
 TARGET_RECALL = 0.95  # recall@10 the approximate kinds are tuned to
 RECALL_K = 10
 TUNE_QUERIES = 1000
@@ -45,14 +53,27 @@ def configure() -> None:
 
 
 def choose_factory(n: int) -> str:
-    """The index kind for `n` vectors: exact up to FLAT_MAX, HNSW up to HNSW_MAX, IVF
-    beyond (nlist ~ 4 sqrt(n), a power of two, as the FAISS wiki advises)."""
+    """The index kind for `n` vectors: exact up to FLAT_MAX, else IVF over SQ8 codes with
+    nlist ~ 4 sqrt(n), a power of two, as the FAISS wiki advises."""
     if n <= FLAT_MAX:
         return "Flat"
-    if n <= HNSW_MAX:
-        return "HNSW32"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return f"IVF{min(nlist, 65_536)},Flat"
+    return f"IVF{min(nlist, 65_536)},SQ8"
+
+
+def rescore(
+    candidates: list[list[tuple[int, float]]], vectors: np.ndarray, queries: np.ndarray, k: int
+) -> list[list[tuple[int, float]]]:
+    """Per query, the exact top k of its candidate ids, scored from `vectors` ((N, E)
+    float16, memmapped: only the candidates' rows are read), best first and equal scores
+    by ascending id. The scores are those of an exact search over `vectors`."""
+    out = []
+    for hits, query in zip(candidates, queries, strict=True):
+        rows = np.unique(np.fromiter((i for i, _ in hits), np.int64, len(hits)))  # sorted
+        scores = np.asarray(vectors[rows], dtype=np.float32) @ query  # (C,)
+        order = np.lexsort((rows, -scores))[:k]
+        out.append([(int(rows[j]), float(scores[j])) for j in order])
+    return out
 
 
 def gpu_count() -> int:
@@ -162,9 +183,12 @@ def tune(
     queries: np.ndarray,
     target: float = TARGET_RECALL,
     k: int = RECALL_K,
+    rerank: int = 0,
 ) -> tuple[dict[str, int], float]:
     """The smallest efSearch / nprobe of the grid whose recall@k against exact search
-    over `base` reaches `target` (the largest tried if none does, with a warning).
+    over `base` reaches `target` (the largest tried if none does, with a warning), with
+    the best `rerank` candidates rescored from `base` as searches will (efSearch below
+    `rerank` is not tried: the graph searches at least that deep anyway).
     Returns (search params, measured recall); ({}, 1.0) for an exact index."""
     name = search_params_name(index)
     if name is None or len(base) == 0:
@@ -172,14 +196,22 @@ def tune(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     truth = exact_knn(base, queries, k)
     k = truth.shape[1]
-    grid = EF_SEARCH_GRID if name == "efSearch" else NPROBE_GRID
+    grid: tuple[int, ...] = EF_SEARCH_GRID if name == "efSearch" else NPROBE_GRID
+    if name == "efSearch" and rerank:
+        grid = tuple(sorted({max(v, rerank) for v in grid}))
     if name == "nprobe":
         nlist = _core(index).nlist
         grid = tuple(v for v in grid if v < nlist) + (nlist,)
     recall = 0.0
     for value in grid:
         set_search_params(index, {name: value})
-        _, found = index.search(queries, k)
+        if rerank:
+            hits = rescore(search(index, queries, max(k, rerank)), base, queries, k)
+            found = np.full((len(queries), k), -1, dtype=np.int64)
+            for row, best in enumerate(hits):
+                found[row, : len(best)] = [i for i, _ in best]
+        else:
+            _, found = index.search(queries, k)
         recall = recall_at_k(found, truth)
         log.info("tune %s=%d: recall@%d %.4f", name, value, k, recall)
         if recall >= target:

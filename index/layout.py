@@ -19,11 +19,12 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from atri.index.errors import IndexCorrupt, IndexNotFound
+from atri.index.errors import IndexBusy, IndexCorrupt, IndexNotFound
 from atri.training.fileio import atomic_write_bytes, fsync_dir, fsync_tree
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ LIVE_LOG = "live.log"
 LOCK = ".lock"
 WORK = ".work"
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still map it)
+# The steps of publishing a version, in order; `publish` and its callers report each to
+# an `on_step` callback (tests stop and kill -9 the process there: the crash window).
+PUBLISH_STEPS = ("version-written", "version-renamed", "current-switched", "log-replaced")
+StepHook = Callable[[str], None]
+LOCK_POLL_S = 0.05
 
 
 def current_version(root: Path) -> int | None:
@@ -88,34 +94,56 @@ def _writer_alive(staged: Path) -> bool:
 
 
 @contextmanager
-def locked(root: Path) -> Iterator[None]:
+def locked(root: Path, timeout_s: float | None = None) -> Iterator[None]:
     """Exclusive flock on INDEX_DIR/.lock: one writer of CURRENT and live.log at a time,
-    across processes. The kernel drops it when the holder dies, even by kill -9."""
+    across processes. The kernel drops it when the holder dies, even by kill -9. With
+    `timeout_s`, IndexBusy when another process holds it that long (a rebuild or a
+    compaction writing its version), instead of waiting without end."""
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd, root, timeout_s)
         yield
     finally:
         os.close(fd)  # closing releases the lock
 
 
-def publish(root: Path, staged: Path, *, crash_hook: Callable[[], None] | None = None) -> int:
+def _flock(fd: int, root: Path, timeout_s: float | None) -> None:
+    if timeout_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise IndexBusy(
+                    f"{root.name}: another process (a rebuild or a compaction) has held the "
+                    f"index lock for over {timeout_s:g} s while publishing a new version"
+                ) from None
+            time.sleep(LOCK_POLL_S)
+
+
+def publish(root: Path, staged: Path, *, on_step: StepHook | None = None) -> int:
     """Rename a complete staged version to `versions/<n>` and make it current.
 
-    Call while holding `locked(root)`. `crash_hook` (tests) runs between the rename and
-    the switch of CURRENT, the window a crash must survive.
+    Call while holding `locked(root)`. `on_step` (tests) is called after each of the
+    first three PUBLISH_STEPS; the caller replaces the log and reports the fourth.
     """
+    step = on_step or (lambda name: None)
     fsync_tree(staged)
+    step("version-written")
     current = current_version(root) or 0
     _remove_unpublished(root, current)
     version = max([*published_versions(root), current]) + 1
     target = version_dir(root, version)
     os.rename(staged, target)
     fsync_dir(root / VERSIONS)
-    if crash_hook is not None:
-        crash_hook()
+    step("version-renamed")
     atomic_write_bytes(root / CURRENT, f"{version}\n".encode("ascii"))
+    step("current-switched")
     log.info("published %s as current version", target)
     prune(root)
     return version

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from atri.index.backend import distinct
-from atri.index.errors import ClipExists, IndexCorrupt, IndexMismatch, UnknownClip
+from atri.index.errors import ClipExists, IndexChanged, IndexCorrupt, UnknownClip
 from atri.index.version import Version
 from atri.training.data.manifest import ClipRecord
 from atri.training.fileio import atomic_write_bytes
@@ -126,9 +126,13 @@ class LiveLog:
     def append(self, change: dict[str, Any]) -> None:
         """Write one change and fsync it: once this returns the change survives a crash."""
         if self._stale:
-            if read_log(self.path).base == self.base:  # another store of ours wrote it
-                raise IndexMismatch(f"{self.path} was changed by another process; reopen")
-            self._good_size = reset_log(self.path, self.base, self.dim)
+            now = read_log(self.path)
+            if now.base == self.base and now.entries:  # another store of ours wrote it
+                raise IndexChanged(f"{self.path} was changed by another process; reopen")
+            if now.base == self.base:  # the publisher of our version reset it meanwhile
+                self._good_size = now.good_size
+            else:
+                self._good_size = reset_log(self.path, self.base, self.dim)
             self._stale, self._seq = False, 0
         self._drop_torn_tail()
         line = encode_line({**change, "seq": self._seq + 1})
@@ -157,7 +161,7 @@ class LiveLog:
             f.seek(self._good_size)
             tail = f.read()
         if size < self._good_size or any(_intact(t) for t in tail.split(b"\n")[:-1]):
-            raise IndexMismatch(f"{self.path} was changed by another process; reopen the index")
+            raise IndexChanged(f"{self.path} was changed by another process; reopen the index")
         log.warning("%s: truncating a torn tail of %d bytes", self.path, size - self._good_size)
         os.truncate(self.path, self._good_size)
         fd = os.open(self.path, os.O_RDONLY)

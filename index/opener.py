@@ -31,6 +31,8 @@ class BackendSettings(Protocol):
     def milvus_prefix(self) -> str: ...
     @property
     def milvus_depth(self) -> int: ...
+    @property
+    def request_timeout_s(self) -> float: ...
 
 
 def index_dir_of(settings: BackendSettings) -> Path:
@@ -47,7 +49,9 @@ def open_backend(settings: BackendSettings) -> IndexBackend:
     if settings.backend == "faiss":
         from atri.index.store import IndexStore
 
-        return IndexStore.open(index_dir)
+        # a change waits for another process's lock (a rebuild publishing) as long as a
+        # request may wait for anything, then answers 503
+        return IndexStore.open(index_dir, lock_timeout_s=settings.request_timeout_s)
     if settings.backend != "milvus":
         raise BackendSettingsError(f"unknown index backend {settings.backend!r}")
     if not settings.milvus_uri:

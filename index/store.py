@@ -23,8 +23,8 @@ import numpy as np
 from atri.index import faiss_util, layout, live
 from atri.index.backend import CaptionHit, Hit, as_queries, check_paging, new_clip_vectors
 from atri.index.compact import write_compacted
-from atri.index.errors import IndexCorrupt, IndexMismatch
-from atri.index.version import Version, recall_warnings
+from atri.index.errors import IndexChanged, IndexCorrupt
+from atri.index.version import Version, recall_warnings, search_index
 from atri.training.data.manifest import ClipRecord
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,26 @@ class ExactRanks:
 class IndexStore:
     """See the module docstring; open with `IndexStore.open(root)`."""
 
-    def __init__(self, root: Path, snapshot: Snapshot, log_: live.LiveLog, mmap: bool) -> None:
-        self.root, self.mmap = root, mmap
+    def __init__(
+        self,
+        root: Path,
+        snapshot: Snapshot,
+        log_: live.LiveLog,
+        mmap: bool,
+        lock_timeout_s: float | None = None,
+    ) -> None:
+        self.root, self.mmap, self.lock_timeout_s = root, mmap, lock_timeout_s
         self._snap = snapshot
         self._log = log_
         self._write_lock = threading.Lock()
 
     @classmethod
-    def open(cls, root: str | Path, mmap: bool = False) -> IndexStore:
+    def open(
+        cls, root: str | Path, mmap: bool = False, lock_timeout_s: float | None = None
+    ) -> IndexStore:
         """The current version, with live.log replayed. `mmap` maps the FAISS files
-        instead of reading them (large indices)."""
+        instead of reading them (large indices). `lock_timeout_s`: how long a change waits
+        for another process's lock (a rebuild publishing) before IndexBusy; None: no end."""
         faiss_util.configure()
         root = Path(root).resolve()
         number = layout.require_current(root)
@@ -101,7 +111,7 @@ class IndexStore:
         elif contents.entries:
             log.info("%s: stale log of version %s ignored", log_path, contents.base)
         log_ = live.LiveLog(log_path, number, base.dim, contents)
-        store = cls(root, Snapshot(base, state), log_, mmap)
+        store = cls(root, Snapshot(base, state), log_, mmap, lock_timeout_s)
         log.info(
             "index %s: version %d, %d clips (%d added, %d deleted since)",
             root,
@@ -123,6 +133,16 @@ class IndexStore:
     @property
     def meta(self) -> dict[str, Any]:
         return self._snap.base.meta
+
+    def current_on_disk(self) -> int | None:
+        """The version CURRENT names now: another than `version` once a rebuild or a
+        compaction by another process published one (then `reopen`)."""
+        return layout.current_version(self.root)
+
+    def reopen(self) -> IndexStore:
+        """A new store over what the directory holds now (this one keeps serving its
+        version to whoever still reads it)."""
+        return IndexStore.open(self.root, self.mmap, self.lock_timeout_s)
 
     @property
     def identity(self) -> dict[str, str]:
@@ -186,7 +206,8 @@ class IndexStore:
         want = offset + k
         tomb = snap.live.tombstones
         # Over-fetch by the number of tombstones: enough live hits survive the filter.
-        base_hits = faiss_util.search(snap.base.index, q, want + len(tomb))
+        base = snap.base
+        base_hits = search_index(base.index, base.vectors, base.rerank, q, want + len(tomb))
         delta = _top(q @ snap.live.matrix.T, want)  # (Q, D) scores -> top rows
         out = []
         for hits, extra in zip(base_hits, delta, strict=True):
@@ -205,7 +226,7 @@ class IndexStore:
         ld = snap.live.lang(lang)
         index = snap.base.captions.get(lang)
         base_hits = (
-            faiss_util.search(index.index, q, k + len(ld.dead_rows))
+            search_index(index.index, index.vectors, index.rerank, q, k + len(ld.dead_rows))
             if index is not None
             else [[] for _ in range(len(q))]
         )
@@ -282,9 +303,10 @@ class IndexStore:
             self._log.append({"op": "delete", "id": clip_id})
             self._snap = Snapshot(snap.base, state)
 
-    def compact(self) -> int:
+    def compact(self, on_step: layout.StepHook | None = None) -> int:
         """Fold the live changes into a new version, publish it, and start an empty log;
-        returns the version now served (unchanged when there was nothing to fold)."""
+        returns the version now served (unchanged when there was nothing to fold).
+        `on_step` (tests) is called at each of layout.PUBLISH_STEPS."""
         with self._changing() as snap:
             if snap.live.empty():
                 return snap.base.number
@@ -294,9 +316,11 @@ class IndexStore:
             except BaseException:
                 shutil.rmtree(staged, ignore_errors=True)
                 raise
-            number = layout.publish(self.root, staged)
+            number = layout.publish(self.root, staged, on_step=on_step)
             # A crash here leaves a log for the older base: stale, ignored at open.
             self._log.reset(number)
+            if on_step is not None:
+                on_step("log-replaced")
             base = Version(layout.version_dir(self.root, number), number, self.mmap)
             self._snap = Snapshot(base, live.LiveState(base.dim))
             return number
@@ -308,10 +332,10 @@ class IndexStore:
         """One change at a time: a lock in this process, an flock across processes, and a
         check that CURRENT still names this store's version (else another process
         rebuilt or compacted the index and this store must be reopened)."""
-        with self._write_lock, layout.locked(self.root):
+        with self._write_lock, layout.locked(self.root, self.lock_timeout_s):
             current = layout.current_version(self.root)
             if current != self.version:
-                raise IndexMismatch(
+                raise IndexChanged(
                     f"{self.root}: version {current} is current, this store serves "
                     f"{self.version}; reopen the index"
                 )

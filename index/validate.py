@@ -40,6 +40,11 @@ def _check_version(version: Version) -> list[str]:
                     f"{version.ids[i]!r}"
                 )
                 break
+    added = [i for i in version.overlay.added if i not in version.position]
+    if added or len(set(version.overlay.added)) != len(version.overlay.added):
+        problems.append(f"{where}/overlay.json: added ids not in the version, or repeated")
+    if version.overlay.deleted & set(version.position):
+        problems.append(f"{where}/overlay.json: deleted ids still in the version")
     for lang, caps in version.captions.items():
         problems += _check_captions(version, lang, caps)
         if len(problems) > 50:

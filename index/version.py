@@ -149,19 +149,24 @@ def write_faiss(
     chosen = factory or faiss_util.choose_factory(n)
     train = None
     if not faiss_util.new_index(chosen, dim).is_trained:
-        train = faiss_util.tuning_queries(vectors, n=min(n, 1_000_000), seed=1)
+        train = faiss_util.tuning_queries(vectors, n=min(n, faiss_util.TRAIN_MAX), seed=1)
     index = faiss_util.build_index(chosen, dim, iter_rows(vectors), train)
     params: dict[str, int] = {}
     recall = 1.0  # an exact index
+    rerank = 0
     if faiss_util.search_params_name(index) is not None:
+        rerank = faiss_util.RERANK
         if queries is None or len(queries) == 0:
             queries = faiss_util.unseen_queries(vectors)
-        params, recall = faiss_util.tune(index, vectors, queries, target=recall_target)
+        params, recall = faiss_util.tune(
+            index, vectors, queries, target=recall_target, rerank=rerank
+        )
     faiss_util.write_index(index, path)
     return {
         "factory": chosen,
         "factory_auto": factory is None,
         "search_params": params,
+        **({"rerank": rerank} if rerank else {}),
         RECALL_KEY: round(recall, 4),
         "recall_target": recall_target,
         "recall_shortfall": round(max(recall_target - recall, 0.0), 4),
@@ -262,6 +267,17 @@ def write_version(
 # --- reading -------------------------------------------------------------------------
 
 
+def search_index(
+    index: Any, vectors: np.ndarray, rerank: int, queries: np.ndarray, k: int
+) -> list[list[tuple[int, float]]]:
+    """Top-k (row, score) per query of one FAISS index of a version; an approximate one
+    (`rerank` > 0) hands its best max(k, rerank) to exact rescoring from `vectors`."""
+    if not rerank:
+        return faiss_util.search(index, queries, k)
+    candidates = faiss_util.search(index, queries, max(k, rerank))
+    return faiss_util.rescore(candidates, vectors, queries, k)
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
@@ -286,6 +302,7 @@ class CaptionIndex:
         self.vectors = np.load(folder / f"{lang}.npy", mmap_mode="r")  # (C, E) float16
         self.index = faiss_util.read_index(folder / f"{lang}.faiss", mmap)
         faiss_util.set_search_params(self.index, meta.get("search_params", {}))
+        self.rerank = int(meta.get("rerank", 0))  # absent before compact kinds: 0
         self._hashes = np.load(folder / f"{lang}.hash.npy", mmap_mode="r")
         self._rows = np.load(folder / f"{lang}.rows.npy", mmap_mode="r")
 
@@ -312,6 +329,39 @@ class CaptionIndex:
         return None
 
 
+OVERLAY = "overlay.json"
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """What a version holds beyond its source (docs/index.md, "Rebuilding a served
+    index"): clips that came through live changes (`POST /clips`), in order, and source
+    clips deleted through them. A rebuild from the source carries both over; a
+    compaction keeps them up to date."""
+
+    added: tuple[str, ...] = ()
+    deleted: frozenset[str] = frozenset()
+
+    def empty(self) -> bool:
+        return not self.added and not self.deleted
+
+    def write(self, folder: Path) -> None:
+        """Into a staging folder (published with it); nothing when empty."""
+        if not self.empty():
+            body = {"added": list(self.added), "deleted": sorted(self.deleted)}
+            (folder / OVERLAY).write_text(json.dumps(body) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> Overlay:
+        try:
+            body = json.loads((folder / OVERLAY).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except json.JSONDecodeError as exc:
+            raise IndexCorrupt(f"{folder / OVERLAY}: bad JSON: {exc}") from exc
+        return cls(tuple(body.get("added", ())), frozenset(body.get("deleted", ())))
+
+
 class Version:
     """A published version opened for reading (immutable; safe to share across threads)."""
 
@@ -326,10 +376,12 @@ class Version:
             self.records = Table(path / "records.jsonl")
             self.index = faiss_util.read_index(path / "audio.faiss", mmap)
             faiss_util.set_search_params(self.index, self.meta.get("search_params", {}))
+            self.rerank = int(self.meta.get("rerank", 0))  # absent before compact kinds: 0
             self.captions = {
                 lang: CaptionIndex(path / "captions", lang, entry, mmap)
                 for lang, entry in self.meta.get("captions", {}).items()
             }
+            self.overlay = Overlay.read(path)
         except (OSError, ValueError, RuntimeError) as exc:
             raise IndexCorrupt(f"{path}: cannot open index version: {exc}") from exc
 

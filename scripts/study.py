@@ -51,7 +51,8 @@ from atri.training.evaluation.study_report import render_markdown, summarise
 from atri.training.evaluation.study_stats import resampling_units
 from atri.training.fileio import atomic_write_text
 from atri.training.languages import LANGS
-from atri.training.objectives.sampling import CaptionTable, draw_epoch
+from atri.training.objectives.sampling import CaptionTable
+from atri.training.objectives.strategies import draw_epoch
 
 log = logging.getLogger("study")
 

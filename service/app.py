@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 import atri
 from atri.service.engine import Engine
 from atri.service.errors import install_error_handler
-from atri.service.loading import LoadState, load_engine, start_loading
+from atri.service.loading import LoadState, load_engine, start_loading, start_watching
 from atri.service.metrics import Metrics, ObserveRequests
 from atri.service.routes import (
     audio,
@@ -54,7 +54,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_loading(state, lambda: load(settings))
+        if settings.index_poll_s > 0:
+            start_watching(state, settings.index_poll_s)
         yield
+        state.stopping.set()
         log.info("shutting down")
 
     app = FastAPI(

@@ -1,7 +1,12 @@
-"""The loaded model and index behind the routes: embedding under a lock (the index store
-takes concurrent readers itself), a bound on concurrent heavy requests, admin changes
-one at a time, and index errors translated into service errors. Routes receive an
-`Engine` as a dependency.
+"""The loaded model and index behind the routes: text queries encoded on every core and
+batched under load (service/encoding.py), audio embedding alone on the model, a bound
+on concurrent heavy requests, admin changes one at a time (the index store takes
+concurrent readers itself), and index errors translated into service errors. Routes
+receive an `Engine` as a dependency.
+
+A rebuild or compaction by another process publishes a new version of the index
+directory (docs/index.md); `refresh` switches to it without a restart: searches already
+running finish on the store they started with, admin changes run on the new one.
 
 Waiting for a heavy slot is bounded in time (`wait_s`) and in number (`max_waiting`):
 every waiter holds a worker thread of the server's pool (40 in anyio), so unbounded
@@ -9,22 +14,33 @@ waiters starve every other route, /health included (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from atri.index.backend import IndexBackend, rank_depth
-from atri.index.errors import ClipExists, UnknownClip
+from atri.index.errors import ClipExists, IndexBusy, IndexChanged, IndexStoreError, UnknownClip
 from atri.index.version import recall_warnings
-from atri.service.errors import Busy, ClipAlreadyExists, ClipNotFound
+from atri.service.encoding import QueryEncoder, WaitBound
+from atri.service.errors import (
+    Busy,
+    ClipAlreadyExists,
+    ClipNotFound,
+    IndexBusyError,
+    IndexChangedError,
+)
 from atri.training.data.manifest import ClipRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUERY_CACHE = 1024  # text embeddings kept, so paging through results re-embeds nothing
 
@@ -63,8 +79,12 @@ class Engine:
         max_heavy: int,
         wait_s: float,
         max_waiting: int | None = None,
+        encode_workers: int = 1,
+        max_batch: int = 32,
     ) -> None:
-        """`max_waiting`: heavy requests that may wait for a slot at once (None: any)."""
+        """`max_waiting`: requests that may wait for a heavy slot or the encoder at once
+        (None: any); `encode_workers`: text encoder calls at once (1 unless the encoder
+        takes concurrent calls); `max_batch`: texts per encoder call."""
         self.model = model
         self.store = store
         self.name = name
@@ -72,20 +92,28 @@ class Engine:
         self.upload_dir = upload_dir
         self.wait_s = wait_s
         self.max_waiting = max_waiting
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._model_lock = threading.Lock()
+        self._bound = WaitBound(max_waiting)
+        self.encoder = QueryEncoder(
+            self._embed_text,
+            workers=encode_workers,
+            bound=self._bound,
+            wait_s=wait_s,
+            max_batch=max_batch,
+        )
         self._heavy = threading.BoundedSemaphore(max_heavy)
         self._changes = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._reopen_lock = threading.Lock()
+        self.stale: str | None = None  # why a newer version on disk is not served
+        self._refused: int | None = None  # that version, checked again only when forced
 
     # --- limits ----------------------------------------------------------------------------
 
     @property
     def waiting(self) -> int:
-        """Requests waiting now for a heavy slot or for the model."""
-        return self._waiting
+        """Requests waiting now for a heavy slot or for the encoder."""
+        return self._bound.count
 
     @contextmanager
     def heavy(self) -> Iterator[None]:
@@ -97,41 +125,32 @@ class Engine:
         finally:
             self._heavy.release()
 
-    def _acquire(self, lock: threading.Lock | threading.BoundedSemaphore) -> None:
+    def _acquire(self, lock: threading.BoundedSemaphore) -> None:
         """Take `lock`; waiting for it counts against `max_waiting` (heavy slots and the
-        model share one count: both hold a server worker thread while they wait)."""
+        encoder share one count: both hold a server worker thread while they wait)."""
         if lock.acquire(blocking=False):
             return
-        with self._waiting_lock:
-            if self.max_waiting is not None and self._waiting >= self.max_waiting:
-                raise Busy(0.0, waiting=self._waiting)
-            self._waiting += 1
-        try:
+        with self._bound.waiting():
             acquired = lock.acquire(timeout=self.wait_s)
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
         if not acquired:
             raise Busy(self.wait_s)
 
     @contextmanager
     def changes(self) -> Iterator[None]:
-        """Admin changes one at a time: check, write audio, add (or delete) as one step."""
+        """Admin changes one at a time: check, write audio, add (or delete) as one step,
+        on the newest published version."""
         if not self._changes.acquire(timeout=self.wait_s):
             raise Busy(self.wait_s)
         try:
+            self.refresh()
             yield
         finally:
             self._changes.release()
 
-    @contextmanager
-    def _model(self) -> Iterator[None]:
-        self._acquire(self._model_lock)
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            self._model_lock.release()
+    def _embed_text(self, texts: list[str], lang: str) -> np.ndarray:
+        """(N, E) float32; called by the encoder's workers, several at once."""
+        with torch.inference_mode():
+            return self.model.embed_text(texts, lang).float().cpu().numpy()
 
     # --- embedding -------------------------------------------------------------------------
 
@@ -148,8 +167,7 @@ class Engine:
                 self._cache.move_to_end((lang, text))
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            with self._model():
-                vecs = self.model.embed_text(missing, lang).float().cpu().numpy()  # (M, E)
+            vecs = self.encoder.embed(missing, lang)  # (M, E)
             computed = dict(zip(missing, vecs, strict=True))
             found.update(computed)
             with self._cache_lock:
@@ -161,7 +179,7 @@ class Engine:
 
     def embed_audio(self, wave: np.ndarray) -> np.ndarray:
         """(E,) float32 of one mono clip at `sample_rate`."""
-        with self._model():
+        with self.encoder.exclusive(), torch.inference_mode():
             vec = self.model.embed_audio([torch.from_numpy(wave)])  # (1, E)
         return vec[0].float().cpu().numpy()
 
@@ -183,9 +201,10 @@ class Engine:
 
     @property
     def warnings(self) -> list[str]:
-        """Known weaknesses of what is served (an index tuned short of its recall target),
-        from the index's meta.json: a compaction's new version brings its own."""
-        return recall_warnings(self.store.meta)
+        """Known weaknesses of what is served: an index tuned short of its recall target
+        (from the index's meta.json; a compaction's new version brings its own), and a
+        newer version that is not served (`stale`)."""
+        return recall_warnings(self.store.meta) + ([self.stale] if self.stale else [])
 
     def record(self, clip_id: str) -> ClipRecord:
         record = self.store.record(clip_id)
@@ -234,21 +253,113 @@ class Engine:
         }
         return RankTable(languages, top, ranks, depth=rank_depth(exact))
 
+    # --- versions --------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int | None:
+        """The index version served (None for a backend without versions)."""
+        return getattr(self.store, "version", None)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Serve the version CURRENT names if another process published a newer one
+        (`force`: reopen even the same version, whose log another process wrote);
+        whether it switched. A version built with another model is not served (its
+        vectors would not match this model's queries): `stale` says so, admin changes
+        answer 503 and searches stay on the old version until a restart."""
+        on_disk = getattr(self.store, "current_on_disk", None)
+        if on_disk is None:
+            return False
+        with self._reopen_lock:
+            store = self.store
+            current = on_disk()
+            if current is None or (current in (self.version, self._refused) and not force):
+                return False
+            try:
+                new = store.reopen()  # type: ignore[attr-defined]
+            except IndexStoreError as exc:
+                log.error("index version %s cannot be opened: %s", current, exc)
+                self.stale = f"index version {current} was published but cannot be opened"
+                self._refused = current
+                return False
+            changed = model_changes(store.meta, new.meta)
+            if changed:
+                new.close()
+                self.stale = (
+                    f"the index was rebuilt (version {current}) with another model "
+                    f"({'; '.join(changed)}); restart the service to serve it"
+                )
+                log.error("not serving index version %s: %s", current, self.stale)
+                self._refused = current  # not reopened every poll
+                return False
+            self.store, self.stale, self._refused = new, None, None
+        log.info("serving index version %s (%d clips), published by another process",
+                 current, len(new))  # fmt: skip
+        return True
+
     # --- changes ---------------------------------------------------------------------------
+
+    def _change(self, change: Callable[[IndexBackend], T]) -> T:
+        """Run an admin change on the current store; when another process published a
+        new version meanwhile, switch to it and run the change once more there."""
+        for attempt in range(2):
+            try:
+                return change(self.store)
+            except IndexBusy as exc:
+                raise IndexBusyError(
+                    "another process (a rebuild or a compaction) is publishing a new index "
+                    "version; retry shortly"
+                ) from exc
+            except IndexChanged as exc:
+                if attempt == 0 and self.refresh(force=True):
+                    continue
+                raise IndexChangedError(
+                    self.stale
+                    or "the index was changed by another process and the service cannot "
+                    "switch to it; retry, or restart the service"
+                ) from exc
+        raise AssertionError("unreachable")
 
     def add_clip(
         self, record: ClipRecord, audio_vec: np.ndarray, caption_vecs: dict[str, np.ndarray]
     ) -> None:
         """Durable once it returns (the store fsyncs its log)."""
         try:
-            self.store.add_clip(record, audio_vec, caption_vecs)
+            self._change(lambda store: store.add_clip(record, audio_vec, caption_vecs))
         except ClipExists as exc:
             raise ClipAlreadyExists(record.id) from exc
 
     def delete_clip(self, clip_id: str) -> ClipRecord:
-        record = self.record(clip_id)
-        try:
-            self.store.delete_clip(clip_id)
-        except UnknownClip as exc:
-            raise ClipNotFound(clip_id) from exc
-        return record
+        def delete(store: IndexBackend) -> ClipRecord:
+            record = store.record(clip_id)
+            if record is None:
+                raise ClipNotFound(clip_id)
+            try:
+                store.delete_clip(clip_id)
+            except UnknownClip as exc:
+                raise ClipNotFound(clip_id) from exc
+            return record
+
+        return self._change(delete)
+
+
+def model_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between the models two versions' meta.json name: the identity
+    (backbone weights, text encoder) and the checkpoint's weights hash (the heads)."""
+    before, after = old.get("model") or {}, new.get("model") or {}
+    changes = [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+    def weights(meta: Mapping[str, Any]) -> Any:
+        entry = meta.get("checkpoint")
+        return (
+            ((entry or {}).get("info") or {}).get("weights_sha256")
+            if isinstance(entry, dict)
+            else None
+        )
+
+    if weights(old) and weights(new) and weights(old) != weights(new):
+        changes.append("checkpoint weights_sha256 differs")
+    return changes

@@ -8,8 +8,14 @@ unchanged instead of becoming a generic 400."""
 from __future__ import annotations
 
 import logging
+import os
+import re
+import sys
+import tempfile
 from collections.abc import Mapping
+from functools import lru_cache
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -133,8 +139,84 @@ class Busy(ServiceError):
         super().__init__(message, details, headers={"Retry-After": "2"})
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+class IndexChangedError(ServiceError):
+    """The index directory was republished (a rebuild or a compaction by another
+    process) and the service has not switched to the new version yet, or cannot."""
+
+    status, code = 503, "index_changed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "2"})
+
+
+class IndexBusyError(ServiceError):
+    """Another process holds the index lock while it publishes a new version."""
+
+    status, code = 503, "index_busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+# What an error body must not show a caller: Python object reprs with their addresses
+# (libsndfile names a BytesIO by its repr) and paths on the server (an index, a temp
+# file, the installation): such a path is cut to its last part, the file's name.
+OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
+PATH_TAIL = r"(?:/[\w.@+-]+)*"
+
+
+def without_object_reprs(text: str, name: str) -> str:
+    return OBJECT_REPR.sub(name, text)
+
+
+@lru_cache(maxsize=64)
+def _server_paths(roots: tuple[str, ...]) -> re.Pattern[str]:
+    """A pattern of any path below one of `roots` (longest first, so that the most
+    specific root matches)."""
+    ordered = sorted({r.rstrip("/") for r in roots if r and r != "/"}, key=len, reverse=True)
+    return re.compile("(?:" + "|".join(re.escape(r) for r in ordered) + ")" + PATH_TAIL)
+
+
+def server_roots(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Folders of this server whose paths an error must not reveal."""
+    here = Path(__file__).resolve().parents[1]
+    common = (tempfile.gettempdir(), sys.prefix, sys.base_prefix, os.getcwd(), str(here))
+    home = os.path.expanduser("~")
+    return (*common, *((home,) if home != "/" else ()), *extra)
+
+
+def public_text(text: str, roots: tuple[str, ...] | None = None) -> str:
+    """`text` fit for an error body: object reprs become "<object>", paths below the
+    server's folders (`server_roots`) their last part."""
+    text = OBJECT_REPR.sub("<object>", text)
+    pattern = _server_paths(roots if roots is not None else server_roots())
+    return pattern.sub(lambda m: Path(m.group(0)).name or "<path>", text)
+
+
+def _public(value: Any, roots: tuple[str, ...] | None) -> Any:
+    if isinstance(value, str):
+        return public_text(value, roots)
+    if isinstance(value, dict):
+        return {key: _public(item, roots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_public(item, roots) for item in value]
+    return value
+
+
+def error_body(
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    roots: tuple[str, ...] | None = None,
+) -> dict:
+    """The uniform body; `roots`: server folders whose paths are cut (`public_text`)."""
+    return {
+        "error": {
+            "code": code,
+            "message": public_text(message, roots),
+            "details": _public(details or {}, roots),
+        }
+    }
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -174,12 +256,31 @@ def _describe(exc: Exception) -> Described:
     return 500, "internal_error", "internal server error", {}, None
 
 
+def _served_folders(request: Request) -> tuple[str, ...]:
+    """The index's and the corpus's folders, as configured and as loaded."""
+    state = request.app.state
+    settings = getattr(state, "settings", None)
+    engine = getattr(getattr(state, "load_state", None), "engine", None)
+    folders = [
+        *((settings.index_dir, *settings.audio_dirs) if settings is not None else ()),
+        *(engine.audio_dirs if engine is not None else ()),
+    ]
+    return tuple(str(Path(p).resolve()) for p in folders if p is not None)
+
+
+def public_text_for(request: Request, text: str) -> str:
+    """`public_text` with the folders this app serves from among the server's."""
+    return public_text(text, server_roots(_served_folders(request)))
+
+
 async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     """The one handler: every error becomes the uniform body with its status."""
     status, code, message, details, headers = _describe(exc)
     if status >= 500 and status != 503:
         log.error("%s %s -> %d %s", request.method, request.url.path, status, code)
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    roots = server_roots(_served_folders(request))
+    body = error_body(code, message, details, roots)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handler(app: FastAPI) -> None:

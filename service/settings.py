@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = None  # a server's "user:password" or API key
     milvus_prefix: str = Field(default="atri", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     milvus_depth: int = Field(default=DEPTH, ge=1)  # results /consistency ranks within
+    # seconds between checks for a version another process published into index_dir (a
+    # rebuild, a compaction), which is then served without a restart; 0: never checked
+    # (admin changes still switch to it)
+    index_poll_s: float = Field(default=2.0, ge=0)
 
     # where to listen (`atri serve`)
     host: str = "127.0.0.1"
@@ -62,6 +66,14 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(default=600.0, gt=0)
     min_duration_s: float = Field(default=0.1, ge=0)
 
+    # what POST /clips accepts (422 beyond, naming the limit): embedding a caption costs
+    # time in proportion to its length while every search waits for the model
+    max_caption_chars: int = Field(default=1000, ge=1)
+    max_captions_per_language: int = Field(default=32, ge=1)
+    max_caption_languages: int = Field(default=len(LANGS), ge=1)
+    max_meta_bytes: int = Field(default=4096, ge=2)  # the meta JSON as sent, UTF-8
+    max_id_chars: int = Field(default=128, ge=1, le=128)  # the manifest pattern allows 128
+
     # language detection when /search gets no `lang`
     lang_confidence_threshold: float = Field(default=0.5, ge=0, le=1)
     fallback_lang: str = ENGLISH  # one of languages.LANGS
@@ -75,7 +87,12 @@ class Settings(BaseSettings):
     # seconds a request may wait for the model or a heavy slot (then 503), and the
     # ffmpeg decoder's time limit
     request_timeout_s: float = Field(default=30.0, gt=0)
-    threads: int | None = Field(default=None, ge=1)  # torch + text encoder; None: their default
+    # torch + text encoder threads per call; None: one per core, shared by the encode workers
+    threads: int | None = Field(default=None, ge=1)
+    # text queries encoded at once (service/encoding.py); None: one per core when the text
+    # encoder takes concurrent calls (e5-small), else 1
+    encode_workers: int | None = Field(default=None, ge=1)
+    encode_max_batch: int = Field(default=32, ge=1)  # queries per encoder call under load
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

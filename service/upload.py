@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ import soundfile as sf
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atri.service.errors import InvalidAudio, PayloadTooLarge, UnsupportedAudio, error_body
+from atri.service.errors import (
+    InvalidAudio,
+    PayloadTooLarge,
+    UnsupportedAudio,
+    error_body,
+    without_object_reprs,
+)
 from atri.training.data.audio_io import UNKNOWN_FRAMES, AudioDecodeError, decode
 from atri.training.fileio import atomic_write
 
@@ -130,19 +137,73 @@ def decode_upload(
     try:
         info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        decoded = _decode_ffmpeg(data, sample_rate, limits, name, f"{exc}", timeout_s)
+        reason = without_object_reprs(str(exc), "the upload")
+        decoded = _decode_ffmpeg(data, sample_rate, limits, name, reason, timeout_s)
     else:
         if 0 < info.frames < UNKNOWN_FRAMES and info.samplerate > 0:
             _check_duration(info.frames / info.samplerate, limits, name)
+        declared = wav_declared_frames(data)
+        if declared is not None and declared > info.frames:  # libsndfile reads what is there
+            raise _truncated(name, declared, info.frames, info.samplerate)
         try:
             wave = decode(data, sample_rate, name=name, max_seconds=limits.max_s)
         except AudioDecodeError as exc:
+            held = _readable_frames(data)
+            if 0 < info.frames < UNKNOWN_FRAMES and held < info.frames:
+                raise _truncated(name, info.frames, held, info.samplerate) from exc
             raise UnsupportedAudio(str(exc), {"decoder": "libsndfile"}) from exc
         decoded = DecodedAudio(wave, sample_rate, "libsndfile")
     _check_duration(decoded.duration_s, limits, name)
     if not np.isfinite(decoded.wave).all():
         raise InvalidAudio(f"{name}: the audio holds NaN or infinite samples")
     return decoded
+
+
+def _truncated(name: str, declared: int, held: int, sample_rate: int) -> UnsupportedAudio:
+    """The one answer to a container that declares more frames than it holds (WAV, FLAC
+    and MP3 alike): a truncated upload is never stored or searched as its prefix."""
+    return UnsupportedAudio(
+        f"{name}: truncated audio: the header declares {declared:,} frames "
+        f"({declared / sample_rate:.2f} s), the file holds {held:,} ({held / sample_rate:.2f} s)",
+        {"reason": "truncated", "declared_frames": declared, "held_frames": held,
+         "decoder": "libsndfile"},  # fmt: skip
+    )
+
+
+def wav_declared_frames(data: bytes) -> int | None:
+    """The frame count a RIFF/WAVE header declares (its data chunk's size over the block
+    size), None for other containers and for the sizes streaming writers leave (0 or
+    0xFFFFFFFF). libsndfile silently shortens a WAV whose data chunk runs past the end
+    of the file to what the file holds, so the header is read here."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, block_align = 12, 0
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        if chunk == b"fmt " and offset + 22 <= len(data):
+            block_align = struct.unpack_from("<H", data, offset + 20)[0]
+        elif chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        offset += 8 + size + (size & 1)  # chunks are padded to an even size
+    return None
+
+
+READ_FRAMES = 4096  # small reads: a block that ends in an error counts for nothing
+
+
+def _readable_frames(data: bytes) -> int:
+    """Frames libsndfile reads before the end of the file or its first error."""
+    held = 0
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            # read() returns what was decoded; blocks() pads to the frame count claimed
+            while len(block := f.read(READ_FRAMES, dtype="float32", always_2d=True)):
+                held += len(block)
+    except (sf.LibsndfileError, RuntimeError):
+        pass
+    return held
 
 
 def _check_duration(duration: float, limits: DurationLimits, name: str) -> None:

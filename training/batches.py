@@ -99,7 +99,7 @@ class Captions:
         rows, per_lang = caption_rows(manifest, langs)
         row_lang = np.repeat(np.arange(len(langs)), [len(t) for t in per_lang])
         vectors = None
-        if not model.config.text_trainable:
+        if not model.config.text_trains:
             vectors = text_features(model.text_encoder, manifest, langs, cache_dir).vectors
         return cls(tuple(langs), rows, [t for ts in per_lang for t in ts], row_lang, vectors)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from atri.training.data.features import default_cache_dir
 from atri.training.encoders.model import AUDIO_BACKBONES, ModelConfig
+from atri.training.encoders.text_encoder import parse_spec
 from atri.training.languages import LANGS
 from atri.training.objectives.sampling import MIXTURE_PROB
 from atri.training.objectives.strategies import STRATEGIES
@@ -100,6 +101,12 @@ class TrainConfig:
             problems.append(f"langs {list(self.langs)} must be distinct and non-empty")
         if unknown := [lang for lang in self.langs if lang not in LANGS]:
             problems.append(f"langs {unknown} are not among {list(LANGS)}")
+        if self.model.text_trainable_layers and not _partly_trainable(self.model.text):
+            problems.append(f"model.text_trainable_layers needs a text encoder that fine-tunes "
+                            f"its top layers (e5-small-torch), not {self.model.text!r}")
+        if self.model.text_trainable and _partly_trainable(self.model.text):
+            problems.append("model.text_trainable: e5-small-torch trains its top layers; "
+                            "use model.text_trainable_layers (--text-trainable-layers N)")
         if self.model.audio not in AUDIO_BACKBONES:
             problems.append(f"audio backbone {self.model.audio!r} not in {sorted(AUDIO_BACKBONES)}")
         for name, ok in (
@@ -117,11 +124,19 @@ class TrainConfig:
             ("model.embed_dim", self.model.embed_dim >= 1),
             ("model.tau_init", 0.001 <= self.model.tau_init <= 0.5),
             ("model.audio_dropout", 0 <= self.model.audio_dropout < 1),
+            ("model.text_trainable_layers", self.model.text_trainable_layers >= 0),
         ):
             if not ok:
                 problems.append(f"{name} = {getattr_path(self, name)!r} is out of range")
         if problems:
             raise ConfigError("; ".join(problems))
+
+
+def _partly_trainable(spec: str) -> bool:
+    try:
+        return parse_spec(spec).backend == "e5-torch"
+    except ValueError:
+        return False  # an unknown spec fails when the encoder is built, naming the choices
 
 
 def _type_problems(obj: object, prefix: str = "") -> list[str]:
@@ -158,6 +173,9 @@ class RunOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     max_minutes: float | None = None  # stop (resumably) once this much wall time has passed
     workers: int = 2  # audio decoding processes when the backbone trains on live audio
+    # Captions per GradCache chunk for a trainable text tower (objectives/grad_cache.py);
+    # 0: plain steps. Same gradients either way, so it is not part of what a run learns.
+    grad_cache: int = 0
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from atri.service.deps import StateDep
+from atri.service.errors import public_text_for
 from atri.service.languages import aliases
 from atri.service.schemas import Health, HealthUnavailable, LanguageOut, VocabularyInfo
 from atri.training.languages import LANGUAGES
@@ -14,12 +15,13 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": HealthUnavailable}})
-def health(state: StateDep) -> Health | JSONResponse:
+def health(state: StateDep, request: Request) -> Health | JSONResponse:
     """200 once model and index are loaded; 503 with status "loading" (or "failed") before."""
     engine = state.engine
     if engine is None:
         body = HealthUnavailable(
-            status="failed" if state.status == "failed" else "loading", error=state.error
+            status="failed" if state.status == "failed" else "loading",
+            error=public_text_for(request, state.error) if state.error else None,
         )
         return JSONResponse(
             body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5"}
@@ -29,6 +31,7 @@ def health(state: StateDep) -> Health | JSONResponse:
         captions_indexed=engine.captions_indexed,
         model=engine.name,
         languages=list(LANGUAGES),
+        index_version=engine.version,
         warnings=engine.warnings,
         vocabulary=VocabularyInfo(**vocabulary) if (vocabulary := engine.vocabulary) else None,
     )

@@ -51,7 +51,8 @@ def _check_runs(result: dict, setting: str, batch: int, k: int) -> None:
     assert runs["kcl"]["saved_activations_mb"] > runs["mlclap"]["saved_activations_mb"] > 0
     assert result["ratios"][setting]["mlclap"] == {key: 1.0 for key in
                                                    ("step_ms_median", "peak_rss_mb",
-                                                    "step_rss_mb", "saved_activations_mb")}
+                                                    "step_rss_mb", "saved_activations_mb",
+                                                    "saved_peak_mb")}
 
 
 def test_quick_cached(train_cost, tmp_path: Path) -> None:
@@ -81,3 +82,23 @@ def test_quick_trainable_text(train_cost, tmp_path: Path) -> None:
     assert runs["kcl"]["trainable_params_m"] > 1  # the tower trains
     # eight times the captions through the tower: several times the activations
     assert runs["kcl"]["saved_activations_mb"] > 4 * runs["mlclap"]["saved_activations_mb"]
+
+
+@pytest.mark.slow
+def test_quick_grad_cache(train_cost, tmp_path: Path) -> None:
+    """GradCache holds one chunk (B captions) of activations at a time: KCL's peak of saved
+    activations falls to about ML-CLAP's, while it saves as much in all."""
+    out = tmp_path / "train_cost.json"
+    argv = ["--quick", "--strategies", "mlclap,kcl", "--settings", "text,text-gc",
+            "--out", str(out)]
+    assert train_cost.main(argv) == 0
+    result = json.loads(out.read_text())
+    runs = {(r["setting"], r["strategy"]): r for r in result["runs"]}
+    plain, cached = runs["text", "kcl"], runs["text-gc", "kcl"]
+    assert cached["texts_per_step"] == plain["texts_per_step"] == 64
+    assert cached["saved_peak_mb"] < plain["saved_peak_mb"] / 3
+    assert cached["saved_peak_mb"] < 2 * runs["text", "mlclap"]["saved_peak_mb"]
+    assert math.isclose(cached["loss_first"], plain["loss_first"], rel_tol=1e-5)
+    # ratios of the GradCache setting are to the plain mlclap step
+    assert result["ratios"]["text-gc"]["kcl"]["peak_rss_mb"] == pytest.approx(
+        cached["peak_rss_mb"] / runs["text", "mlclap"]["peak_rss_mb"], abs=0.01)

@@ -190,11 +190,12 @@ def test_crash_before_switching_current_keeps_the_old_version(root, kit, monkeyp
     add(store, kit, "new1")
     publish = layout.publish
 
-    def crashing_publish(root_, staged):
-        def crash():
-            raise SystemExit("power cut")
+    def crashing_publish(root_, staged, on_step=None):
+        def crash(step):
+            if step == "version-renamed":
+                raise SystemExit("power cut")
 
-        return publish(root_, staged, crash_hook=crash)
+        return publish(root_, staged, on_step=crash)
 
     monkeypatch.setattr(layout, "publish", crashing_publish)
     with pytest.raises(SystemExit):

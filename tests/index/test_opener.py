@@ -17,7 +17,8 @@ from atri.index.store import IndexStore
 def settings(**given) -> SimpleNamespace:
     """The fields open_backend reads, at the service's defaults."""
     defaults = {"index_dir": None, "backend": "faiss", "milvus_uri": None,
-                "milvus_token": None, "milvus_prefix": "atri", "milvus_depth": 16}
+                "milvus_token": None, "milvus_prefix": "atri", "milvus_depth": 16,
+                "request_timeout_s": 30.0}
     return SimpleNamespace(**{**defaults, **given})
 
 

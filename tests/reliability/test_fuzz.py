@@ -27,6 +27,7 @@ import pytest
 import requests
 import schemathesis
 import uvicorn
+from error_leaks import leaks
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -166,6 +167,8 @@ def run_combo(
         report.cases += 1
         report.statuses[response.status_code] += 1
         report.per_operation[label] += 1
+        if response.status_code >= 400 and (shown := leaks(response.text)):
+            report.failures.append(f"{label}: the error body shows {shown}: {response.text}")
         try:
             case.validate_response(response, checks=CHECKS[combo.mode])
         except FailureGroup as exc:

@@ -7,6 +7,7 @@ test_upload_size.py; the decoders themselves: test_upload_decoding.py.)"""
 from __future__ import annotations
 
 import io
+import struct
 import tracemalloc
 import uuid
 
@@ -57,13 +58,34 @@ def truncated_flac(tone) -> bytes:
     return data[: len(data) // 2]
 
 
+def truncated_wav(tone) -> bytes:
+    data = tone(3.0, 44100, "WAV")
+    return data[: len(data) // 2]
+
+
+def wav_claiming_an_hour(tone) -> bytes:
+    """1 s of WAV whose header declares an hour: libsndfile reads the second without a
+    word (it shortens the data chunk to the file), so the service reads the header."""
+    data = bytearray(tone(1.0, 16000, "WAV", "PCM_16"))
+    at = data.find(b"data")
+    claimed = 16000 * 2 * int(HOUR)
+    struct.pack_into("<I", data, at + 4, claimed)
+    struct.pack_into("<I", data, 4, at + 8 + claimed - 8)
+    assert sf.info(io.BytesIO(bytes(data))).frames == 16000  # the premise
+    return bytes(data)
+
+
 HOSTILE = {
     # name: (tone -> bytes, status, code)
     "random-bytes": (
-        lambda tone: np.random.default_rng(0).bytes(64 * 1024), 415, "unsupported_audio"
+        lambda tone: np.random.default_rng(0).bytes(64 * 1024),
+        415,
+        "unsupported_audio",
     ),
     "truncated-flac": (truncated_flac, 415, "unsupported_audio"),
     "truncated-mp3": (truncated_mp3, 415, "unsupported_audio"),
+    "truncated-wav": (truncated_wav, 415, "unsupported_audio"),
+    "wav-claiming-an-hour": (wav_claiming_an_hour, 415, "unsupported_audio"),
     "zero-bytes": (lambda tone: b"", 422, "invalid_audio"),
     "one-hour-flac": (lambda tone: hour_of_flac(), 422, "invalid_audio"),
     "one-hour-flac-unknown-length": (
@@ -79,11 +101,15 @@ def hostile(make_audio) -> dict[str, bytes]:
     return {name: make(make_audio) for name, (make, _, _) in HOSTILE.items()}
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+def assert_error(response: httpx.Response, status: int, code: str, name: str = "") -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code, error
     assert set(error) == {"code", "message", "details"}
+    if "truncated" in name or "claiming" in name:  # one answer for every container
+        assert f"{name}.bin: truncated audio: the header declares " in error["message"]
+        assert error["details"]["reason"] == "truncated"
+        assert error["details"]["held_frames"] < error["details"]["declared_frames"]
     return error
 
 
@@ -93,7 +119,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_audio_search(name, hostile, uploads, assert_unchanged) -> None:
     _, status, code = HOSTILE[name]
-    error = assert_error(uploads.search_audio(hostile[name], f"{name}.bin"), status, code)
+    error = assert_error(uploads.search_audio(hostile[name], f"{name}.bin"), status, code, name)
     if name.startswith("one-hour"):
         assert error["details"]["duration_s"] > DEFAULT_LIMITS.max_s
     if name == "random-bytes":
@@ -105,7 +131,7 @@ def test_hostile_audio_search(name, hostile, uploads, assert_unchanged) -> None:
 def test_hostile_clip_upload(name, hostile, uploads, assert_unchanged) -> None:
     _, status, code = HOSTILE[name]
     clip_id = f"hostile-{name}"
-    assert_error(uploads.add_clip(hostile[name], id=clip_id), status, code)
+    assert_error(uploads.add_clip(hostile[name], f"{name}.bin", id=clip_id), status, code, name)
     assert httpx.get(f"{uploads.url}/clips/{clip_id}", timeout=10).status_code == 404  # not added
     assert_unchanged()
 
@@ -183,9 +209,7 @@ TRAVERSAL_NAMES = ["../../../../../../etc/passwd", "/etc/passwd", "..\\..\\windo
 
 
 @pytest.mark.parametrize("name", TRAVERSAL_NAMES)
-def test_traversal_file_names_on_audio_search(
-    name, uploads, make_audio, assert_unchanged
-) -> None:
+def test_traversal_file_names_on_audio_search(name, uploads, make_audio, assert_unchanged) -> None:
     assert uploads.search_audio(make_audio(1.0), name).status_code == 200  # a label only
     error = assert_error(uploads.search_audio(PNG, name), 415, "unsupported_audio")
     assert "root:" not in error["message"]  # nothing was read from that path

