@@ -139,20 +139,23 @@ def _difference_rows(arms: dict[str, dict], baselines: dict[str, str | None]) ->
     return rows
 
 
+def _metric_table(names, arms: dict[str, dict]) -> list[str]:
+    """One row per arm: the mean [interval] of each metric in `names`."""
+    return _table(["arm", *(METRICS[n][0] for n in names)],
+                  [[arm, *(_mean_cell(m[n], METRICS[n][2]) for n in names)]
+                   for arm, m in arms.items()])
+
+
 def render_split(split: str, arms: dict[str, dict], baselines: dict[str, str | None],
                  per_language: dict[str, dict]) -> list[str]:
     """The tables of one test split: retrieval, consistency, differences, per language."""
     lines = [f"#### {split}: retrieval (mean over seeds [95% interval over seeds])", ""]
-    lines += _table(["arm", *(METRICS[n][0] for n in RETRIEVAL)],
-                    [[arm, *(_mean_cell(m[n], METRICS[n][2]) for n in RETRIEVAL)]
-                     for arm, m in arms.items()])
+    lines += _metric_table(RETRIEVAL, arms)
     lines += [f"#### {split}: consistency across the query languages", "",
               "Top-1 agreement: % of query slots whose first result is the same in every "
               "language (right or wrong); log-rank var: variance over languages of ln(rank). "
               "Unlike MRV, neither shrinks merely because ranks get smaller.", ""]
-    lines += _table(["arm", *(METRICS[n][0] for n in CONSISTENCY)],
-                    [[arm, *(_mean_cell(m[n], METRICS[n][2]) for n in CONSISTENCY)]
-                     for arm, m in arms.items()])
+    lines += _metric_table(CONSISTENCY, arms)
     lines += [f"#### {split}: differences to the baseline", "",
               "Welch: over seeds, with its 95% interval and degrees of freedom (n/a when an "
               "arm's seeds agree exactly). Cluster bootstrap: the seed-averaged per-query "
