@@ -33,8 +33,9 @@ def test_ships_small_and_describes_itself(default_model):
     assert model.identity()["text_encoder"] == "e5-small"
     config = info["training_config"]
     assert config["strategy"] == "kcl-balanced"
-    # continued from the previous default on demo + real recordings (model card)
-    assert config["init_from"] == "default" and config["langs"] == list(LANGS)
+    # continued from the demo-only default of commit 7c79d62 on demo + real recordings
+    # (model card: `git show 7c79d62:...` into data/ckpt-7c79d62)
+    assert config["init_from"] == "data/ckpt-7c79d62" and config["langs"] == list(LANGS)
 
 
 def test_finds_held_out_clips_far_above_chance(default_model, tiny_corpus, feature_cache):
