@@ -13,6 +13,7 @@ Adding a strategy is one entry of `STRATEGIES` plus its tests.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -31,22 +32,24 @@ class StepBatch(Protocol):
     clip_ids: Tensor  # (B,) int64
 
 
-class Strategy:
-    """The default hooks; each strategy overrides `draw`, `slots` and `loss`."""
+class Strategy(ABC):
+    """The default hooks; each strategy defines `draw` and `loss`, and `slots` if its
+    items carry more than one caption."""
 
     name: str
 
+    @abstractmethod
     def draw(self, table: CaptionTable, rng: np.random.Generator,
              mixture_prob: float) -> EpochPlan:
-        raise NotImplementedError
+        """The epoch's plan: which clip and which caption language(s) each item holds."""
 
     def slots(self, n_langs: int) -> int:
         """Text slots per item of a batch (the L of EpochPlan.lang (M, L))."""
         return 1
 
+    @abstractmethod
     def loss(self, audio: Tensor, text: Tensor, tau: Tensor, batch: StepBatch) -> Tensor:
         """audio (B, E), text (B, L, E) as laid out by `slots`, tau scalar."""
-        raise NotImplementedError
 
     def langs_problem(self, langs: Sequence[str]) -> str | None:
         """Why these training languages cannot serve this strategy, or None."""
