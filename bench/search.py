@@ -230,6 +230,8 @@ def run(args: argparse.Namespace, given: list[str]) -> int:
     set_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     result = new_result(args, given, faiss.__version__)
+    if args.work:  # a --work folder that does not exist yet is made, not an error
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="atri-bench-search-", dir=args.work))
     try:
         setup, result["corpus"] = prepare(args, work)
