@@ -23,11 +23,11 @@ import numpy as np
 
 def load(index: Path, checkpoint: str) -> tuple[object, np.ndarray, list[str]]:
 
+    from atri.commands.common import apply_thread_settings
     from atri.index import layout
     from atri.training.encoders.checkpoint import load_checkpoint
-    from atri.training.encoders.text_encoder import set_threads
 
-    set_threads(None)  # ATRI_THREADS, as the service reads it
+    apply_thread_settings()  # ATRI_THREADS, as the atri commands read it
     folder = layout.version_dir(index, layout.require_current(index))
     vectors = np.load(folder / "vectors.npy").astype(np.float32)  # (N, E)
     ids = (folder / "ids.txt").read_text(encoding="utf-8").splitlines()

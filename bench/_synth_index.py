@@ -15,6 +15,7 @@ does) and published like `atri.index.build.build_index` publishes it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None
     from atri.training.data.features import audio_features, default_cache_dir
     from atri.training.data.text_cache import encode_cached
 
-    cache = default_cache_dir()
+    cache = default_cache_dir(os.environ)
     records, test_ids = read_clips(manifests, limit)
     with torch.inference_mode():
         feats = audio_features(model, [Path(r.audio) for r in records], cache, AUDIO_BATCH)

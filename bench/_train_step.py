@@ -1,6 +1,6 @@
 """Helpers of bench/train_cost.py: one measurement, run in a fresh process (`--child`).
 
-The model, the trainer's step (`step_loss.StepLoss`, `trainer.Run._step`) and batches of
+The model, the trainer's step (`step_loss.StepLoss`, `trainer.Run.step`) and batches of
 one (setting, strategy), over synthetic cached features and the demo corpus's captions;
 then the step's time, the process's resident memory and what autograd saves."""
 
@@ -76,7 +76,7 @@ def synthetic_data(model: RetrievalModel, langs: tuple[str, ...],
 
 def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int,
              grad_cache: int = 0) -> Run:
-    """The trainer's `Run` holding what `Run._step` uses, without `Run.__init__` (which
+    """The trainer's `Run` holding what `Run.step` uses, without `Run.__init__` (which
     reads manifests, writes a run directory and draws every epoch)."""
     run = Run.__new__(Run)
     run.config, run.model, run.total_steps = config, model, total_steps
@@ -175,11 +175,11 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     setup_peak, rss_setup = _status_mb("VmHWM"), _status_mb("VmRSS")
     peak_reset = _reset_peak()
     with SavedBytes(model) as saved:
-        losses = [run._step(batches[0])]
+        losses = [run.step(batches[0])]
     times = []
     for i, batch in enumerate(batches[1:], start=1):
         start = time.perf_counter()
-        losses.append(run._step(batch))
+        losses.append(run.step(batch))
         if i >= job["warmup"]:
             times.append(1000 * (time.perf_counter() - start))
     peak = _status_mb("VmHWM")

@@ -37,9 +37,9 @@ def child(threads: int, n: int, count: int) -> dict:
 
     from atri.index import faiss_util
     from atri.training.encoders.checkpoint import load_checkpoint
-    from atri.training.encoders.text_encoder import set_threads
+    from atri.training.encoders.threads import configure_threads
 
-    set_threads(threads)
+    configure_threads(threads)
     faiss.omp_set_num_threads(threads)
     faiss_util.configure()
     model, _ = load_checkpoint("default")

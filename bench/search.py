@@ -225,9 +225,9 @@ def run(args: argparse.Namespace, given: list[str]) -> int:
     from _search_report import table
     from _search_size import run_size
 
-    from atri.training.encoders.text_encoder import set_threads
+    from atri.training.encoders.threads import configure_threads
 
-    set_threads(args.threads)
+    configure_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     result = new_result(args, given, faiss.__version__)
     if args.work:  # a --work folder that does not exist yet is made, not an error

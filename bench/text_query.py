@@ -25,7 +25,8 @@ import torch
 from _results import cpu_model, markdown_table, uptime, write_json
 
 from atri.training.corpus.plan import plan_train
-from atri.training.encoders.text_encoder import build_text_encoder, set_threads
+from atri.training.encoders.text_encoder import build_text_encoder
+from atri.training.encoders.threads import configure_threads
 from atri.training.languages import LANGS
 
 ENCODERS = {  # label -> (spec, trainable top layers)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench/results/text_query.json"))
     args = p.parse_args(given)
-    set_threads(args.threads)
+    configure_threads(args.threads)
     items = queries(args.queries)
     load_before = uptime()
     encoders = {label: build(spec, layers) for label, (spec, layers) in ENCODERS.items()}

@@ -21,7 +21,7 @@ one (shared spec metrics.md, study protocol). Settings:
 
 Every step goes through the trainer's own code: the strategy's epoch plan
 (`strategies.draw_epoch`), batches cut by `batches.TrainData.batches`, `step_loss.StepLoss`
-(model heads, text tower, the strategy's loss) and `trainer.Run._step` (lr schedule, AdamW,
+(model heads, text tower, the strategy's loss) and `trainer.Run.step` (lr schedule, AdamW,
 gradient clipping). Per process it reports
 
 - `rss_setup_mb`: resident memory before the first step (runtime, model, data),

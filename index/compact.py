@@ -30,7 +30,17 @@ def _masked_rows(vectors: np.ndarray, keep: np.ndarray, extra: np.ndarray) -> It
         yield extra
 
 
-def _records(base: Version, state: LiveState) -> Iterator[ClipRecord]:
+def surviving(base: Version, state: LiveState) -> np.ndarray:
+    """(N,) bool: which of the base version's clips `state` has not deleted."""
+    keep = np.ones(len(base.ids), dtype=bool)
+    for clip_id in state.tombstones:
+        keep[base.position[clip_id]] = False
+    return keep
+
+
+def clip_records(base: Version, state: LiveState) -> Iterator[ClipRecord]:
+    """The clips of base + state in the compacted order: surviving base clips, then
+    added ones."""
     for record in base.iter_records():
         if record.id not in state.tombstones:
             yield record
@@ -38,7 +48,14 @@ def _records(base: Version, state: LiveState) -> Iterator[ClipRecord]:
         yield state.records[clip_id]
 
 
-def _captions(base: Version, state: LiveState, lang: str) -> CaptionSource:
+def clip_vectors(base: Version, state: LiveState) -> Iterator[np.ndarray]:
+    """Chunks of the vectors of `clip_records`, in its order (float32)."""
+    return _masked_rows(base.vectors, surviving(base, state), state.matrix)
+
+
+def caption_source(base: Version, state: LiveState, lang: str) -> CaptionSource:
+    """The captions of base + state in one language: surviving base rows with their
+    live clip ids, then added texts, each with its vector."""
     ld: LangDelta = state.lang(lang)
     texts: list[str] = []
     clip_ids: list[list[str]] = []
@@ -83,9 +100,7 @@ def write_compacted(
     """Write base + state into the staging folder `out`; returns the new meta.json.
     `meta`: what to record of the new version's origin (default: `parent_version`);
     `overlay`: what it holds beyond its source (default: `overlay_after`)."""
-    keep = np.ones(len(base.ids), dtype=bool)
-    for clip_id in state.tombstones:
-        keep[base.position[clip_id]] = False
+    keep = surviving(base, state)
     ids = [i for i, alive in zip(base.ids, keep, strict=True) if alive] + list(state.ids)
     langs = sorted(set(base.captions) | set(state.captions))
     origin = meta if meta is not None else {"parent_version": base.number}
@@ -95,9 +110,9 @@ def write_compacted(
         out,
         dim=base.dim,
         ids=ids,
-        records=_records(base, state),
+        records=clip_records(base, state),
         vectors=_masked_rows(base.vectors, keep, state.matrix),
-        captions={lang: _captions(base, state, lang) for lang in langs},
+        captions={lang: caption_source(base, state, lang) for lang in langs},
         factory=None if base.meta.get("factory_auto", True) else base.meta["factory"],
         meta={**inherited, **origin},
     )

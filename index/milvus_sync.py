@@ -20,10 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from atri.index import layout, live
-from atri.index.compact import CARRIED, _captions, _masked_rows, _records
+from atri.index.compact import CARRIED, caption_source, clip_records, clip_vectors
 from atri.index.errors import IndexCorrupt, IndexMismatch, IndexNotFound
 from atri.index.milvus import (
     BATCH,
@@ -61,17 +59,14 @@ def read_index(root: Path) -> tuple[Version, live.LiveState]:
 
 def clip_rows(base: Version, state: live.LiveState) -> Iterator[Row]:
     """Base clips not deleted, then added ones, each with its stored vector."""
-    keep = np.ones(len(base.ids), dtype=bool)
-    for clip_id in state.tombstones:
-        keep[base.position[clip_id]] = False
-    records: Iterable[ClipRecord] = _records(base, state)
-    vectors = (row for chunk in _masked_rows(base.vectors, keep, state.matrix) for row in chunk)
+    records: Iterable[ClipRecord] = clip_records(base, state)
+    vectors = (row for chunk in clip_vectors(base, state) for row in chunk)
     for record, vector in zip(records, vectors, strict=True):
         yield {"id": record.id, "vector": vector, "record": json.loads(record.to_json())}
 
 
 def caption_rows(base: Version, state: live.LiveState, lang: str) -> Iterator[Row]:
-    source = _captions(base, state, lang)
+    source = caption_source(base, state, lang)
     vectors = (row for chunk in source.vectors for row in chunk)
     for text, clip_ids, vector in zip(source.texts, source.clip_ids, vectors, strict=True):
         yield {"key": caption_key(text), "text": text, "vector": vector, "clip_ids": list(clip_ids)}

@@ -13,6 +13,7 @@ default vocabulary (`atri index build --vocabulary default`) nearest to it.
 from __future__ import annotations
 
 import argparse
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model, _ = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.manifest)
-    emb = embed_manifest(model, manifest, LANGS, cache_dir=default_cache_dir())
+    emb = embed_manifest(model, manifest, LANGS, cache_dir=default_cache_dir(os.environ))
     concepts = [str(r.meta.get("concept", "melody")) for r in manifest]
     clips = defaultdict(int)
     for c in concepts:

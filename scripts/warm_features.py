@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
+from atri.commands.common import apply_thread_settings
 from atri.training.data.features import audio_features, default_cache_dir, text_features
 from atri.training.data.manifest import read_manifest
 from atri.training.encoders.model import ModelConfig, build_model
-from atri.training.encoders.text_encoder import build_text_encoder, set_threads
+from atri.training.encoders.text_encoder import build_text_encoder
 from atri.training.languages import LANGS
 
 SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
@@ -38,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", default="e5-small", help="frozen text encoder")
     parser.add_argument("--langs", default=",".join(LANGS),
                         help="text languages, comma-separated (split them across processes)")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(os.environ))
     args = parser.parse_args(argv)
     langs = args.langs.split(",")
     if unknown := sorted(set(langs) - set(LANGS)):
         parser.error(f"--langs: unknown language code(s) {unknown}; known: {','.join(LANGS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    set_threads()
+    apply_thread_settings()  # ATRI_THREADS, as every atri command applies it
     manifests = [read_manifest(args.corpus / f"{s}.jsonl") for s in SPLITS
                  if (args.corpus / f"{s}.jsonl").is_file()]
     encoder = build_text_encoder(args.text)

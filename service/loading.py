@@ -148,7 +148,7 @@ def load_engine(settings: Settings) -> Engine:
     """Open the index and its model; StartupError names what is wrong."""
     from atri.service.languages import detector
     from atri.training.encoders.checkpoint import load_checkpoint
-    from atri.training.encoders.text_encoder import set_threads
+    from atri.training.encoders.threads import configure_threads
 
     try:
         index_dir = index_dir_of(settings)
@@ -160,7 +160,7 @@ def load_engine(settings: Settings) -> Engine:
     checkpoint = settings.checkpoint or built_ckpt.get("path") or "default"
     model, info = load_checkpoint(checkpoint)
     workers = encode_workers(settings, model)
-    set_threads(settings.threads or max(1, (os.cpu_count() or 1) // workers))
+    configure_threads(settings.threads or max(1, (os.cpu_count() or 1) // workers))
     problems = identity_mismatch(store.identity, model.identity(), built_ckpt, info)
     if problems:
         raise StartupError(

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from atri.index.milvus import DEPTH
 from atri.index.opener import BackendName
+from atri.training.encoders.threads import ThreadSettings
 from atri.training.languages import ENGLISH, LANGS
 
 WORKER_THREADS = 40  # anyio's default thread pool, which runs the sync routes (engine.py)
@@ -29,8 +30,9 @@ def _split_list(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
-    """Everything the service can be told. Paths are resolved when the service loads."""
+class Settings(ThreadSettings):
+    """Everything the service can be told (ATRI_THREADS, `threads`, comes from
+    ThreadSettings, which every command reads). Paths are resolved when the service loads."""
 
     model_config = SettingsConfigDict(env_prefix="ATRI_", extra="ignore", validate_default=True)
 
@@ -87,8 +89,6 @@ class Settings(BaseSettings):
     # seconds a request may wait for the model or a heavy slot (then 503), and the
     # ffmpeg decoder's time limit
     request_timeout_s: float = Field(default=30.0, gt=0)
-    # torch + text encoder threads per call; None: one per core, shared by the encode workers
-    threads: int | None = Field(default=None, ge=1)
     # text queries encoded at once (service/encoding.py); None: one per core when the text
     # encoder takes concurrent calls (e5-small), else 1
     encode_workers: int | None = Field(default=None, ge=1)

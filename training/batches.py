@@ -56,7 +56,7 @@ class LocalBatch:
         )
 
 
-class _Waves(torch.utils.data.Dataset):
+class ClipWaves(torch.utils.data.Dataset):
     """Item clip + N * view: that view (0 = clean, feature_views.py) of clip `clip`'s
     waveform at `sample_rate`, cut to its first `max_samples` samples."""
 
@@ -136,7 +136,7 @@ class TrainData:
         self.augment_views, self.seed = config.augment_views, config.seed
         # (N, audio_dim) when cached, (V + 1, N, audio_dim) with V augmented views
         self.audio: torch.Tensor | None = None
-        self.waves = _Waves(paths, model.sample_rate,
+        self.waves = ClipWaves(paths, model.sample_rate,
                             int(config.max_audio_seconds * model.sample_rate), self.augment_views)
         self.workers = options.workers
         if not model.config.audio_trainable:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atri.training.data.features import default_cache_dir
 from atri.training.encoders.model import AUDIO_BACKBONES, ModelConfig
 from atri.training.encoders.text_encoder import parse_spec
 from atri.training.languages import LANGS
@@ -169,13 +168,17 @@ class RunOptions:
     """How a run is executed; none of it changes what it learns."""
 
     out: Path
+    cache_dir: Path  # frozen-feature cache (commands: features.default_cache_dir)
     resume: bool = False
-    cache_dir: Path = field(default_factory=default_cache_dir)
     max_minutes: float | None = None  # stop (resumably) once this much wall time has passed
     workers: int = 2  # audio decoding processes when the backbone trains on live audio
     # Captions per GradCache chunk for a trainable text tower (objectives/grad_cache.py);
     # 0: plain steps. Same gradients either way, so it is not part of what a run learns.
     grad_cache: int = 0
+    # this process's place under torchrun (its WORLD_SIZE and LOCAL_RANK, which the
+    # command reads): processes in the run, and this one's device index on its machine
+    world_size: int = 1
+    local_rank: int = 0
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

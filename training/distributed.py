@@ -4,7 +4,6 @@ per-process device helpers: mixed precision on GPU only, peak memory for the run
 from __future__ import annotations
 
 import datetime
-import os
 import resource
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,10 +29,11 @@ class Dist:
             dist.barrier()
 
 
-def init_distributed() -> Dist:
-    """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them, one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+def init_distributed(world: int = 1, local_rank: int = 0) -> Dist:
+    """This process's place in a run of `world` processes (torchrun's WORLD_SIZE and
+    LOCAL_RANK, which the command reads); the process group reads torchrun's other
+    variables itself (init_method "env://")."""
+    local = local_rank
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:

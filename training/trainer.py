@@ -210,7 +210,7 @@ class Run:
                                           epoch)
         with bar:
             for index, batch in batches:
-                loss = self._step(batch)
+                loss = self.step(batch)
                 seen.update(batch.local_clips)
                 state["loss_sum"] += loss
                 state["loss_batches"] += 1
@@ -224,7 +224,8 @@ class Run:
         state["clips_seen"] = sorted(seen)
         return True
 
-    def _step(self, batch: LocalBatch) -> float:
+    def step(self, batch: LocalBatch) -> float:
+        """One optimiser step on `batch` (learning-rate schedule, loss, clipping); its loss."""
         config, d = self.config, self.d
         factor = lr_factor(self.state["step"], self.total_steps, config.warmup)
         for group in self.optimizer.param_groups:
@@ -347,7 +348,7 @@ def _shared(seen: list[set[int]]) -> int:
 def train(config: TrainConfig, options: RunOptions) -> str:
     """Train (or continue) the run in `options.out`; returns a one-line status."""
     started = time.monotonic()
-    d = init_distributed()
+    d = init_distributed(options.world_size, options.local_rank)
     try:
         run = Run(config, options, d)
         if run.state["epoch"] >= config.epochs or run.state.get("early_stopped"):

@@ -103,7 +103,8 @@ def test_malicious_train_state_is_refused_on_resume(checkpoint_dir, tmp_path) ->
     shutil.copy(evil_files(tmp_path)["zip"], out / "last" / STATE_FILE)
     config = TrainConfig(strategy="kcl", train=str(tmp_path / "t"), val=str(tmp_path / "v"))
     with pytest.raises(pickle.UnpicklingError):
-        Run(config, RunOptions(out=out, resume=True), Dist(0, 1, torch.device("cpu")))
+        options = RunOptions(out=out, cache_dir=tmp_path / "cache", resume=True)
+        Run(config, options, Dist(0, 1, torch.device("cpu")))
     assert not (tmp_path / "PWNED").exists()
 
 

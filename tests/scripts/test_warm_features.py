@@ -10,7 +10,7 @@ import pytest
 
 from atri.training.data.features import AudioFeatureStore, backbone_identity, clip_key
 from atri.training.data.manifest import read_manifest
-from atri.training.data.text_cache import _read_rows, cache_path, text_key
+from atri.training.data.text_cache import cache_path, read_rows, text_key
 from atri.training.encoders.model import ModelConfig, build_model
 from atri.training.encoders.text_encoder import build_text_encoder
 
@@ -30,7 +30,7 @@ def test_text_part_caches_every_caption_of_the_asked_languages(warm, tiny_corpus
     assert warm([str(tiny_corpus), "--part", "text", "--langs", "cat",
                  "--cache-dir", str(tmp_path)]) == 0
     encoder = build_text_encoder("e5-small")
-    cached = _read_rows(cache_path(tmp_path / "text", encoder, "cat"), encoder.dim)
+    cached = read_rows(cache_path(tmp_path / "text", encoder, "cat"), encoder.dim)
     captions = {c for s in SPLITS for r in read_manifest(tiny_corpus / f"{s}.jsonl")
                 for c in r.captions["cat"]}
     assert {text_key(c) for c in captions} == set(cached)

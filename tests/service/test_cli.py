@@ -15,7 +15,7 @@ from atri.commands.common import BadInput
 def test_serve_options_override_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("ATRI_PORT", "9000")
     monkeypatch.setenv("ATRI_HOST", "0.0.0.0")
-    args = cli._parser().parse_args(["--index", str(tmp_path), "--port", "8123"])
+    args = cli.build_parser().parse_args(["--index", str(tmp_path), "--port", "8123"])
     settings = cli.settings_from(args)
     assert settings.index_dir == tmp_path
     assert settings.port == 8123  # the option wins

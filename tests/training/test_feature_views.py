@@ -87,9 +87,9 @@ def test_epoch_views_are_seeded_and_cover_every_view() -> None:
 
 def test_live_audio_serves_the_same_views(model, clips) -> None:
     """A trainable backbone sees the views as waveforms: item clip + N * view."""
-    from atri.training.batches import _Waves
+    from atri.training.batches import ClipWaves
 
-    waves = _Waves(clips, model.sample_rate, max_samples=SR // 2, views=2)
+    waves = ClipWaves(clips, model.sample_rate, max_samples=SR // 2, views=2)
     assert len(waves) == 6
     for v in range(3):
         for i, path in enumerate(clips):

@@ -135,8 +135,8 @@ def test_cached_embeddings_matches_autograd_on_a_function() -> None:
 
 
 def test_train_flag_reaches_the_step(tmp_path: Path) -> None:
-    from atri.commands.train import _parser
+    from atri.commands.train import build_parser
     from atri.training.config import RunOptions
 
-    args = _parser().parse_args(["--out", str(tmp_path), "--grad-cache", "8"])
-    assert args.grad_cache == 8 and RunOptions(out=tmp_path).grad_cache == 0
+    args = build_parser().parse_args(["--out", str(tmp_path), "--grad-cache", "8"])
+    assert args.grad_cache == 8 and RunOptions(out=tmp_path, cache_dir=tmp_path).grad_cache == 0

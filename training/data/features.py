@@ -29,10 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +58,11 @@ MAX_PARTS = 16  # more parts than this are merged into one
 EVAL_BATCH = 1024  # rows per projection call when validating
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
     """The one cache `atri train`, `atri eval` and `atri embed` share by default:
-    $XDG_CACHE_HOME/atri/features, else ~/.cache/atri/features."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    $XDG_CACHE_HOME/atri/features, else ~/.cache/atri/features. `environ` is the
+    process's environment, which its entry passes (os.environ)."""
+    root = environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "atri" / "features"
 
 

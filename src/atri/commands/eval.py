@@ -44,7 +44,7 @@ def parse_cases(specs: Sequence[str], manifest: Manifest) -> list[tuple[str, int
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atri eval", description="evaluate a checkpoint on a manifest (shared spec cli.md)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory or 'default'")
@@ -99,4 +99,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), run, argv, {BadInput: 2, ManifestError: 2, AudioDecodeError: 2})
+    return run_command(build_parser(), run, argv, {ManifestError: 2, AudioDecodeError: 2})

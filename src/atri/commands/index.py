@@ -183,7 +183,7 @@ def compact(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atri index", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="embed clips and captions into an index directory")
@@ -219,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     return run_command(
-        _parser(), lambda args: args.run(args), argv,
-        {BadInput: 2, AudioDecodeError: 2, IndexStoreError: 1},
+        build_parser(), lambda args: args.run(args), argv,
+        {AudioDecodeError: 2, IndexStoreError: 1},
         name=lambda args: f"atri index {args.command}",
     )

@@ -18,7 +18,7 @@ from atri.index.milvus_sync import sync_index
 from atri.service.settings import Settings
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atri milvus-sync",
         description="fill Milvus collections from an index directory (docs/scaling.md)",
@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), run, argv, {BadInput: 2, IndexStoreError: 2, OSError: 2,
+    return run_command(build_parser(), run, argv, {IndexStoreError: 2, OSError: 2,
                                                ValueError: 2}, log_format="%(message)s")

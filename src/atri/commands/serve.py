@@ -24,7 +24,7 @@ from atri.service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atri serve", description="serve an index over HTTP (docs/service.md)"
     )
@@ -134,5 +134,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     # serve() configures logging (JSON by default): a handler set up before it would let
-    # import-time lines (faiss) through in another format
-    return run_command(_parser(), run, argv, {BadInput: 2}, log_level=None)
+    # import-time lines (faiss) through in another format. ATRI_THREADS is one of the
+    # service's Settings, applied when the model has loaded (service/loading.py).
+    return run_command(build_parser(), run, argv, {}, log_level=None, threads=False)

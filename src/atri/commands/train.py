@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ SWITCHES: dict[str, str] = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atri train", description="Train a multilingual audio-text retrieval model."
     )
@@ -81,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     for flag, name in SWITCHES.items():
         parser.add_argument(flag, action="store_const", const=True, dest=name,
                             help=f"{name} = true")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(os.environ),
                         help="frozen-feature cache (default %(default)s)")
     parser.add_argument("--max-minutes", type=float,
                         help="stop at a step boundary after this wall time; --resume continues")
@@ -128,22 +129,41 @@ def run(args: argparse.Namespace) -> int:
     if args.grad_cache < 0:
         raise BadInput("--grad-cache must be >= 0")
     config = resolve_config(args.out, args.resume, args.config, _overrides(args))
+    place = torchrun_place(os.environ)
     options = RunOptions(
         out=args.out, resume=args.resume, cache_dir=args.cache_dir,
         max_minutes=args.max_minutes, workers=args.workers, grad_cache=args.grad_cache,
+        world_size=place.world_size, local_rank=place.local_rank,
     )
     status = train(config, options)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if place.rank == 0:
         print(f"atri train: {status}")
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchrunPlace:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def torchrun_place(environ: Mapping[str, str]) -> TorchrunPlace:
+    """This process's place in the run, from the variables torchrun sets for each process
+    it starts (RANK, WORLD_SIZE, LOCAL_RANK); without them, the only process."""
+    return TorchrunPlace(
+        rank=int(environ.get("RANK", "0")),
+        world_size=int(environ.get("WORLD_SIZE", "1")),
+        local_rank=int(environ.get("LOCAL_RANK", "0")),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     from atri.training.data.manifest import ManifestError
 
-    rank = int(os.environ.get("RANK", "0"))
+    rank = torchrun_place(os.environ).rank
     return run_command(
-        _parser(), run, argv, {BadInput: 2, ConfigError: 2, ManifestError: 2},
+        build_parser(), run, argv, {ConfigError: 2, ManifestError: 2},
         log_level=logging.INFO if rank == 0 else logging.WARNING,
         log_format=f"%(asctime)s %(levelname)s [rank {rank}] %(message)s",
     )

@@ -25,7 +25,7 @@ import numpy as np
 from atri.training.corpus.captions import N_TEMPLATES as DEMO_TEMPLATES
 from atri.training.corpus.captions import N_VARIANTS, describe
 from atri.training.corpus.melody import draw_melody
-from atri.training.corpus.plan import MENTION_PROB, ClipPlan, _render_params, random_attributes
+from atri.training.corpus.plan import MENTION_PROB, ClipPlan, random_attributes, render_params
 from atri.training.corpus.render import PEAK_LIMIT, SAMPLE_RATE, Renderer
 from atri.training.corpus.render import background_gain as rms_gain
 from atri.training.corpus.schema import ATTRIBUTES
@@ -128,7 +128,7 @@ def plan_melodies(clips: list[Clip], split: str, n: int, rng: random.Random) -> 
         if melody is None:
             continue
         background = rng.choice(pool)
-        params = _render_params(attrs, rng)
+        params = render_params(attrs, rng)
         level = rng.uniform(*MELODY_LEVEL_DB)
         mix_id = f"mel-{split}-{len(mixes):05d}"
         plan = ClipPlan(id=mix_id, split=split, attrs=attrs, melody=melody, soundfont=SOUNDFONT,
