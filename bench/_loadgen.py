@@ -1,8 +1,5 @@
-"""Helpers of bench/search.py (and bench/load.py, its `Server`): server subprocesses on
-loopback and a bounded HTTP load.
+"""A bounded HTTP load, for bench/search.py (its servers: harness.py).
 
-`Server` starts a command that serves HTTP on 127.0.0.1, waits (bounded) until
-`/health` answers 200, and always stops it: SIGTERM, then SIGKILL after a grace period.
 `run_load` sends GET requests from `clients` threads over keep-alive connections until
 `seconds` have passed or the given request paths are used up, whichever comes first;
 every request has a socket timeout, so the load always stops by itself.
@@ -10,139 +7,16 @@ every request has a socket timeout, so the load always stops by itself.
 
 from __future__ import annotations
 
-import ctypes
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
 
 import numpy as np
-
-HOST = "127.0.0.1"  # loads only ever target servers this process started, on loopback
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the benchmark process dies, whatever kills
-    it (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class Server:
-    """A server subprocess; use as a context manager. Its stderr/stdout go to `log`."""
-
-    def __init__(self, name: str, cmd: Sequence[str], port: int, env: dict, log: Path) -> None:
-        self.name, self.cmd, self.port, self.env, self.log_path = name, list(cmd), port, env, log
-        self.proc: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
-        self.ready_s: float | None = None
-        self.threads: int | None = None  # what the caller told it to use, for its report
-        self._started = 0.0
-
-    def __enter__(self) -> Server:
-        self._log = open(self.log_path, "wb")
-        self._started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float) -> float:
-        """Seconds from the start until /health answered 200; RuntimeError (with the
-        log's tail) if the process exits or `timeout` passes first."""
-        assert self.proc is not None
-        start = self._started
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
-                )
-            try:
-                status, _ = get(self.port, "/health", timeout=2.0)
-            except OSError:
-                status = 0
-            if status == 200:
-                self.ready_s = time.monotonic() - start
-                return self.ready_s
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
-
-    def rss_mb(self) -> float | None:
-        """The server's resident memory now (Linux), MB."""
-        return self._status_mb("VmRSS:")
-
-    def peak_rss_mb(self) -> float | None:
-        """The server's peak resident memory so far (Linux's VmHWM), MB."""
-        return self._status_mb("VmHWM:")
-
-    def _status_mb(self, field: str) -> float | None:
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text() if self.proc else ""
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith(field):
-                return round(int(line.split()[1]) / 1024, 1)
-        return None
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM to the process group, SIGKILL if it is still there after `grace` s."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=grace)
-            except ProcessLookupError:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+from harness import HOST  # loads only ever target servers this process started
 
 
 @dataclass

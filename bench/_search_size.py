@@ -167,7 +167,7 @@ def servers_for(root: Path, n: int, args: argparse.Namespace, work: Path, setup:
     """`atri serve` (--threads per encoder call, its own encoder count: one per core)
     and the numpy baseline at each of --baseline-threads, over the index at `root`, not
     yet started."""
-    from _loadgen import Server, free_port
+    from harness import Server, atri_serve, free_port
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("ATRI_")}
     names = ["atri", *(f"numpy-{t}t" for t in args.baseline_threads)]
@@ -181,7 +181,7 @@ def servers_for(root: Path, n: int, args: argparse.Namespace, work: Path, setup:
     for name, port, threads in zip(names, ports, threads_of, strict=True):
         env = {**base_env, **thread_env(threads)}
         if name == "atri":
-            cmd = [sys.executable, "-m", "atri", "serve", "--index", str(root), "--port", str(port)]
+            cmd = atri_serve(root, port)
         else:
             cmd = [sys.executable, str(BASELINE), "--index", str(root),
                    "--checkpoint", setup["checkpoint"]["path"], "--port", str(port)]  # fmt: skip

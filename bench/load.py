@@ -34,8 +34,8 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
-from _loadgen import HOST, Server, free_port
 from _results import write_json
+from harness import Server, atri_serve, free_port
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ENDPOINTS = ("/search", "/search/audio", "/consistency")
@@ -84,15 +84,12 @@ def build_index(index: Path, manifest: Path, checkpoint: str) -> None:
 def started_server(index: Path, env: dict[str, str], log: Path) -> Iterator[str]:
     """`atri serve` on a free loopback port until the block ends; yields its URL."""
     port = free_port()
-    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", code, "--index", str(index), "--host", HOST,
-           "--port", str(port)]  # fmt: skip
-    with Server("atri serve", cmd, port, {**os.environ, **env}, log) as server:
+    with Server("atri serve", atri_serve(index, port), port, {**os.environ, **env}, log) as server:
         try:
             server.wait_ready(READY_TIMEOUT_S)
         except RuntimeError as exc:
             raise SystemExit(f"{exc}\n(log: {log})") from exc
-        yield f"http://{HOST}:{port}"
+        yield server.url
 
 
 # --- the workload ---------------------------------------------------------------------

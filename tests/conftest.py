@@ -1,8 +1,9 @@
 """Shared test setup: offline hubs, one thread per library, the parity reference data and the
 tiny corpus; and what tests/service and tests/reliability both use: a real model (aisfx +
 e5-small, heads seeded), a real index of part of the tiny corpus's test split, apps that
-load them, tones as audio bytes, `atri serve` in a child process; raw HTTP in the
-plugin tests/raw_http.py.
+load them, tones as audio bytes, `atri serve` in a child process (started and waited
+for by bench/harness.py, which the benchmarks use too); raw HTTP in the plugin
+tests/raw_http.py.
 
 Test modules cannot import a conftest (importlib import mode), so its helpers reach them
 as fixtures (`make_settings`, `make_client`, `make_audio`, `start_server`, `raw_http`)."""
@@ -12,10 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from harness import Server, atri_serve, free_port, wait_until  # noqa: E402
 
 pytest_plugins = ["raw_http"]  # tests/raw_http.py (pyproject: pythonpath = ["tests"])
 
@@ -206,23 +205,23 @@ def settings_for(index: Path, **overrides):
 
 
 @contextmanager
-def ready_client(settings, **client_args) -> Iterator[TestClient]:
-    """A TestClient of a fresh app, once /health says ok (bounded wait)."""
+def ready_client(settings, load=None, **client_args) -> Iterator[TestClient]:
+    """A TestClient of a fresh app (its engine from `load`, default the real loader),
+    once /health says ok (bounded wait)."""
     from fastapi.testclient import TestClient
 
     from atri.service.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings) if load is None else create_app(settings, load=load)
     with TestClient(app, **client_args) as client:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
+
+        def ready() -> bool:
             response = client.get("/health")
-            if response.status_code == 200:
-                break
-            body = response.json()
-            assert body["status"] == "loading", body
-            assert time.monotonic() < deadline, "service not ready in time"
-            time.sleep(0.05)
+            assert response.status_code == 200 or response.json()["status"] == "loading", (
+                response.text)
+            return response.status_code == 200
+
+        wait_until(ready, "the service to load", READY_TIMEOUT_S)
         yield client
 
 
@@ -234,7 +233,8 @@ def make_settings() -> Callable:
 
 @pytest.fixture(scope="session")
 def make_client() -> Callable:
-    """(settings, **TestClient arguments) -> context manager of a ready TestClient."""
+    """(settings, load=None, **TestClient arguments) -> context manager of a ready
+    TestClient."""
     return ready_client
 
 
@@ -269,7 +269,7 @@ def make_audio() -> Callable[..., bytes]:
 
 
 @dataclass(frozen=True)
-class Server:
+class RunningServer:
     """A running `atri serve` child process."""
 
     url: str
@@ -279,62 +279,28 @@ class Server:
     upload_limit: int | None  # the ATRI_MAX_UPLOAD_BYTES it was given; None: api.md's
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_server(
     index: Path, *extra: str, env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[Server]:
-    """`atri serve` in a child process on a free loopback port, yielded once /health
-    answers 200, and terminated afterwards. Its output goes to `log`, a file, so a chatty
-    server never blocks on a full pipe."""
-    port = free_port()
-    code = "import sys; from atri.commands.serve import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", code, "--index", str(index), "--port", str(port), *extra]
+) -> Iterator[RunningServer]:
+    """`atri serve` in a child process on a free loopback port (bench/harness.py, as the
+    benchmarks start it), yielded once /health answers 200, and stopped afterwards. Its
+    output goes to `log`, a file, so a chatty server never blocks on a full pipe."""
     env = env or {}
+    port = free_port()
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "ATRI_ADMIN_TOKEN": ADMIN_TOKEN, **env}
     log = log or index.parent / f"server-{port}.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, env=child_env, stdout=sink, stderr=sink, text=True)
-    base = f"http://127.0.0.1:{port}"
     limit = env.get("ATRI_MAX_UPLOAD_BYTES")
-    try:
-        wait_ready(base, proc, log)
-        yield Server(base, proc, log, index, None if limit is None else int(limit))
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_ready(
-    base: str, proc: subprocess.Popen, log: Path, timeout: float = READY_TIMEOUT_S
-) -> None:
-    """Poll /health until 200, the process exits, or `timeout` passes."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server at {base} not ready within {timeout} s")
+    cmd = atri_serve(index, port, *extra)
+    with Server("atri serve", cmd, port, child_env, log) as server:
+        server.wait_ready(READY_TIMEOUT_S)
+        assert server.proc is not None
+        yield RunningServer(server.url, server.proc, log, index,
+                            None if limit is None else int(limit))  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def start_server() -> Callable:
-    """(index, *serve args, env=, log=) -> context manager yielding a ready `Server`."""
+    """(index, *serve args, env=, log=) -> context manager yielding a ready
+    `RunningServer`."""
     return running_server

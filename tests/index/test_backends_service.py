@@ -4,7 +4,6 @@ Milvus store's depth), and clips added and deleted through the admin API."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -20,13 +19,10 @@ TOKEN = "backend-test-token"
 
 
 @pytest.fixture(params=BACKENDS)
-def service(request, tmp_path, kit) -> Iterator[SimpleNamespace]:
+def service(request, tmp_path, kit, make_client) -> Iterator[SimpleNamespace]:
     """A ready app over a 60-clip index whose clip i lies on its caption "eng own caption
     i" (the stub model embeds a text as its seeded vector), on one backend."""
-    from fastapi.testclient import TestClient
-
     from atri.index.opener import open_backend
-    from atri.service.app import create_app
     from atri.service.engine import Engine
     from atri.service.settings import Settings
 
@@ -55,12 +51,7 @@ def service(request, tmp_path, kit) -> Iterator[SimpleNamespace]:
             wait_s=30,
         )
 
-    with TestClient(create_app(settings, load=load)) as client:
-        deadline = time.monotonic() + 60
-        while (response := client.get("/health")).status_code != 200:
-            assert response.json()["status"] == "loading", response.json()
-            assert time.monotonic() < deadline, "service not ready in time"
-            time.sleep(0.05)
+    with make_client(settings, load=load) as client:
         yield SimpleNamespace(name=request.param, client=client, stored=stored, kit=kit)
     if request.param == "milvus":
         from milvus_lite import server_manager_instance

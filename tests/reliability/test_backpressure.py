@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from harness import wait_until
 
 from atri.service.engine import Engine
 from atri.service.errors import Busy
@@ -71,15 +72,26 @@ def test_a_held_slot_refuses_consistency_and_text_search_but_not_health(
 ) -> None:
     # holds the slot, and the model, for several seconds
     long_clip = make_audio(240.0, 16000, "FLAC")
-    with ThreadPoolExecutor(1) as pool:
-        holder = pool.submit(timed, lambda: upload(busy_server, long_clip))
-        time.sleep(1.5)  # uploaded and decoded: embedding now
-        consistency, seconds = timed(
+
+    def refused_consistency() -> tuple[httpx.Response, float] | None:
+        """A consistency pass: answered (200) until the upload holds the slot, refused
+        (503) after the wait once it does."""
+        assert not holder.done(), f"the upload ended first: {holder.result()[0].text}"
+        response, seconds = timed(
             lambda: httpx.post(
                 f"{busy_server}/consistency",
                 json={"clip_id": clip_ids[0], "caption_index": 0, "k": 5},
                 timeout=60,
             )
+        )
+        assert response.status_code in (200, 503), response.text
+        return (response, seconds) if response.status_code == 503 else None
+
+    with ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(timed, lambda: upload(busy_server, long_clip))
+        # refused after a 1 s wait: by then the upload, decoded, is embedding
+        refused, seconds = wait_until(
+            refused_consistency, "the long upload to hold the heavy slot", timeout=60
         )
         search, _ = timed(
             lambda: httpx.get(
@@ -89,10 +101,11 @@ def test_a_held_slot_refuses_consistency_and_text_search_but_not_health(
             )
         )
         health, health_s = timed(lambda: httpx.get(f"{busy_server}/health", timeout=60))
-        held, held_s = holder.result(timeout=120)
+        saturated = not holder.done()  # the upload still held the slot after all three
+        held, _ = holder.result(timeout=120)
     assert held.status_code == 200, held.text
-    assert held_s > 1.5 + 2 * TIMEOUT_S, f"the holder took only {held_s:.1f} s: no saturation"
-    assert_busy(consistency)
+    assert saturated, "the upload ended before the requests it should have held off"
+    assert_busy(refused)
     assert seconds < TIMEOUT_S + SLACK_S
     assert_busy(search)  # the model was busy embedding the long clip
     assert health.status_code == 200 and health_s < 1.0, health_s
@@ -119,7 +132,7 @@ def test_at_most_the_limit_runs_at_once() -> None:
             with lock:
                 running += 1
                 peak = max(peak, running)
-            time.sleep(0.02)
+            time.sleep(0.02)  # the work done in the slot, so that slots overlap: no wait
             with lock:
                 running -= 1
 

@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from harness import wait_until
 
 from atri.index.store import IndexStore
 from atri.index.validate import validate
@@ -75,11 +76,10 @@ def run_build_killed(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, env=env, start_new_session=True)
-        deadline = time.monotonic() + 600
-        while writing is not None and proc.poll() is None and time.monotonic() < deadline:
-            if list((writing / "versions").glob(".tmp-*")):
-                break
-            time.sleep(0.002)
+        if writing is not None:
+            wait_until(lambda: proc.poll() is not None
+                       or any((writing / "versions").glob(".tmp-*")),
+                       "the build to write its new version", 600, interval=0.002)  # fmt: skip
         try:
             proc.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
@@ -286,6 +286,8 @@ def test_kill_9_during_admin_changes(
                 workers.append(threading.Thread(target=client, args=args))
             for worker in workers:
                 worker.start()
+            # not a wait for a state: the kill's moment, at random in the clients' work, is
+            # what this test varies
             time.sleep(float(rng.uniform(0.5, 4.0)))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)

@@ -6,11 +6,11 @@ the same way (test_fuzz.py)."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 from error_leaks import leaks
+from harness import wait_until
 
 from atri.service.errors import public_text, server_roots
 
@@ -63,10 +63,8 @@ def test_a_failed_load_says_why_without_server_paths(make_settings, tmp_path) ->
     from atri.service.app import create_app
 
     with TestClient(create_app(make_settings(tmp_path / "no-index-here"))) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health").json()["status"] == "loading":
-            assert time.monotonic() < deadline, "the load neither failed nor finished"
-            time.sleep(0.05)
+        wait_until(lambda: client.get("/health").json()["status"] != "loading",
+                   "the load to fail or finish", 60)
         health = client.get("/health").text
         search = client.get("/search", params={"q": "a bell", "lang": "eng"})
     assert search.status_code == 503 and search.json()["error"]["code"] == "load_failed"

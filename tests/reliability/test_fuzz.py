@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ import uvicorn
 from error_leaks import leaks
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from harness import wait_until
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -264,10 +264,11 @@ def planted_server() -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "planted server did not start"
-        time.sleep(0.05)
+    def started() -> bool:
+        assert thread.is_alive(), "the planted server stopped before it started"
+        return server.started
+
+    wait_until(started, "the planted server to start", 30)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"

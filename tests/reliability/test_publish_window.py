@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from harness import wait_until
 
 from atri.index import layout
 from atri.index.store import IndexStore
@@ -37,6 +38,7 @@ from atri.training.data.manifest import ClipRecord, read_manifest, write_manifes
 
 CLI = "import sys; from atri.cli import main; sys.exit(main(sys.argv[1:]))"
 DEADLINE_S = 600
+SERVICE_WAIT_S = 300  # acknowledgements, a newly served version
 
 
 @dataclass
@@ -48,16 +50,17 @@ class Child:
 
     def wait_stopped(self, timeout: float = DEADLINE_S) -> bool:
         """True once the child stopped itself (SIGSTOP); False if it exited first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def changed() -> tuple[int, int] | None:
             pid, status = os.waitpid(self.proc.pid, os.WNOHANG | os.WUNTRACED)
-            if pid and os.WIFSTOPPED(status):
-                return True
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
-                return False
-            time.sleep(0.01)
-        raise AssertionError(f"child {self.proc.args} neither stopped nor exited in time")
+            return (pid, status) if pid else None
+
+        _, status = wait_until(changed, f"child {self.proc.args} to stop or exit", timeout,
+                               interval=0.01)  # fmt: skip
+        if os.WIFSTOPPED(status):
+            return True
+        self.status = os.waitstatus_to_exitcode(status)
+        return False
 
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -183,23 +186,16 @@ def uploader(url: str, headers: dict, wav: bytes, ledger: Ledger, name: str, sto
                     ledger.failures.append(f"{clip_id}: {response.status_code} {response.text}")
 
 
-def wait_until(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def wait_for_acks(ledger: Ledger, more: int, what: str) -> None:
     target = ledger.acks() + more
-    wait_until(lambda: ledger.acks() >= target, what)
+    wait_until(lambda: ledger.acks() >= target, what, SERVICE_WAIT_S)
 
 
 def wait_for_version(url: str, version: int | None) -> None:
     def served() -> bool:
         return httpx.get(f"{url}/health", timeout=30).json()["index_version"] == version
 
-    wait_until(served, f"the service to serve version {version}")
+    wait_until(served, f"the service to serve version {version}", SERVICE_WAIT_S)
 
 
 @pytest.mark.slow

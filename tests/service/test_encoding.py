@@ -12,12 +12,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from harness import wait_until
 
 from atri.service.encoding import QueryEncoder, WaitBound
 from atri.service.errors import Busy
 
 DIM = 4
 HELD_S = 60.0
+WAIT_S = 20.0  # for a state the test's threads reach in milliseconds
 
 
 def vector(text: str, lang: str) -> np.ndarray:
@@ -51,13 +53,6 @@ class GatedEmbed:
                 self.running -= 1
 
 
-def until(condition, what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
-
-
 def encoder(embed, workers: int, wait_s: float = HELD_S, limit: int | None = None):
     bound = WaitBound(limit)
     return QueryEncoder(embed, workers=workers, bound=bound, wait_s=wait_s, max_batch=8), bound
@@ -68,7 +63,7 @@ def test_workers_encode_at_once() -> None:
     enc, _ = encoder(embed, workers=2)
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(enc.embed, [f"q{i}"], "eng") for i in range(2)]
-        until(lambda: embed.running == 2, "both queries are in the encoder")
+        wait_until(lambda: embed.running == 2, "both queries are in the encoder", WAIT_S)
         embed.release.set()
         for i, future in enumerate(futures):
             np.testing.assert_array_equal(future.result()[0], vector(f"q{i}", "eng"))
@@ -81,9 +76,9 @@ def test_queries_waiting_for_a_busy_worker_share_one_call() -> None:
     queries = [(f"query {i}", "eng" if i % 3 else "fra") for i in range(7)]
     with ThreadPoolExecutor(8) as pool:
         holder = pool.submit(enc.embed, ["first"], "eng")
-        until(lambda: embed.running == 1, "the first query holds the worker")
+        wait_until(lambda: embed.running == 1, "the first query holds the worker", WAIT_S)
         waiters = [pool.submit(enc.embed, [text], lang) for text, lang in queries]
-        until(lambda: bound.count == len(queries), "every other query waits")
+        wait_until(lambda: bound.count == len(queries), "every other query waits", WAIT_S)
         embed.release.set()
         np.testing.assert_array_equal(holder.result()[0], vector("first", "eng"))
         for (text, lang), future in zip(queries, waiters, strict=True):
@@ -102,9 +97,9 @@ def test_a_batch_holds_at_most_max_batch_texts() -> None:
     enc, bound = encoder(embed, workers=1)
     with ThreadPoolExecutor(12) as pool:
         holder = pool.submit(enc.embed, ["first"], "eng")
-        until(lambda: embed.running == 1, "the first query holds the worker")
+        wait_until(lambda: embed.running == 1, "the first query holds the worker", WAIT_S)
         waiters = [pool.submit(enc.embed, [f"q{i}"], "eng") for i in range(10)]
-        until(lambda: bound.count == 10, "ten queries wait")
+        wait_until(lambda: bound.count == 10, "ten queries wait", WAIT_S)
         embed.release.set()
         holder.result()
         for i, future in enumerate(waiters):
@@ -132,7 +127,7 @@ def test_exclusive_waits_for_running_queries() -> None:
     entered = threading.Event()
     with ThreadPoolExecutor(2) as pool:
         query = pool.submit(enc.embed, ["running"], "eng")
-        until(lambda: embed.running == 1, "a query is in the encoder")
+        wait_until(lambda: embed.running == 1, "a query is in the encoder", WAIT_S)
 
         def audio() -> None:
             with enc.exclusive():
@@ -151,9 +146,9 @@ def test_waiters_beyond_the_bound_are_refused_at_once() -> None:
     enc, bound = encoder(embed, workers=1, limit=2)
     with ThreadPoolExecutor(4) as pool:
         holder = pool.submit(enc.embed, ["first"], "eng")
-        until(lambda: embed.running == 1, "the first query holds the worker")
+        wait_until(lambda: embed.running == 1, "the first query holds the worker", WAIT_S)
         waiters = [pool.submit(enc.embed, [f"q{i}"], "eng") for i in range(2)]
-        until(lambda: bound.count == 2, "two queries wait")
+        wait_until(lambda: bound.count == 2, "two queries wait", WAIT_S)
         with pytest.raises(Busy) as info:
             enc.embed(["one too many"], "eng")
         assert info.value.details == {"waited_s": 0.0, "waiting": 2}
@@ -167,9 +162,9 @@ def test_an_encoder_error_reaches_every_query_of_the_batch() -> None:
     enc, bound = encoder(embed, workers=1)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(enc.embed, ["first"], "eng")]
-        until(lambda: embed.running == 1, "the first query holds the worker")
+        wait_until(lambda: embed.running == 1, "the first query holds the worker", WAIT_S)
         futures += [pool.submit(enc.embed, [f"q{i}"], "eng") for i in range(3)]
-        until(lambda: bound.count == 3, "three queries wait")
+        wait_until(lambda: bound.count == 3, "three queries wait", WAIT_S)
         embed.release.set()
         for future in futures:
             with pytest.raises(RuntimeError, match="encoder failed"):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from harness import wait_until
 
 from atri.index import layout, live
 from atri.index.store import ExactRanks, IndexStore
@@ -89,10 +90,7 @@ def stub_service(model, store, settings: Settings) -> Iterator[tuple[TestClient,
         return engines[0]
 
     with TestClient(create_app(settings, load=load), raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, "stub service not ready"
-            time.sleep(0.01)
+        wait_until(lambda: client.get("/health").status_code == 200, "the stub service", 30)
         yield client, engines[0]
 
 
@@ -101,13 +99,6 @@ def busy_service(model: BlockingModel):
         max_heavy_requests=SLOTS, max_waiting_requests=WAITING, request_timeout_s=HELD_S
     )
     return stub_service(model, OneClipStore(), settings)
-
-
-def until(condition, what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
 
 
 def consistency(client: TestClient, i: int):
@@ -121,7 +112,7 @@ def test_waiters_beyond_the_bound_are_refused_at_once() -> None:
             holder = pool.submit(consistency, client, 0)
             assert model.entered.wait(20), "the first request never reached the model"
             waiters = [pool.submit(consistency, client, i) for i in range(1, 1 + WAITING)]
-            until(lambda: engine.waiting == WAITING, f"{WAITING} requests wait")
+            wait_until(lambda: engine.waiting == WAITING, f"{WAITING} requests wait", 20)
 
             t0 = time.perf_counter()
             extra = [pool.submit(consistency, client, i) for i in range(100, 100 + EXTRA)]
@@ -163,7 +154,7 @@ def test_text_queries_waiting_for_the_model_share_the_bound() -> None:
             assert model.entered.wait(20), "the first query never reached the model"
             waiters = [pool.submit(engine.embed_texts, [f"query {i}"], "eng")
                        for i in range(1, 1 + WAITING)]
-            until(lambda: engine.waiting == WAITING, f"{WAITING} queries wait")
+            wait_until(lambda: engine.waiting == WAITING, f"{WAITING} queries wait", 20)
             extra = [pool.submit(engine.embed_texts, [f"query {i}"], "eng")
                      for i in range(100, 100 + EXTRA)]
             done, pending = wait(extra, timeout=20)

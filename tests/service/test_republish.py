@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
+
+from harness import wait_until
 
 from atri.index import layout, live
 from atri.index.build import build_index
@@ -27,13 +28,11 @@ def post(client, headers, make_audio, clip_id: str, seconds: float = 1.0):
 
 
 def wait_for_version(client, version: int, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def served() -> dict | None:
         body = client.get("/health").json()
-        if body["index_version"] == version:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+        return body if body["index_version"] == version else None
+
+    return wait_until(served, f"the service to serve version {version}", timeout)
 
 
 def test_a_rebuild_under_the_service_keeps_acknowledged_clips(

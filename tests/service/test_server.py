@@ -10,10 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+from harness import wait_until
 
 from atri.commands.serve import main as serve_main
 
@@ -36,17 +36,17 @@ def test_real_server_answers(live_server, clip_ids) -> None:
 
 def test_access_log_is_json(live_server) -> None:
     httpx.get(f"{live_server.url}/languages", timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def logged() -> list[dict] | None:
         entries = []
         for line in live_server.log.read_text().splitlines():
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:
                 pytest.fail(f"a log line is not JSON: {line!r}")
-        if any(e.get("path") == "/languages" for e in entries):
-            break
-        time.sleep(0.1)
+        return entries if any(e.get("path") == "/languages" for e in entries) else None
+
+    entries = wait_until(logged, "the access line of GET /languages", 10, interval=0.1)
     access = next(e for e in entries if e.get("path") == "/languages")
     assert access["status"] == 200 and access["method"] == "GET"
     assert access["logger"] == "atri.service.access" and access["duration_ms"] >= 0
