@@ -1,5 +1,5 @@
-"""What every command does at the process's entry: ATRI_THREADS applied once, a bad
-value refused by name."""
+"""What the commands read at the process's entry, for the libraries below them:
+ATRI_THREADS applied once (a bad value refused by name), torchrun's variables."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from atri.commands.common import BadInput, apply_thread_settings, run_command
+from atri.commands.train import TorchrunPlace, torchrun_place
 from atri.training.encoders.threads import configure_threads
 
 
@@ -42,3 +43,9 @@ def test_a_bad_atri_threads_is_a_named_error_exit_2(monkeypatch, capsys) -> None
     ran = []
     assert run_command(parser, lambda args: ran.append(args) or 0, [], {}) == 2
     assert ran == [] and "atri x: error: bad setting ATRI_THREADS" in capsys.readouterr().err
+
+
+def test_torchrun_place() -> None:
+    assert torchrun_place({}) == TorchrunPlace(rank=0, world_size=1, local_rank=0)
+    started = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    assert torchrun_place(started) == TorchrunPlace(rank=3, world_size=4, local_rank=1)
