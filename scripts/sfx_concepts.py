@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atri.commands.common import apply_thread_settings
 from atri.training.data.features import default_cache_dir
 from atri.training.data.manifest import read_manifest
 from atri.training.encoders.checkpoint import load_checkpoint
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args(argv)
+    apply_thread_settings()  # ATRI_THREADS, as every atri command applies it
     model, _ = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.manifest)
     emb = embed_manifest(model, manifest, LANGS, cache_dir=default_cache_dir(os.environ))
