@@ -51,7 +51,7 @@ def run_command(
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
-    errors = {**errors}
+    errors = {BadInput: 2, **errors}
     try:
         if threads:
             apply_thread_settings()
