@@ -65,6 +65,8 @@ def test_configure_threads_sets_torch() -> None:
 def test_thread_settings_read_atri_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ATRI_THREADS", raising=False)
     assert ThreadSettings().threads is None
+    monkeypatch.setenv("ATRI_THREADS", "")
+    assert ThreadSettings().threads is None
     monkeypatch.setenv("ATRI_THREADS", "2")
     assert ThreadSettings().threads == 2
     monkeypatch.setenv("ATRI_THREADS", "0")

@@ -12,7 +12,7 @@ and the e5-small encoder hands torch's count to its engine on every call
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,12 @@ class ThreadSettings(BaseSettings):
     # torch + text encoder threads per call; None: the runtimes' defaults (the service:
     # the cores shared out among its encode workers, service/loading.py)
     threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`ATRI_THREADS=` (empty), as a shell or compose file may pass it: the default."""
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 def configure_threads(n: int) -> None:
