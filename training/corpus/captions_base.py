@@ -87,6 +87,18 @@ def background_while(c: Ctx, body: str) -> str:
     return sentence(f"{body}, {bg}" if bg else body)
 
 
+def tempo_beside_verb(c: Ctx, np: str | None) -> tuple[str | None, str | None]:
+    """Template 1's tempo adverb as (before the verb, after it), in the alphabetic
+    languages. A direction other than 'repeated' is said as a relative clause, which
+    takes the tempo (neither slot); else it goes before the verb when notes are named and
+    the tempo is not 'moderate' ("slowly plays three notes"), after it otherwise."""
+    d, t = c.get("direction"), c.get("tempo")
+    if not t or (d and d != "repeated"):
+        return None, None
+    t_adv = c.opt("tempo_adv", "tempo")
+    return (t_adv, None) if np and t != "moderate" else (None, t_adv)
+
+
 def is_phrase(word: str) -> bool:
     """Multi-word modifiers ("au tempo modéré") follow the single adjectives and take no
     conjunction; the lexicon's single adjectives are single words."""
