@@ -66,9 +66,11 @@ def sentence(text: str, end: str = ".") -> str:
     return text[:1].upper() + text[1:] + end
 
 
-def background_last(c: Ctx, body: str) -> str:
-    """Template 0's ending in the alphabetic languages: "BODY, BACKGROUND." when the
-    background is mentioned and not 'none' (which the template says as "alone")."""
+def t0_sentence(c: Ctx, *head: str | None) -> str:
+    """Template 0 in the alphabetic languages: HEAD (subject, verb, adverbs and notes in
+    the language's order), the register phrase, then ", BACKGROUND" when the background is
+    mentioned and not 'none' (which the template says as "alone")."""
+    body = words(*head, c.opt("register_pp", "register"))
     bg = c.get("background")
     if bg and bg != "none":
         body += ", " + c.word("bg_end", bg)

@@ -19,10 +19,10 @@ from atri.training.corpus.captions_base import (
     Ctx,
     Realizer,
     background_first,
-    background_last,
     background_while,
     is_phrase,
     sentence,
+    t0_sentence,
     tempo_beside_verb,
     words,
 )
@@ -54,14 +54,9 @@ class English(Realizer):
             np = words(*mods, "notes")
             if d == RTF:
                 np += " that " + c.word("direction_verb", d)
-        body = words(
-            self.subject(c, lone=c.alone),
-            c.opt("loud_adv", "loudness"),
-            self.verb(c),
-            np,
-            c.opt("register_pp", "register"),
+        return t0_sentence(
+            c, self.subject(c, lone=c.alone), c.opt("loud_adv", "loudness"), self.verb(c), np
         )
-        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, n = c.get("direction"), c.get("n_notes")
@@ -125,15 +120,10 @@ class _V2(Realizer):
         )
         n = c.opt("number", "n_notes")
         np = words(n, mods, self.NOTES) if n or mods else None
-        body = words(
-            self.subject(c),
-            self.verb(c),
-            self.ALONE if c.alone else None,
-            c.opt("loud_adv", "loudness"),
-            np,
-            c.opt("register_pp", "register"),
+        alone = self.ALONE if c.alone else None
+        return t0_sentence(
+            c, self.subject(c), self.verb(c), alone, c.opt("loud_adv", "loudness"), np
         )
-        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, n = c.get("direction"), c.get("n_notes")

@@ -21,9 +21,9 @@ from atri.training.corpus.captions_base import (
     Ctx,
     Realizer,
     background_first,
-    background_last,
     background_while,
     is_phrase,
+    t0_sentence,
     tempo_beside_verb,
     words,
 )
@@ -79,14 +79,9 @@ class _Romance(Realizer):
             np = self.np(c, self.notes(c), mods)
             if d == RTF:
                 np = words(np, c.word("rel"), c.word("direction_verb", d))
-        body = words(
-            self.subject(c, alone=c.alone),
-            self.verb(c),
-            c.opt("loud_adv", "loudness"),
-            np,
-            c.opt("register_pp", "register"),
+        return t0_sentence(
+            c, self.subject(c, alone=c.alone), self.verb(c), c.opt("loud_adv", "loudness"), np
         )
-        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, n = c.get("direction"), c.get("n_notes")
