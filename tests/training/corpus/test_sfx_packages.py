@@ -50,21 +50,21 @@ def test_entries_in_file_order(tmp_path: Path) -> None:
     assert packages["a-data"].licence_for("p/z/y.ogg").spdx == "GPL-2+"
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "message"),
-    [
-        ('kind = "zip"', 'kind = "tar"', "[a-data] containers[0] kind: 'tar' is not one of"),
-        ('holders = "X"', 'holder = "X"', "[a-data] licences[0]: unknown field 'holder'"),
-        ('holders = "A"\n', "", "[a-data] holders: missing"),
-        ('tools = ["a-tool"]', 'tools = "a-tool"', "[a-data] tools: expected a list"),
-        ('tools = ["a-tool"]', "tools = [3]", "[a-data] tools[0]: expected a non-empty string"),
-        ('licence = "CC0-1.0"', 'licence = ""', "[b.1-data] licence: expected a non-empty"),
-        ('["b.1-data"]', '["a-data"]', "line 10"),  # a package twice: the TOML parser's error
-    ],
-)
-def test_a_bad_file_is_named_with_package_and_field(
-    tmp_path: Path, old: str, new: str, message: str
-) -> None:
+# what is wrong: (what the file says, what it says instead, the error after the file's name)
+BAD = {
+    "kind": ('kind = "zip"', 'kind = "tar"', "[a-data] containers[0] kind: 'tar' is not one"),
+    "field": ('holders = "X"', 'holder = "X"', "[a-data] licences[0]: unknown field 'holder'"),
+    "missing": ('holders = "A"\n', "", "[a-data] holders: missing"),
+    "list": ('tools = ["a-tool"]', 'tools = "a-tool"', "[a-data] tools: expected a list"),
+    "string": ('tools = ["a-tool"]', "tools = [3]", "[a-data] tools[0]: expected a non-empty"),
+    "empty": ('licence = "CC0-1.0"', 'licence = ""', "[b.1-data] licence: expected a non-empty"),
+    "twice": ('["b.1-data"]', '["a-data"]', "line 10"),  # the TOML parser's error
+}
+
+
+@pytest.mark.parametrize("wrong", BAD)
+def test_a_bad_file_is_named_with_package_and_field(tmp_path: Path, wrong: str) -> None:
+    old, new, message = BAD[wrong]
     path = tmp_path / "packages.toml"
     path.write_text(GOOD.replace(old, new, 1), encoding="utf-8")
     with pytest.raises(PackageTableError) as err:
