@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _results import cpu_model, markdown_table, write_json
+from _tiny_corpus import add_corpus_option, tiny_corpus
 from torch.utils.flop_counter import FlopCounterMode
 
 from atri.index.build import AUDIO_BATCH
@@ -46,12 +47,7 @@ Embed = Callable[[list[torch.Tensor]], torch.Tensor]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--manifest", type=Path, help="clips to embed (default: the tiny corpus)")
-    p.add_argument(
-        "--corpus",
-        type=Path,
-        default=Path("data/corpus-tiny"),
-        help="where the tiny corpus is built when no --manifest is given",
-    )
+    add_corpus_option(p)
     p.add_argument("--models", default="aisfx,ced-base", help="comma-separated: aisfx, ced-base")
     p.add_argument("--clips", type=int, default=64, help="distinct clips to cycle through")
     p.add_argument("--clip-seconds", type=float, default=5.0, help="every clip cut/padded to this")
@@ -108,10 +104,7 @@ def matmul_gflops(n: int, seconds: float) -> dict[str, float]:
 def corpus_manifest(args: argparse.Namespace) -> Path:
     if args.manifest is not None:
         return args.manifest
-    from atri.training.corpus.build import build
-
-    build(args.corpus, size="tiny", seed=0, workers=max(1, args.threads))  # no-op when built
-    return args.corpus / "train.jsonl"
+    return tiny_corpus(args.corpus, workers=max(1, args.threads)) / "train.jsonl"
 
 
 def load_clips(manifest: Path, n: int, sample_rate: int, length: int) -> tuple[list, float]:

@@ -87,14 +87,11 @@ SETTINGS = ("sizes", "seconds", "clients", "baseline_threads", "rounds", "thread
 
 
 def _parser() -> argparse.ArgumentParser:
+    from _tiny_corpus import add_corpus_option
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--manifest", type=Path, nargs="+", help="real clips (default: tiny corpus)")
-    p.add_argument(
-        "--corpus",
-        type=Path,
-        default=Path("data/corpus-tiny"),
-        help="where the tiny corpus is built when no --manifest is given",
-    )
+    add_corpus_option(p)
     p.add_argument("--sizes", type=int, nargs="+", help="indexed clips (default 10k 100k 1M)")
     p.add_argument("--seconds", type=float, help="per phase and server (default 24)")
     p.add_argument("--clients", type=int, nargs="+", help="client counts (default 1 8 32)")
@@ -132,10 +129,10 @@ def _parser() -> argparse.ArgumentParser:
 def corpus_manifests(args: argparse.Namespace) -> list[Path]:
     if args.manifest:
         return [m.resolve() for m in args.manifest]
-    from atri.training.corpus.build import build
+    from _tiny_corpus import tiny_corpus
 
-    build(args.corpus, size="tiny", seed=0, workers=2)  # no-op when already built
-    found = [args.corpus / f"{split}.jsonl" for split in ("train", "val", "test", "test-xfont")]
+    corpus = tiny_corpus(args.corpus, workers=2)
+    found = [corpus / f"{split}.jsonl" for split in ("train", "val", "test", "test-xfont")]
     return [path.resolve() for path in found if path.is_file()]
 
 

@@ -29,8 +29,16 @@ log = logging.getLogger(__name__)
 
 
 class ServiceError(StarletteHTTPException):
+    """A caller's error with its HTTP status and error code. Each subclass states both in
+    its header, `class NotFound(ServiceError, status=404, code="not_found")`, so the
+    table of statuses reads down the class lines."""
+
     status: int = 400
     code: str = "bad_request"
+
+    def __init_subclass__(cls, *, status: int, code: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status, cls.code = status, code
 
     def __init__(
         self,
@@ -43,9 +51,7 @@ class ServiceError(StarletteHTTPException):
         self.details = details or {}
 
 
-class UnsupportedLanguage(ServiceError):
-    status, code = 422, "unsupported_language"
-
+class UnsupportedLanguage(ServiceError, status=422, code="unsupported_language"):
     def __init__(self, lang: str, supported: list[str]) -> None:
         super().__init__(
             f"unsupported language {lang!r}; supported: {', '.join(supported)} "
@@ -54,80 +60,59 @@ class UnsupportedLanguage(ServiceError):
         )
 
 
-class InvalidQuery(ServiceError):
-    status, code = 422, "invalid_query"
-
-
-class InvalidInput(ServiceError):
+class InvalidInput(ServiceError, status=422, code="invalid_input"):
     """A well-formed request whose content is wrong (bad clip id, captions, meta)."""
 
-    status, code = 422, "invalid_input"
 
-
-class PayloadTooLarge(ServiceError):
-    status, code = 413, "payload_too_large"
-
+class PayloadTooLarge(ServiceError, status=413, code="payload_too_large"):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds the limit of {limit} bytes", {"limit_bytes": limit})
 
 
-class UnsupportedAudio(ServiceError):
+class UnsupportedAudio(ServiceError, status=415, code="unsupported_audio"):
     """No decoder could read the upload; the message carries the decoders' reasons."""
 
-    status, code = 415, "unsupported_audio"
 
-
-class InvalidAudio(ServiceError):
+class InvalidAudio(ServiceError, status=422, code="invalid_audio"):
     """Decodable, but empty, too short or too long."""
 
-    status, code = 422, "invalid_audio"
 
-
-class ClipNotFound(ServiceError):
-    status, code = 404, "clip_not_found"
-
+class ClipNotFound(ServiceError, status=404, code="clip_not_found"):
     def __init__(self, clip_id: str, what: str = "clip") -> None:
         super().__init__(f"no {what} with id {clip_id!r}", {"id": clip_id})
 
 
-class ClipAlreadyExists(ServiceError):
-    status, code = 409, "clip_exists"
-
+class ClipAlreadyExists(ServiceError, status=409, code="clip_exists"):
     def __init__(self, clip_id: str) -> None:
         super().__init__(f"a clip with id {clip_id!r} is already indexed", {"id": clip_id})
 
 
-class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
-
+class Unauthorized(ServiceError, status=401, code="unauthorized"):
     def __init__(self, message: str = "this endpoint needs an admin bearer token") -> None:
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
-class Forbidden(ServiceError):
-    status, code = 403, "forbidden"
+class Forbidden(ServiceError, status=403, code="forbidden"):
+    """A bearer token was given, but not the admin token."""
 
 
-class NotFound(ServiceError):
-    status, code = 404, "not_found"
+class NotFound(ServiceError, status=404, code="not_found"):
+    """Something other than a clip is not there: an admin endpoint with no token
+    configured, or a clip's audio file that is missing or not served."""
 
 
-class NotReady(ServiceError):
-    status, code = 503, "not_ready"
-
+class NotReady(ServiceError, status=503, code="not_ready"):
     def __init__(self, message: str = "the model and index are still loading") -> None:
         super().__init__(message, headers={"Retry-After": "5"})
 
 
-class LoadFailed(ServiceError):
-    status, code = 503, "load_failed"
+class LoadFailed(ServiceError, status=503, code="load_failed"):
+    """The model or the index failed to load; the message says why."""
 
 
-class Busy(ServiceError):
+class Busy(ServiceError, status=503, code="busy"):
     """No slot within `waited_s`, or (`waiting` given) refused at once because that many
     requests already wait for one."""
-
-    status, code = 503, "busy"
 
     def __init__(self, waited_s: float, waiting: int | None = None) -> None:
         if waiting is None:
@@ -139,20 +124,16 @@ class Busy(ServiceError):
         super().__init__(message, details, headers={"Retry-After": "2"})
 
 
-class IndexChangedError(ServiceError):
+class IndexChangedError(ServiceError, status=503, code="index_changed"):
     """The index directory was republished (a rebuild or a compaction by another
     process) and the service has not switched to the new version yet, or cannot."""
-
-    status, code = 503, "index_changed"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "2"})
 
 
-class IndexBusyError(ServiceError):
+class IndexBusyError(ServiceError, status=503, code="index_busy"):
     """Another process holds the index lock while it publishes a new version."""
-
-    status, code = 503, "index_busy"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "5"})

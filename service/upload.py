@@ -18,6 +18,7 @@ import soundfile as sf
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from atri.service.asgi import HttpMiddleware
 from atri.service.errors import (
     InvalidAudio,
     PayloadTooLarge,
@@ -40,20 +41,17 @@ MAX_JSON_BYTES = 1 << 20
 FFMPEG_FORMATS = "matroska,webm,mov,mp4,m4a,3gp,ogg,mp3,wav,flac,aac,caf,aiff,w64,amr"
 
 
-class BodySizeLimit:
+class BodySizeLimit(HttpMiddleware):
     """ASGI middleware: a request body over the limit is answered 413 as soon as the
     limit is crossed — at once when Content-Length announces it, else while streaming —
     so an oversized upload is never read whole. The limit is `max_bytes` for multipart
     uploads and at most MAX_JSON_BYTES for any other body."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.max_bytes
         if not _header(scope, b"content-type").lower().startswith(b"multipart/form-data"):
             limit = min(limit, MAX_JSON_BYTES)

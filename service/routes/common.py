@@ -6,12 +6,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fastapi import Response
+from pydantic import BaseModel
+
 from atri.service.engine import Engine
 from atri.service.schemas import ErrorResponse, SearchHit
 
 
 def audio_url(clip_id: str) -> str:
     return f"/audio/{clip_id}"
+
+
+def json_response(model: BaseModel) -> Response:
+    """`model` as FastAPI would send it (pydantic's JSON, by alias), built in the sync
+    endpoint's own thread: a returned model would be validated again and serialised in a
+    second thread-pool hop, which costs a hot route like /search measurably
+    (docs/benchmarks.md). The route keeps `response_model` for the OpenAPI schema."""
+    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def elapsed_ms(started: float) -> float:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import ConfigDict
 
 from atri.service.deps import EngineDep, SettingsDep
 from atri.service.engine import Engine
 from atri.service.languages import detect, resolve
-from atri.service.routes.common import elapsed_ms, errors, search_hits
+from atri.service.routes.common import elapsed_ms, errors, json_response, search_hits
 from atri.service.schemas import MAX_K, SearchRequest, SearchResponse, SimilarResponse
 from atri.service.settings import Settings
 
@@ -52,15 +52,15 @@ def run_search(request: SearchRequest, engine: Engine, settings: Settings) -> Se
 @router.get("/search", response_model=SearchResponse, responses=errors(422, 503))
 def search_get(
     params: Annotated[SearchQuery, Query()], engine: EngineDep, settings: SettingsDep
-) -> SearchResponse:
+) -> Response:
     """Text-to-audio search. Without `lang` the query's language is detected."""
-    return run_search(params, engine, settings)
+    return json_response(run_search(params, engine, settings))
 
 
 @router.post("/search", response_model=SearchResponse, responses=errors(413, 422, 503))
-def search_post(body: SearchRequest, engine: EngineDep, settings: SettingsDep) -> SearchResponse:
+def search_post(body: SearchRequest, engine: EngineDep, settings: SettingsDep) -> Response:
     """The same as GET /search with a JSON body (long queries)."""
-    return run_search(body, engine, settings)
+    return json_response(run_search(body, engine, settings))
 
 
 @router.get("/search/similar", response_model=SimilarResponse, responses=errors(404, 422, 503))

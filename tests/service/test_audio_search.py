@@ -13,16 +13,21 @@ from atri.service.errors import InvalidAudio, UnsupportedAudio
 from atri.service.upload import DurationLimits, decode_upload
 
 LIMITS = DurationLimits(min_s=0.1, max_s=600.0)
+# The decoder that must read each format: libsndfile what it can, ffmpeg the containers
+# browsers and phones record.
+DECODER = {
+    "wav": "libsndfile",
+    "flac": "libsndfile",
+    "ogg": "libsndfile",
+    "webm": "ffmpeg",
+    "m4a": "ffmpeg",
+}
 
 
 # --- decoding ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fmt", "decoder"),
-    [("wav", "libsndfile"), ("flac", "libsndfile"), ("ogg", "libsndfile"),
-     ("webm", "ffmpeg"), ("m4a", "ffmpeg")],
-)  # fmt: skip
+@pytest.mark.parametrize(("fmt", "decoder"), DECODER.items())
 def test_every_format_decodes_to_mono_16k(audio_samples, fmt, decoder) -> None:
     decoded = decode_upload(audio_samples[fmt], 16000, LIMITS, name=f"a.{fmt}", timeout_s=30)
     assert decoded.decoder == decoder

@@ -17,15 +17,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from harness import wait_until
+from synthetic_index import make_index
 
-from atri.index import layout, live
 from atri.index.store import ExactRanks, IndexStore
-from atri.index.version import write_version
 from atri.service.app import create_app
 from atri.service.engine import Engine
 from atri.service.errors import Busy
 from atri.service.settings import Settings
-from atri.training.data.manifest import ClipRecord
 
 DIM = 8
 SLOTS, WAITING, EXTRA = 1, 3, 8
@@ -207,31 +205,10 @@ def test_the_bound_is_a_setting(monkeypatch) -> None:
     assert Settings().max_waiting_requests == 4
 
 
-def publish_index(root, factory: str, n: int = 200, dim: int = 16) -> None:
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    records = [ClipRecord(f"c{i}", "/c.wav", {}, {}) for i in range(n)]
-    staged = layout.staging_dir(root)
-    write_version(
-        staged,
-        dim=dim,
-        ids=[r.id for r in records],
-        records=records,
-        vectors=[vectors],
-        captions={},
-        factory=factory,
-        meta={"model": {}},
-    )
-    with layout.locked(root):
-        version = layout.publish(root, staged)
-        live.reset_log(root / layout.LIVE_LOG, version, dim)
-
-
 @pytest.mark.parametrize(("factory", "warned"), [("IVF8,PQ2x4", True), ("Flat", False)])
 def test_health_reports_an_index_short_of_its_recall_target(tmp_path, factory, warned) -> None:
     # 8-bit codes cannot reach recall 0.95, even with their best candidates reranked
-    publish_index(tmp_path / "idx", factory, n=3000)
+    make_index(tmp_path / "idx", n=3000, langs=(), factory=factory)
     store = IndexStore.open(tmp_path / "idx")
     with stub_service(None, store, Settings(_env_file=None)) as (client, _):
         body = client.get("/health").json()

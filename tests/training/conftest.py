@@ -1,4 +1,4 @@
-"""Fixtures of the training tests that read audio features: a model of the default
+"""Fixtures of the training tests: the e5-small text encoder, a model of the default
 architecture (aisfx + e5-small, fresh heads) and a count of the clips its real backbone
 path is called on."""
 
@@ -10,6 +10,14 @@ import pytest
 
 if TYPE_CHECKING:  # the sonar tier's environment loads this file too: import lazily
     from atri.training.encoders.model import RetrievalModel
+    from atri.training.encoders.text_encoder import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def e5() -> TextEncoder:
+    from atri.training.encoders.text_encoder import build_text_encoder
+
+    return build_text_encoder("e5-small")
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,10 @@ from atri.training.encoders.checkpoint import (
 )
 from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
 from atri.training.encoders.strict_load import CheckpointMismatchError
-from atri.training.encoders.text_encoder import build_text_encoder
 from atri.training.fileio import file_sha256
 
 TEXTS = ["a dog barks twice", "rain falls on a tin roof"]
 TRAIN = {"strategy": "kcl", "lr": 1e-4, "run_dir": Path("/runs/x")}
-
-
-@pytest.fixture(scope="module")
-def e5():
-    return build_text_encoder("e5-small")
 
 
 @pytest.fixture(scope="module")

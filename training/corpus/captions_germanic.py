@@ -19,10 +19,11 @@ from atri.training.corpus.captions_base import (
     Ctx,
     Realizer,
     background_first,
-    background_last,
     background_while,
     is_phrase,
     sentence,
+    t0_sentence,
+    tempo_beside_verb,
     words,
 )
 
@@ -53,31 +54,24 @@ class English(Realizer):
             np = words(*mods, "notes")
             if d == RTF:
                 np += " that " + c.word("direction_verb", d)
-        body = words(
-            self.subject(c, lone=c.alone),
-            c.opt("loud_adv", "loudness"),
-            self.verb(c),
-            np,
-            c.opt("register_pp", "register"),
+        return t0_sentence(
+            c, self.subject(c, lone=c.alone), c.opt("loud_adv", "loudness"), self.verb(c), np
         )
-        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
-        d, t, n = c.get("direction"), c.get("tempo"), c.get("n_notes")
-        t_adv = c.opt("tempo_adv", "tempo")
+        d, n = c.get("direction"), c.get("n_notes")
         adjs = [c.opt("loud_adj", "loudness"), c.opt("register_adj", "register")]
         if d == "repeated":
             np = words("the same", *adjs, "note", c.word("times", n) if n else "again and again")
         elif d or any(adjs) or n:
             np = words(c.opt("number", "n_notes"), *adjs, "notes")
             if d:  # the tempo goes into the clause: "notes that slowly rise"
-                verb = c.word("direction_verb", d)
-                np += " that " + (words(verb, t_adv) if t == "moderate" else words(t_adv, verb))
-                t = None
+                verb, t_adv = c.word("direction_verb", d), c.opt("tempo_adv", "tempo")
+                moderate = c.get("tempo") == "moderate"
+                np += " that " + (words(verb, t_adv) if moderate else words(t_adv, verb))
         else:
             np = None
-        pre = t_adv if t and np and t != "moderate" else None
-        post = t_adv if t and not pre else None
+        pre, post = tempo_beside_verb(c, np)
         body = words(self.subject(c), pre, self.verb(c), np, post)
         return background_first(c, body)
 
@@ -126,15 +120,10 @@ class _V2(Realizer):
         )
         n = c.opt("number", "n_notes")
         np = words(n, mods, self.NOTES) if n or mods else None
-        body = words(
-            self.subject(c),
-            self.verb(c),
-            self.ALONE if c.alone else None,
-            c.opt("loud_adv", "loudness"),
-            np,
-            c.opt("register_pp", "register"),
+        alone = self.ALONE if c.alone else None
+        return t0_sentence(
+            c, self.subject(c), self.verb(c), alone, c.opt("loud_adv", "loudness"), np
         )
-        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
         d, n = c.get("direction"), c.get("n_notes")

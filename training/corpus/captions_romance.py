@@ -21,9 +21,10 @@ from atri.training.corpus.captions_base import (
     Ctx,
     Realizer,
     background_first,
-    background_last,
     background_while,
     is_phrase,
+    t0_sentence,
+    tempo_beside_verb,
     words,
 )
 
@@ -78,18 +79,12 @@ class _Romance(Realizer):
             np = self.np(c, self.notes(c), mods)
             if d == RTF:
                 np = words(np, c.word("rel"), c.word("direction_verb", d))
-        body = words(
-            self.subject(c, alone=c.alone),
-            self.verb(c),
-            c.opt("loud_adv", "loudness"),
-            np,
-            c.opt("register_pp", "register"),
+        return t0_sentence(
+            c, self.subject(c, alone=c.alone), self.verb(c), c.opt("loud_adv", "loudness"), np
         )
-        return background_last(c, body)
 
     def t1(self, c: Ctx) -> str:
-        d, t, n = c.get("direction"), c.get("tempo"), c.get("n_notes")
-        t_adv = c.opt("tempo_adv", "tempo")
+        d, n = c.get("direction"), c.get("n_notes")
         if d == "repeated":
             sg = [c.opt("loud_adj_sg", "loudness"), c.opt("register_adj_sg", "register")]
             times = c.word("times", n) if n else c.word("repeatedly")
@@ -98,10 +93,9 @@ class _Romance(Realizer):
             pl = [c.opt("loud_adj", "loudness"), c.opt("register_adj", "register")]
             np = self.np(c, self.notes(c), pl) if d or n or any(pl) else None
             if d:  # the tempo goes into the clause: "qui montent lentement"
+                t_adv = c.opt("tempo_adv", "tempo")
                 np = words(np, c.word("rel"), c.word("direction_verb", d), t_adv)
-                t = None
-        pre = t_adv if t and np and t != "moderate" else None
-        post = t_adv if t and not pre else None
+        pre, post = tempo_beside_verb(c, np)
         body = words(self.subject(c), self.verb(c), pre, np, post)
         return background_first(c, body)
 

@@ -243,12 +243,19 @@ def _deb(tmp_path: Path, name: str, version: str) -> Path:
     return cache
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
-def test_extract_package_is_atomic_and_idempotent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def extracted(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """FIXTURE 1.0-1 built as a .deb and extracted: (the deb cache, the root, its tree)."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("needs dpkg-deb")
     cache, root = _deb(tmp_path, "fixture-data", "1.0-1"), tmp_path / "root"
-    tree = extract_package(FIXTURE, root, cache)
+    return cache, root, extract_package(FIXTURE, root, cache)
+
+
+def test_extract_package_is_atomic_and_idempotent(
+    extracted: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, root, tree = extracted
     assert tree == root / "fixture-data"
     assert (tree / "usr/share/games/farm.rcc.d/gcompris/rain.ogg").is_file()
     assert '"fixture-data": "1.0-1"' in (tree / STAMP).read_text()
@@ -261,12 +268,10 @@ def test_extract_package_is_atomic_and_idempotent(
     assert extract_package(FIXTURE, root, cache) == tree
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 def test_failed_extraction_keeps_the_old_tree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    extracted: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache, root = _deb(tmp_path, "fixture-data", "1.0-1"), tmp_path / "root"
-    tree = extract_package(FIXTURE, root, cache)
+    cache, root, tree = extracted
     (cache / "fixture-data_1.0-1_all.deb").unlink()
     _deb(tmp_path, "fixture-data", "2.0-1")
     monkeypatch.setattr(

@@ -47,13 +47,20 @@ SOUNDFONT = "fluidr3"  # the demo corpus's training soundfont
 
 
 @dataclass(frozen=True)
-class PairMix:
+class Mix:
+    """A clip made by laying a real `background` recording under a foreground, level_db
+    below it."""
+
     id: str
     split: str
-    main: Clip
     background: Clip
     level_db: float
     captions: dict[str, list[str]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairMix(Mix):
+    main: Clip  # a real recording of another concept
 
     def meta(self) -> dict[str, str | int | float | bool]:
         return {"kind": "pair", "concept": self.main.concept,
@@ -64,14 +71,9 @@ class PairMix:
                                                        self.background.attribution)))}
 
 
-@dataclass(frozen=True)
-class MelodyMix:
-    id: str
-    split: str
-    plan: ClipPlan
-    background: Clip
-    level_db: float
-    captions: dict[str, list[str]]
+@dataclass(frozen=True, kw_only=True)
+class MelodyMix(Mix):
+    plan: ClipPlan  # a demo-corpus melody, rendered with no background
 
     def meta(self) -> dict[str, str | int | float | bool]:
         attrs = {k: v for k, v in self.plan.attrs.as_dict().items() if k != "background"}
@@ -81,7 +83,7 @@ class MelodyMix:
                 "licence": self.background.licence, "attribution": self.background.attribution}
 
 
-def audio_relpath(mix: PairMix | MelodyMix) -> str:
+def audio_relpath(mix: Mix) -> str:
     return f"audio/mix/{mix.split}/{mix.id}.flac"
 
 
@@ -100,7 +102,9 @@ def plan_pairs(clips: list[Clip], split: str, n: int, rng: random.Random,
         chosen = variants(n_captions(split), rng,
                           lambda v, pair=pair: lexicon.mixture_caption(*pair, "eng", v))
         caps = {lang: [lexicon.mixture_caption(*pair, lang, v) for v in chosen] for lang in LANGS}
-        mixes.append(PairMix(f"mix-{split}-{len(mixes):05d}", split, main, background, level, caps))
+        mix_id = f"mix-{split}-{len(mixes):05d}"
+        mixes.append(PairMix(id=mix_id, split=split, main=main, background=background,
+                             level_db=level, captions=caps))
     return mixes
 
 
@@ -134,7 +138,8 @@ def plan_melodies(clips: list[Clip], split: str, n: int, rng: random.Random) -> 
         plan = ClipPlan(id=mix_id, split=split, attrs=attrs, melody=melody, soundfont=SOUNDFONT,
                         cluster="", captions={}, **{**params, "snr_db": level})
         caps = _melody_captions(attrs, split, rng, background)
-        mixes.append(MelodyMix(mix_id, split, plan, background, level, caps))
+        mixes.append(MelodyMix(id=mix_id, split=split, plan=plan, background=background,
+                               level_db=level, captions=caps))
     return mixes
 
 

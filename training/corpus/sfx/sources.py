@@ -1,5 +1,5 @@
 """What the builder needs to know about a source file beyond its audio: read through
-table.py (concept or exclusion per file), packages.py (licence, attribution) and the
+table.py (concept or exclusion per file), packages.toml (licence, attribution) and the
 lexicon (which concepts exist, which are instruments)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def read_sources(root: Path, table_dir: Path) -> tuple[list[Source], list[Source
     for source in sorted(match_packages(packages, root, table_dir).sources, key=source_key):
         if source.package not in PACKAGES:
             raise ValueError(f"{source_key(source)}: package {source.package!r} has no entry "
-                             "in packages.py (licence and attribution unknown)")
+                             "in packages.toml (licence and attribution unknown)")
         if source.excluded is not None:
             excluded.append(source)
         elif source.concept not in lexicon.CONCEPTS:
