@@ -63,7 +63,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
     "torcs-data": {
         TO + "sound/ferrarif355.wav": ("car_engine", ""),
         TO + "sound/skid_metal.wav": ("metal_scrape", ""),
-        TO + "sound/crash3.wav": ("-", "unclear"),
+        TO + "sound/crash3.wav": ("car_crash", ""),
+        TO + "sound/turbo1.wav": ("-", "unclear"),
         TO + "music/torcs1.ogg": ("-", "music"),
     },
     "lincity-ng-data": {
