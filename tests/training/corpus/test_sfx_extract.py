@@ -67,6 +67,7 @@ def test_registry_cites_every_package_licence() -> None:
         "flightgear-data-base",
         "flare-game",
         "freedroidrpg-data",
+        "warzone2100-data",
     }
     assert set(PACKAGES) == wanted
     for package in PACKAGES.values():

@@ -26,6 +26,13 @@ HW = "usr/share/games/hedgewars/Data/"
 FG = "usr/share/games/flightgear/"
 FL = "usr/share/games/flare/mods/"
 FD = "usr/share/freedroidrpg/data/"
+WZ = "usr/share/games/warzone2100/base.wz.d/"
+# packages whose sounds the deb ships inside a zip: (the zip, the folder it unpacks to,
+# a member outside the package's `members` prefix, which must stay packed)
+ZIPPED = {
+    "openarena-data": ("usr/share/games/openarena/baseoa/pak0.pk3", OA, "music/theme.ogg"),
+    "warzone2100-data": ("usr/share/games/warzone2100/base.wz", WZ, "sequenceaudio/np1.ogg"),
+}
 
 # package -> {path: (concept, attrs) or ("-", exclusion reason)}
 EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
@@ -99,6 +106,12 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         FL + "fantasycore/soundfx/environment/raven_loop.ogg": ("crow_caw", ""),
         FL + "fantasycore/soundfx/npcs/male_merchant_02.ogg": ("-", "speech"),
     },
+    "warzone2100-data": {
+        WZ + "audio/sfx/weapons/mgbar2.ogg": ("machine_gun", ""),
+        WZ + "audio/sfx/explons/lrgexpl.ogg": ("explosion", "size=large"),
+        WZ + "audio/sfx/weapons/gaussgun.ogg": ("-", "unclear"),
+        WZ + "audio/memressp/missmesg/mssn1.ogg": ("-", "speech"),
+    },
     "freedroidrpg-data": {
         FD + "sound/effects/Glass_Break.ogg": ("glass_break", ""),
         FD + "sound/effects/bot_sounds/death_sound_123.ogg": ("-", "speech"),
@@ -117,23 +130,21 @@ def _write_audio(path: Path) -> None:
 
 
 def _tree(root: Path, package: str) -> None:
-    for rel in EXPECTED[package]:
-        if package == "openarena-data":
-            continue  # written into the .pk3 below
-        _write_audio(root / package / rel)
-    if package == "openarena-data":  # the deb ships pk3 (zip) files, unpacked beside themselves
-        tree = root / package
-        pk3 = tree / "usr/share/games/openarena/baseoa/pak0.pk3"
-        pk3.parent.mkdir(parents=True)
-        with zipfile.ZipFile(pk3, "w") as z:
-            for rel in EXPECTED[package]:
-                member = rel.removeprefix(OA)
-                wav = tree / "tmp.wav"
-                _write_audio(wav)
-                z.write(wav, member)
-                wav.unlink()
-            z.writestr("music/theme.ogg", b"not unpacked: members = sound/")
-        assert unpack_containers(PACKAGES[package], tree) == {str(pk3.relative_to(tree)): 4}
+    tree = root / package
+    if package not in ZIPPED:
+        for rel in EXPECTED[package]:
+            _write_audio(tree / rel)
+        return
+    container, unpacked, outside = ZIPPED[package]  # unpacked beside itself by the builder
+    (tree / container).parent.mkdir(parents=True)
+    wav = tree / "tmp.wav"
+    _write_audio(wav)
+    with zipfile.ZipFile(tree / container, "w") as z:
+        for rel in EXPECTED[package]:
+            z.write(wav, rel.removeprefix(unpacked))
+        z.write(wav, outside)
+    wav.unlink()
+    assert unpack_containers(PACKAGES[package], tree) == {container: len(EXPECTED[package])}
 
 
 @pytest.mark.parametrize("package", sorted(EXPECTED))
