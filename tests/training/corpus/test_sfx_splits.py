@@ -20,8 +20,9 @@ def test_take_stems_and_file_name_labels():
 
 def test_caps_take_whole_groups_and_count_the_rest():
     class C:
-        def __init__(self, key, group, concept="sword_clash"):
+        def __init__(self, key, group, concept="sword_clash", material=""):
             self.key, self.group, self.concept, self.package = key, group, concept, "p"
+            self.attrs = {"material": material} if material else {}
 
     # train caps: 12 takes per group, 80 clips per concept
     clips = [C(f"g{g}/{i}", f"g{g}") for g in range(12) for i in range(15)]
@@ -31,6 +32,15 @@ def test_caps_take_whole_groups_and_count_the_rest():
         groups[key.split("/")[0]] += 1
     assert sum(groups.values()) == 72 and set(groups.values()) == {12}  # 6 whole groups
     assert drops["take_cap"] == 12 * 3 and drops["concept_cap"] == 6 * 12
+
+    # a capped concept keeps its rarest material first: the only snow group of `test`
+    # survives 20 plain footstep groups, which fill the eval cap (12) in hash order
+    steps = [C(f"f{g}/{i}", f"f{g}", "footsteps") for g in range(20) for i in range(3)]
+    steps += [C(f"snow/{i}", "snow", "footsteps", "snow") for i in range(3)]
+    split_of = {f"f{g}": "test" for g in range(20)} | {"snow": "test"}
+    kept, drops = apply_caps(steps, split_of, lambda c: False)
+    assert {f"snow/{i}" for i in range(3)} <= set(kept) and len(kept) == 12
+    assert drops["concept_cap"] == 20 * 3 + 3 - 12
 
 
 def test_cover_puts_each_variety_in_train_and_test():

@@ -12,12 +12,14 @@
   "footsteps on snow" out of train). So for every variety (concept, or concept + material)
   with two or more groups, one group is in train and one in test, moved in hash order.
 - Caps: at most MAX_TAKES clips of one group and CONCEPT_CAP clips of one concept per
-  split (lower for instruments), whole groups chosen in salted-hash order.
+  split (lower for instruments), whole groups chosen rarest material first (a group whose
+  concept + material has the fewest groups in its split), then in salted-hash order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -160,8 +162,18 @@ def apply_caps(
     by_group: dict[str, list[Groupable]] = defaultdict(list)
     for clip in sorted(clips, key=lambda c: c.key):
         by_group[clip.group].append(clip)
+    # A capped concept keeps its rarest materials first (footsteps on snow before the
+    # hundredth plain footstep), so the caps never undo what coverage moved; groups with
+    # no material follow, and ties, in salted-hash order.
+    materials = {g: {f"{c.concept}|{c.attrs['material']}" for c in members if "material" in c.attrs}
+                 for g, members in by_group.items()}
+    in_split = Counter((split_of[g], m) for g, ms in materials.items() for m in ms)
+
+    def rarity(group: str) -> float:
+        return min((in_split[(split_of[group], m)] for m in materials[group]), default=math.inf)
+
     buckets: dict[tuple[str, str], list[str]] = defaultdict(list)  # (split, concept) -> groups
-    for group in sorted(by_group, key=lambda g: hash_unit("cap", g)):
+    for group in sorted(by_group, key=lambda g: (rarity(g), hash_unit("cap", g))):
         buckets[(split_of[group], concept_of[group])].append(group)
     kept: dict[str, str] = {}
     drops: Counter = Counter()
