@@ -41,6 +41,15 @@ def test_caps_take_whole_groups_and_count_the_rest():
     kept, drops = apply_caps(steps, split_of, lambda c: False)
     assert {f"snow/{i}" for i in range(3)} <= set(kept) and len(kept) == 12
     assert drops["concept_cap"] == 20 * 3 + 3 - 12
+    # in an evaluation split, the materials train knows from the most groups come first
+    steps = [C(f"{m}{g}/{i}", f"{m}{g}", "footsteps", m)
+             for m, n in (("snow", 3), ("tile", 2), ("ice", 1), ("mud", 1), ("sand", 1))
+             for g in range(n) for i in range(3)]
+    split_of = {"snow0": "test", "snow1": "train", "snow2": "train", "tile0": "test",
+                "tile1": "train", "ice0": "test", "mud0": "test", "sand0": "test"}
+    kept, _ = apply_caps(steps, split_of, lambda c: False)
+    tested = {key.split("/")[0] for key, split in kept.items() if split == "test"}
+    assert {"snow0", "tile0"} <= tested and len(tested) == 4
 
 
 def test_cover_puts_each_variety_in_train_and_test():

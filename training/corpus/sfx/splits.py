@@ -12,14 +12,13 @@
   "footsteps on snow" out of train). So for every variety (concept, or concept + material)
   with two or more groups, one group is in train and one in test, moved in hash order.
 - Caps: at most MAX_TAKES clips of one group and CONCEPT_CAP clips of one concept per
-  split (lower for instruments), whole groups chosen rarest material first (a group whose
-  concept + material has the fewest groups in its split), then in salted-hash order.
+  split (lower for instruments), whole groups: those with a material first (in train the
+  rarest materials, elsewhere those train has most groups of), then in salted-hash order.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -162,18 +161,22 @@ def apply_caps(
     by_group: dict[str, list[Groupable]] = defaultdict(list)
     for clip in sorted(clips, key=lambda c: c.key):
         by_group[clip.group].append(clip)
-    # A capped concept keeps its rarest materials first (footsteps on snow before the
-    # hundredth plain footstep), so the caps never undo what coverage moved; groups with
-    # no material follow, and ties, in salted-hash order.
+    # A capped concept keeps its material groups before the plain ones, so the caps do not
+    # undo what coverage moved: in train the rarest materials first (footsteps on snow
+    # before the hundredth plain footstep), in an evaluation split those train knows from
+    # the most groups (a test of a sound learnt from one recording chain says little).
     materials = {g: {f"{c.concept}|{c.attrs['material']}" for c in members if "material" in c.attrs}
                  for g, members in by_group.items()}
-    in_split = Counter((split_of[g], m) for g, ms in materials.items() for m in ms)
+    in_train = Counter(m for g, ms in materials.items() if split_of[g] == "train" for m in ms)
 
-    def rarity(group: str) -> float:
-        return min((in_split[(split_of[group], m)] for m in materials[group]), default=math.inf)
+    def priority(group: str) -> tuple[int, int]:
+        known = [in_train[m] for m in materials[group]]
+        if not known:
+            return (1, 0)
+        return (0, min(known) if split_of[group] == "train" else -max(known))
 
     buckets: dict[tuple[str, str], list[str]] = defaultdict(list)  # (split, concept) -> groups
-    for group in sorted(by_group, key=lambda g: (rarity(g), hash_unit("cap", g))):
+    for group in sorted(by_group, key=lambda g: (priority(g), hash_unit("cap", g))):
         buckets[(split_of[group], concept_of[group])].append(group)
     kept: dict[str, str] = {}
     drops: Counter = Counter()
