@@ -1,6 +1,7 @@
 """What a rebuild of the real-recordings corpus changed: recordings whose split moved,
 recordings dropped or added (by package and split), mixtures whose sources were re-drawn,
-and where the issue-11 queries' clips (dog barking, glass breaking, footsteps on snow) are.
+and where the issue-11 queries' clips (dog barking, glass breaking, thunder, footsteps on snow)
+are.
 
     python scripts/sfx_split_changes.py data/corpus-sfx /tmp/new/corpus-sfx
 """
@@ -18,6 +19,7 @@ from atri.training.data.manifest import read_manifest
 QUERIES: dict[str, Callable[[dict], bool]] = {
     "dog barking": lambda m: m["concept"] == "dog_bark",
     "glass breaking": lambda m: m["concept"] == "glass_break",
+    "thunder": lambda m: m["concept"] == "thunder",
     "footsteps on snow": lambda m: m["concept"] == "footsteps" and m.get("attr_material") == "snow",
 }
 

@@ -23,13 +23,17 @@ import os
 from pathlib import Path
 
 from atri.commands.common import apply_thread_settings
+from atri.training.corpus.build import SPLITS as DEMO_SPLITS
+from atri.training.corpus.sfx.splits import SPLITS as SFX_SPLITS
 from atri.training.data.features import audio_features, default_cache_dir, text_features
 from atri.training.data.manifest import read_manifest
 from atri.training.encoders.model import ModelConfig, build_model
 from atri.training.encoders.text_encoder import build_text_encoder
 from atri.training.languages import LANGS
 
-SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
+# Every split of either corpus kind (the demo corpus and the real-recordings corpus); a
+# corpus has the manifests of its own kind, the others are skipped.
+SPLITS = tuple(dict.fromkeys(DEMO_SPLITS + SFX_SPLITS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,3 +53,18 @@ def test_unknown_language_is_refused_by_name(warm, tmp_path, capsys):
         warm([str(tmp_path), "--part", "text", "--langs", "eng,xx"])
     assert exit_info.value.code == 2
     assert "unknown language code(s) ['xx']" in capsys.readouterr().err
+
+
+def test_text_part_reads_the_real_recordings_splits(warm, tiny_corpus, tmp_path):
+    """A real-recordings corpus has test-xpkg and test-zeroshot manifests, which the demo
+    corpus has not: their captions must be cached too."""
+    corpus = tmp_path / "sfx"
+    corpus.mkdir()
+    (corpus / "audio").symlink_to(tiny_corpus / "audio")
+    (corpus / "test-zeroshot.jsonl").write_text((tiny_corpus / "test.jsonl").read_text())
+    assert warm([str(corpus), "--part", "text", "--langs", "cat",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    encoder = build_text_encoder("e5-small")
+    cached = read_rows(cache_path(tmp_path / "cache" / "text", encoder, "cat"), encoder.dim)
+    captions = {c for r in read_manifest(corpus / "test-zeroshot.jsonl") for c in r.captions["cat"]}
+    assert captions and {text_key(c) for c in captions} <= set(cached)

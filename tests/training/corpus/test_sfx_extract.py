@@ -56,6 +56,18 @@ def test_registry_cites_every_package_licence() -> None:
         "scratch",
         "qabcs-data",
         "ardentryst",
+        # builder version 5
+        "megaglest-data",
+        "redeclipse-data",
+        "supertuxkart-data",
+        "torcs-data",
+        "lincity-ng-data",
+        "openarena-data",
+        "hedgewars-data",
+        "flightgear-data-base",
+        "flare-game",
+        "freedroidrpg-data",
+        "warzone2100-data",
     }
     assert set(PACKAGES) == wanted
     for package in PACKAGES.values():

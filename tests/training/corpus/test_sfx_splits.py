@@ -20,8 +20,9 @@ def test_take_stems_and_file_name_labels():
 
 def test_caps_take_whole_groups_and_count_the_rest():
     class C:
-        def __init__(self, key, group, concept="sword_clash"):
+        def __init__(self, key, group, concept="sword_clash", material=""):
             self.key, self.group, self.concept, self.package = key, group, concept, "p"
+            self.attrs = {"material": material} if material else {}
 
     # train caps: 12 takes per group, 80 clips per concept
     clips = [C(f"g{g}/{i}", f"g{g}") for g in range(12) for i in range(15)]
@@ -31,6 +32,25 @@ def test_caps_take_whole_groups_and_count_the_rest():
         groups[key.split("/")[0]] += 1
     assert sum(groups.values()) == 72 and set(groups.values()) == {12}  # 6 whole groups
     assert drops["take_cap"] == 12 * 3 and drops["concept_cap"] == 6 * 12
+
+    # train keeps a capped concept's rarest material first: one snow group survives 30
+    # plain footstep groups, which fill the rest of the cap (80) in hash order
+    steps = [C(f"f{g}/{i}", f"f{g}", "footsteps") for g in range(30) for i in range(4)]
+    steps += [C(f"snow/{i}", "snow", "footsteps", "snow") for i in range(4)]
+    kept, drops = apply_caps(steps, {f"f{g}": "train" for g in range(30)} | {"snow": "train"},
+                             lambda c: False)
+    assert {f"snow/{i}" for i in range(4)} <= set(kept) and len(kept) == 80
+    # an evaluation split caps each material apart: every material stays testable
+    steps = [C(f"{m}{g}/{i}", f"{m}{g}", "footsteps", m)
+             for m, n in (("snow", 1), ("tile", 1), ("ice", 1), ("mud", 1), ("sand", 5))
+             for g in range(n) for i in range(3)]
+    steps += [C(f"f{g}/{i}", f"f{g}", "footsteps") for g in range(6) for i in range(3)]
+    kept, drops = apply_caps(steps, {c.group: "test" for c in steps}, lambda c: False)
+    tested = {key.split("/")[0] for key in kept}
+    assert {"snow0", "tile0", "ice0", "mud0"} <= tested
+    assert sum(g.startswith("sand") for g in tested) == 4  # 12 clips of sand
+    assert sum(g.startswith("f") for g in tested) == 4  # 12 plain ones
+    assert drops["concept_cap"] == 3 + 6
 
 
 def test_cover_puts_each_variety_in_train_and_test():

@@ -38,7 +38,7 @@ from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5
 SHARD_SIZE = 40  # files per worker task; fixed, so output never depends on --workers
 # Whole packages held out as `test-xpkg`: other recording chains of concepts the other
 # packages cover (TABLE's survey: ~90% of their mapped clips are of concepts others

@@ -12,7 +12,8 @@
   "footsteps on snow" out of train). So for every variety (concept, or concept + material)
   with two or more groups, one group is in train and one in test, moved in hash order.
 - Caps: at most MAX_TAKES clips of one group and CONCEPT_CAP clips of one concept per
-  split (lower for instruments), whole groups chosen in salted-hash order.
+  split (lower for instruments; in evaluation splits per concept and material), whole
+  groups in salted-hash order, in train those with the rarest materials first.
 """
 
 from __future__ import annotations
@@ -160,12 +161,28 @@ def apply_caps(
     by_group: dict[str, list[Groupable]] = defaultdict(list)
     for clip in sorted(clips, key=lambda c: c.key):
         by_group[clip.group].append(clip)
-    buckets: dict[tuple[str, str], list[str]] = defaultdict(list)  # (split, concept) -> groups
-    for group in sorted(by_group, key=lambda g: hash_unit("cap", g)):
-        buckets[(split_of[group], concept_of[group])].append(group)
+    # A concept's cap must not undo what coverage moved. In train a capped concept keeps
+    # its material groups first, rarest first (footsteps on snow before the hundredth plain
+    # footstep). In an evaluation split each material has a cap of its own: "footsteps on
+    # snow" and "footsteps on wood" are different queries, and one cap of 12 clips would
+    # test four of footsteps' seventeen materials.
+    material = {g: min((c.attrs["material"] for c in members if "material" in c.attrs),
+                       default="") for g, members in by_group.items()}
+    in_split = Counter((split_of[g], concept_of[g], m) for g, m in material.items() if m)
+
+    def order(group: str) -> tuple[int, int]:
+        rare = in_split[(split_of[group], concept_of[group], material[group])]
+        return (0, rare) if material[group] else (1, 0)
+
+    # (split, concept, material in evaluation splits) -> groups
+    buckets: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for group in sorted(by_group, key=lambda g: (order(g), hash_unit("cap", g))):
+        split = split_of[group]
+        buckets[(split, concept_of[group], material[group] if split != "train" else "")].append(
+            group)
     kept: dict[str, str] = {}
     drops: Counter = Counter()
-    for (split, concept), groups in buckets.items():
+    for (split, concept, _), groups in buckets.items():
         kind = "train" if split == "train" else "eval"
         cap = (INSTRUMENT_CAP if is_instrument(concept) else CONCEPT_CAP)[kind]
         total = 0
