@@ -248,3 +248,34 @@ def test_eval_and_embed_use_the_trained_block(run, feature_cache: Path, tmp_path
     model.eval()
     np.testing.assert_allclose(vectors, training_path, atol=1e-5)
     shutil.rmtree(report)
+
+
+def test_index_build_and_serve_embed_with_the_trained_block(run, make_client, make_settings,
+                                                             tmp_path) -> None:
+    """`atri index build` on the fine-tuned checkpoint records its backbone hash, and the
+    service loading it embeds an uploaded clip with the same tower: the clip finds itself at
+    cosine 1, which the frozen tower's vector would not reach."""
+    from atri.commands.index import main as index_main
+    from atri.training.data.audio_io import load_audio
+
+    out, val = run
+    idx = tmp_path / "idx"
+    assert index_main(["build", "--checkpoint", str(out / "best"), "--manifest", str(val),
+                       "--out", str(idx)]) == 0
+    tuned, _ = load_checkpoint(out / "best")
+    frozen, _ = load_checkpoint("default")
+    assert tuned.identity()["audio_weights_sha256"] != frozen.identity()["audio_weights_sha256"]
+    manifest = read_manifest(val)
+    target = manifest.records[1]
+    wave = torch.from_numpy(load_audio(manifest.audio_path(target), tuned.sample_rate))
+    with torch.no_grad():
+        pristine = tuned.project_audio(frozen.audio_features([wave]))  # the untrained block
+        moved = float((tuned.embed_audio([wave]) * pristine).sum())
+    assert moved < 0.99, "the trained block barely moved: this test could not fail"
+    with make_client(make_settings(idx)) as client:
+        response = client.post("/search/audio", data={"k": "2"}, files={
+            "file": ("clip.flac", manifest.audio_path(target).read_bytes())})
+    assert response.status_code == 200, response.text
+    best = response.json()["similar_clips"][0]
+    assert best["id"] == target.id
+    assert best["score"] == pytest.approx(1.0, abs=2e-3)  # float16 storage
