@@ -51,7 +51,7 @@ def lower_outputs(split: str, encoder, lower) -> tuple:
     cache = Path(f"/tmp/ft/b3-{split}.pt")
     manifest = read_manifest(ROOT / f"{split}.jsonl")
     if cache.exists():
-        return manifest, torch.load(cache)
+        return manifest, torch.load(cache, weights_only=True)  # a list of tensors
     out = []
     with torch.inference_mode():
         for record in manifest.records:

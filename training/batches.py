@@ -139,7 +139,7 @@ class TrainData:
         self.waves = ClipWaves(paths, model.sample_rate,
                             int(config.max_audio_seconds * model.sample_rate), self.augment_views)
         self.workers = options.workers
-        if not model.config.audio_trainable:
+        if not model.config.audio_trains:
             views = self.augment_views
             self.audio = _first_on_rank0(main, barrier, lambda: view_features(
                 model, paths, views, cache) if views else audio_features(model, paths, cache))
@@ -195,7 +195,7 @@ class ValData:
                                 f"{list(config.langs)}")
         self.paths = [manifest.audio_path(r) for r in manifest]
         cache = Path(options.cache_dir)
-        self.audio = None if model.config.audio_trainable else audio_features(
+        self.audio = None if model.config.audio_trains else audio_features(
             model, self.paths, cache)
         self.captions = Captions.load(model, manifest, self.langs, cache)
         self.strings = {lang: [r.captions.get(lang, []) for r in manifest] for lang in self.langs}

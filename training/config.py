@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atri.training.encoders.aisfx import AISFX
 from atri.training.encoders.model import AUDIO_BACKBONES, ModelConfig
 from atri.training.encoders.text_encoder import parse_spec
 from atri.training.languages import LANGS
@@ -108,6 +109,7 @@ class TrainConfig:
                             "use model.text_trainable_layers (--text-trainable-layers N)")
         if self.model.audio not in AUDIO_BACKBONES:
             problems.append(f"audio backbone {self.model.audio!r} not in {sorted(AUDIO_BACKBONES)}")
+        problems.extend(_audio_blocks_problems(self.model))
         for name, ok in (
             ("epochs", self.epochs >= 1),
             ("patience", self.patience >= 0),
@@ -129,6 +131,22 @@ class TrainConfig:
                 problems.append(f"{name} = {getattr_path(self, name)!r} is out of range")
         if problems:
             raise ConfigError("; ".join(problems))
+
+
+def _audio_blocks_problems(model: ModelConfig) -> list[str]:
+    blocks, most = model.audio_trainable_blocks, len(AISFX.widths)
+    if not blocks:
+        return []
+    if not 1 <= blocks <= most:
+        return [f"model.audio_trainable_blocks = {blocks} is out of range: aisfx has {most} "
+                f"conv blocks (0 = frozen, 1..{most})"]
+    if model.audio != "aisfx":
+        return [f"model.audio_trainable_blocks = {blocks}: only the aisfx backbone fine-tunes "
+                f"its top blocks, not {model.audio!r} (--audio-trainable trains a whole one)"]
+    if model.audio_trainable:
+        return ["model.audio_trainable trains the whole backbone, model.audio_trainable_blocks "
+                "only its top blocks: choose one"]
+    return []
 
 
 def _partly_trainable(spec: str) -> bool:

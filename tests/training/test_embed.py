@@ -32,7 +32,7 @@ class FakeModel:
     """Deterministic unit vectors: audio from its samples, text from a hash of (lang,
     text), identity heads. Records every call, so tests can see the batches."""
 
-    config = SimpleNamespace(embed_dim=DIM, audio_trainable=False, text_trains=False)
+    config = SimpleNamespace(embed_dim=DIM, audio_trains=False, text_trains=False)
     sample_rate = SR
 
     def __init__(self) -> None:

@@ -193,8 +193,9 @@ def audio_features(
 
 def frozen_store(model: RetrievalModel, cache_dir: Path) -> AudioFeatureStore:
     """The feature store of the model's audio backbone; refuses a trainable one."""
-    if model.config.audio_trainable:
-        raise ValueError("the audio backbone is trainable; its features cannot be cached")
+    if model.config.audio_trains:
+        raise ValueError("the audio backbone is trainable (whole, or its top blocks): its "
+                         "features cannot be cached")
     return AudioFeatureStore(cache_dir, backbone_identity(model), model.audio_dim)
 
 

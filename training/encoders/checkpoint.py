@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import atri
+from atri.training.encoders.aisfx_top import top_block_names
 from atri.training.encoders.ced import hf_to_original_keys
 from atri.training.encoders.mlclap import (
     UnavailableTextEncoder,
@@ -75,15 +76,24 @@ def default_checkpoint_dir() -> Path:
 
 
 def saved_state(model: RetrievalModel) -> dict[str, Tensor]:
-    """The entries of `model.state_dict()` a checkpoint stores: everything except a frozen
-    packaged backbone, which is re-read from its package (and its hash checked) on load."""
+    """The entries of `model.state_dict()` a checkpoint stores: everything except the frozen
+    part of a packaged backbone, which is re-read from its package (and the whole backbone's
+    hash checked) on load. With `audio_trainable_blocks` N the top N blocks are stored."""
     state = model.state_dict()
     if _packaged_frozen(model.config):
-        state = {k: v for k, v in state.items() if not k.startswith("audio_backbone.")}
+        kept = tuple(f"audio_backbone.cnn.{name}." for name in _trained_blocks(model))
+        state = {k: v for k, v in state.items()
+                 if not k.startswith("audio_backbone.") or k.startswith(kept)}
     return state
 
 
+def _trained_blocks(model: RetrievalModel) -> list[str]:
+    top = model.config.audio_trainable_blocks
+    return top_block_names(model.audio_backbone, top) if top else []
+
+
 def _packaged_frozen(config: ModelConfig) -> bool:
+    """The backbone's weights, or those of its frozen lower blocks, come from its package."""
     spec = AUDIO_BACKBONES[config.audio]
     return spec.packaged and not config.audio_trainable and config.audio_weights is None
 

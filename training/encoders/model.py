@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atri.training.encoders.aisfx import AISFX, AisfxEncoder, load_aisfx_encoder
+from atri.training.encoders.aisfx_top import AisfxTop, top_block_names
 from atri.training.encoders.ced import CED_CONFIGS, create_ced, load_ced
 from atri.training.encoders.text_encoder import TextEncoder, build_text_encoder
 
@@ -45,6 +46,8 @@ class ModelConfig:
     text_trainable: bool = False  # only `hf:<dir>` encoders can be trained
     # Fine-tune the top N layers of the text tower (e5-small-torch only); 0: frozen.
     text_trainable_layers: int = 0
+    # Fine-tune the top N of aisfx's 4 conv blocks (aisfx_top.py); 0: frozen.
+    audio_trainable_blocks: int = 0
     # Backbone weights file (CED `.pt` / HF safetensors, or an aisfx-layout `.pth`). None: the
     # packaged aisfx weights, random init for CED. Read only by build_model; a checkpoint
     # restores the backbone from its own weights and keeps this for provenance.
@@ -59,6 +62,12 @@ class ModelConfig:
     def text_trains(self) -> bool:
         """The text tower (whole, or its top layers) learns: no cached text features."""
         return self.text_trainable or self.text_trainable_layers > 0
+
+    @property
+    def audio_trains(self) -> bool:
+        """The audio backbone (whole, or its top blocks) learns: its features change as it
+        trains, so no frozen-feature cache may hold them."""
+        return self.audio_trainable or self.audio_trainable_blocks > 0
 
 
 @dataclass(frozen=True)
@@ -158,11 +167,23 @@ class RetrievalModel(nn.Module):
         else:
             self.temperature = nn.Parameter(tau)
         audio_backbone.requires_grad_(config.audio_trainable)
+        self.audio_top: AisfxTop | None = None
+        if config.audio_trainable_blocks:
+            if not isinstance(audio_backbone, AisfxEncoder):
+                raise ValueError(f"audio_trainable_blocks needs the aisfx backbone, not "
+                                 f"{config.audio!r}")
+            self.audio_top = AisfxTop(audio_backbone, config.audio_trainable_blocks)
+            for name in top_block_names(audio_backbone, config.audio_trainable_blocks):
+                getattr(audio_backbone.cnn, name).requires_grad_(True)
         self._sha_cache: tuple[tuple[tuple[int, int], ...], str] | None = None
 
     def train(self, mode: bool = True) -> RetrievalModel:
         """Frozen parts stay in eval mode: train-mode BatchNorm (aisfx, CED's init_bn) would use
-        batch statistics and dropout would make cached features wrong."""
+        batch statistics and dropout would make cached features wrong. So do the trainable top
+        blocks of aisfx (`audio_trainable_blocks`): their BatchNorm keeps aisfx's running
+        statistics, learnt over whole sound libraries, because a batch of 24 clips (a few
+        blocks each, correlated) would give noisy ones, and an embedding would depend on its
+        batch and differ between training and `atri eval`."""
         super().train(mode)
         if not self.config.audio_trainable:
             self.audio_backbone.eval()
@@ -181,6 +202,8 @@ class RetrievalModel(nn.Module):
         waves = waves.to(device) if isinstance(waves, Tensor) else [w.to(device) for w in waves]
         if self.config.audio_trainable and backbone.training:
             return _differentiable_embed(backbone, waves)  # (B, audio_dim)
+        if self.audio_top is not None and self.training and torch.is_grad_enabled():
+            return self.audio_top.features(waves)  # (B, audio_dim), grads into the top blocks
         with torch.no_grad():
             feats = backbone.embed(waves)  # (B, audio_dim)
         # aisfx embeds under inference_mode; a clone is an ordinary tensor that the heads may
@@ -270,7 +293,9 @@ def build_model(
         "model: %s (%d-d, %s) + %s (%d-d) -> %d-d",
         config.audio,
         model.audio_dim,
-        "trainable" if config.audio_trainable else "frozen",
+        "trainable" if config.audio_trainable else (
+            f"top {config.audio_trainable_blocks} blocks trainable"
+            if config.audio_trainable_blocks else "frozen"),
         text_encoder.name,
         model.text_dim,
         config.embed_dim,

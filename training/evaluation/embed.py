@@ -55,7 +55,7 @@ def audio_feature_batches(
     on-disk feature cache (features.py) when `cache_dir` is given and the backbone is
     frozen, else decoded and run a batch at a time."""
     paths = [manifest.audio_path(r) for r in manifest]
-    if cache_dir is not None and not model.config.audio_trainable:
+    if cache_dir is not None and not model.config.audio_trains:
         feats = features.audio_features(model, paths, cache_dir, batch_size)  # (N, audio_dim)
         yield from feats.split(batch_size)
         return

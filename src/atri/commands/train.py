@@ -54,6 +54,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--text-head": ("model.text_head", str),
     "--audio-dropout": ("model.audio_dropout", float),
     "--text-trainable-layers": ("model.text_trainable_layers", int),
+    "--audio-trainable-blocks": ("model.audio_trainable_blocks", int),
 }
 SWITCHES: dict[str, str] = {
     "--freeze-text-head": "freeze_text_head",
