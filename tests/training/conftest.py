@@ -4,6 +4,7 @@ path is called on."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -39,3 +40,21 @@ def counted(model: RetrievalModel, monkeypatch: pytest.MonkeyPatch) -> list[int]
 
     monkeypatch.setattr(model, "audio_features", audio_features_counted, raising=False)
     return calls
+
+
+def _first_clips(corpus: Path, tag: str, sizes: dict[str, int]) -> dict[str, Path]:
+    from atri.training.data.manifest import read_manifest, write_manifest
+
+    out = {}
+    for split, n in sizes.items():
+        out[split] = corpus / f"{split}-{tag}.jsonl"
+        write_manifest(out[split], read_manifest(corpus / f"{split}.jsonl").records[:n])
+    return out
+
+
+@pytest.fixture(scope="session")
+def first_clips():  # noqa: ANN201 (returns the function below)
+    """first_clips(corpus, tag, {split: n}): manifests `<split>-<tag>.jsonl` of the first n
+    clips of each split, written beside the corpus's own (a manifest's audio paths are
+    relative to its folder)."""
+    return _first_clips

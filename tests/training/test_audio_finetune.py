@@ -18,7 +18,7 @@ from atri.commands.embed import main as embed_main
 from atri.commands.eval import main as eval_main
 from atri.commands.train import main as train_main
 from atri.training.data.features import audio_features
-from atri.training.data.manifest import read_manifest, write_manifest
+from atri.training.data.manifest import read_manifest
 from atri.training.encoders.aisfx import load_aisfx_state
 from atri.training.encoders.checkpoint import load_checkpoint, save_checkpoint, saved_state
 from atri.training.encoders.model import ModelConfig, RetrievalModel, build_model
@@ -189,12 +189,9 @@ def test_build_model_refuses_blocks_on_ced(e5) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory) -> tuple[Path, Path]:
+def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory, first_clips) -> tuple[Path, Path]:
     """One epoch of KCL on 8 clips, English and French, aisfx's top block trainable."""
-    splits = {}
-    for split, n in (("train", 8), ("val", 4)):
-        splits[split] = tiny_corpus / f"{split}-audio-finetune.jsonl"
-        write_manifest(splits[split], read_manifest(tiny_corpus / f"{split}.jsonl").records[:n])
+    splits = first_clips(tiny_corpus, "audio-finetune", {"train": 8, "val": 4})
     out = tmp_path_factory.mktemp("audio-finetune") / "run"
     assert train_main([
         "--train", str(splits["train"]), "--val", str(splits["val"]), "--strategy", "kcl",

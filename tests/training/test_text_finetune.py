@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from atri.commands.train import main
-from atri.training.data.manifest import read_manifest, write_manifest
 from atri.training.encoders.checkpoint import load_checkpoint
 from atri.training.encoders.e5_torch import E5TorchEncoder
 from atri.training.encoders.strict_load import CheckpointMismatchError
@@ -21,13 +20,10 @@ QUERIES = ["a dog barks", "un piano joue doucement"]
 
 
 @pytest.fixture(scope="module")
-def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory) -> Path:
+def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory, first_clips) -> Path:
     """One epoch of KCL on 8 clips, English and French, the top e5 layer trainable, through
     GradCache in chunks of 4 captions (manifests beside the audio they name)."""
-    splits = {}
-    for split, n in (("train", 8), ("val", 4)):
-        splits[split] = tiny_corpus / f"{split}-finetune.jsonl"
-        write_manifest(splits[split], read_manifest(tiny_corpus / f"{split}.jsonl").records[:n])
+    splits = first_clips(tiny_corpus, "finetune", {"train": 8, "val": 4})
     out = tmp_path_factory.mktemp("finetune") / "run"
     assert main([
         "--train", str(splits["train"]), "--val", str(splits["val"]), "--strategy", "kcl",
