@@ -15,7 +15,8 @@ Epoch 0 is the default checkpoint itself, frozen: the baseline of the same run.
 
 Reads data/corpus-sfx-v4 and the text feature cache (captions encoded by e5-small, as
 `atri train` caches them). About 15 minutes per run on 2 shared cores. A scratch
-experiment, not a training mode: the trained block is not saved.
+experiment: the trained block is not saved. The training mode that came of it is
+`atri train --audio-trainable-blocks N` (docs/training.md).
 """
 
 from __future__ import annotations
