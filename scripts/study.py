@@ -14,9 +14,9 @@ kcl-balanced-x8 and mlclap-x8 have 8x their epoch budget; mlclap-mixture's budge
 to mlclap's optimiser steps (its epoch has ~3.4 rows per clip). Early stopping ends every
 run before its budget if validation stalls; the tables give the steps, caption updates
 and audio passes each arm actually took, and how many runs stopped early (converged)
-rather than at the end of their budget. `--finetune ARGS` adds every arm again as
-ARM+ft with ARGS passed to `atri train` (a fine-tuned text tower: the flags are the
-tower's, this script does not interpret them).
+rather than at the end of their budget. `--finetune ARGS` adds every arm (or those of
+`--finetune-arms`) again as ARM+ft with ARGS passed to `atri train` (a fine-tuned text
+tower: the flags are the tower's, this script does not interpret them).
 
 Runs are resumable: a finished run (run.json status "done") is not trained again, and its
 evaluation is cached per split. Writes OUT/results.json, OUT/results.md and
@@ -254,10 +254,12 @@ def run_corpus(corpus: Path, args: argparse.Namespace) -> dict:
     out = args.out / corpus.name
     table = CaptionTable.from_manifest(
         read_manifest(corpus / "train.jsonl", check_audio=False), langs_of(args))
-    variants = [("", [])] + ([(FINETUNED, shlex.split(args.finetune))] if args.finetune else [])
+    variants = [("", [], args.arms)]
+    if args.finetune:
+        variants.append((FINETUNED, shlex.split(args.finetune), args.finetune_arms or args.arms))
     results: dict = {"corpus": str(corpus), "splits": test_splits(corpus), "arms": {}}
-    for suffix, extra in variants:
-        for name in args.arms:
+    for suffix, extra, names in variants:
+        for name in names:
             arm = ARMS[name]
             epochs = arm_epochs(arm, args.epochs, table, args.batch_size)
             runs = []
@@ -294,6 +296,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--finetune", default="",
                    help="`atri train` flags of a fine-tuned text tower: every arm runs again "
                         f"with them, as ARM{FINETUNED}")
+    p.add_argument("--finetune-arms", nargs="+", choices=list(ARMS),
+                   help="the arms run again with --finetune (default: every arm of --arms); "
+                        "a fine-tuned step costs far more than a frozen one")
     p.add_argument("--bootstrap", type=int, default=2000, help="cluster-bootstrap resamples")
     p.add_argument("--in-process", action="store_true",
                    help="train in this process (fast for tiny corpora; peak RSS is then shared)")
@@ -303,6 +308,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--seeds: Welch's test needs at least 2 seeds per arm")
     if "mlclap" not in args.arms:
         p.error("--arms: the baseline mlclap is needed (every difference is to it)")
+    if args.finetune_arms and "mlclap" not in args.finetune_arms:
+        p.error("--finetune-arms: the baseline mlclap is needed (every difference is to it)")
+    if args.finetune_arms and not args.finetune:
+        p.error("--finetune-arms needs --finetune (the flags of the fine-tuned tower)")
     names = [c.name for c in args.corpus]
     if len(set(names)) != len(names):
         p.error(f"--corpus: folder names must differ (they name the output): {names}")

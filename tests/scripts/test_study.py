@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,6 +114,16 @@ def test_a_second_call_trains_nothing_and_says_the_same(ran, study):
     assert json.loads((out / "results.json").read_text()) == results
 
 
+def test_finetune_arms_choose_which_arms_run_again(ran, study, tiny_corpus, tmp_path):
+    out, argv, _ = ran
+    subset = tmp_path / "subset"  # a copy, so the module's results stay as they were
+    shutil.copytree(out, subset)
+    argv = [str(subset) if a == str(out) else a for a in argv] + ["--finetune-arms", "mlclap"]
+    assert study.main(argv) == 0
+    arms = json.loads((subset / "results.json").read_text())["corpora"][tiny_corpus.name]
+    assert set(arms["splits"]["test"]) == {"mlclap", "kcl-x8", "mlclap+ft"}
+
+
 def test_bad_arguments_are_named(study, tiny_corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(["--corpus", str(tiny_corpus), "--out", str(tmp_path), "--seeds", "0"])
@@ -120,6 +131,13 @@ def test_bad_arguments_are_named(study, tiny_corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(["--corpus", str(tiny_corpus), "--out", str(tmp_path), "--arms", "kcl"])
     assert "baseline mlclap is needed" in capsys.readouterr().err
+    base = ["--corpus", str(tiny_corpus), "--out", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        study.main([*base, "--finetune", "--lr 1e-3", "--finetune-arms", "kcl"])
+    assert "--finetune-arms: the baseline mlclap is needed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main([*base, "--finetune-arms", "mlclap"])
+    assert "--finetune-arms needs --finetune" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~24 runs
