@@ -79,7 +79,7 @@ def test_real_recordings_get_their_own_label(client, real_test, lang):
     """Every 4th real recording of the split (those the API accepts), uploaded as a user
     would: its concept's label is among the top 5 labels of the vocabulary in that
     language for at least 5x the share chance gives (5 of ~345 labels: 1.4%). Measured
-    on all 234 recordings: 27-33% (model card)."""
+    on all 302 recordings of builder version 5: 25-30% (model card)."""
     from atri.training.corpus.sfx.lexicon import label, vocabulary
     from atri.training.data.manifest import read_manifest
 
