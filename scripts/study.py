@@ -16,7 +16,9 @@ run before its budget if validation stalls; the tables give the steps, caption u
 and audio passes each arm actually took, and how many runs stopped early (converged)
 rather than at the end of their budget. `--finetune ARGS` adds every arm (or those of
 `--finetune-arms`) again as ARM+ft with ARGS passed to `atri train` (a fine-tuned text
-tower: the flags are the tower's, this script does not interpret them).
+tower: the flags are the tower's, this script does not interpret them); with
+`--finetune-from ARM` each starts from the heads of that frozen arm's run of its seed
+(`atri train --init-from`), a second stage with its own budget (`--finetune-epochs`).
 
 Runs are resumable: a finished run (run.json status "done") is not trained again, and its
 evaluation is cached per split. Writes OUT/results.json, OUT/results.md and
@@ -254,17 +256,22 @@ def run_corpus(corpus: Path, args: argparse.Namespace) -> dict:
     out = args.out / corpus.name
     table = CaptionTable.from_manifest(
         read_manifest(corpus / "train.jsonl", check_audio=False), langs_of(args))
-    variants = [("", [], args.arms)]
+    variants = [("", [], args.arms, args.epochs)]
     if args.finetune:
-        variants.append((FINETUNED, shlex.split(args.finetune), args.finetune_arms or args.arms))
+        variants.append((FINETUNED, shlex.split(args.finetune), args.finetune_arms or args.arms,
+                         args.finetune_epochs or args.epochs))
     results: dict = {"corpus": str(corpus), "splits": test_splits(corpus), "arms": {}}
-    for suffix, extra, names in variants:
+    for suffix, flags, names, budget in variants:
         for name in names:
             arm = ARMS[name]
-            epochs = arm_epochs(arm, args.epochs, table, args.batch_size)
+            epochs = arm_epochs(arm, budget, table, args.batch_size)
             runs = []
             for seed in args.seeds:
                 run = out / "runs" / f"{name}{suffix}-s{seed}"
+                extra = list(flags)
+                if suffix and args.finetune_from:  # the frozen arm's run of the same seed
+                    start = out / "runs" / f"{args.finetune_from}-s{seed}" / "best"
+                    extra += ["--init-from", str(start)]
                 cmd = train_command(corpus, run, arm.strategy, epochs, seed, args, extra)
                 run_training(cmd, run, args.in_process)
                 runs.append({"seed": seed, "command": " ".join(cmd),
@@ -299,6 +306,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--finetune-arms", nargs="+", choices=list(ARMS),
                    help="the arms run again with --finetune (default: every arm of --arms); "
                         "a fine-tuned step costs far more than a frozen one")
+    p.add_argument("--finetune-from", choices=list(ARMS),
+                   help="start every fine-tuned run from the heads of this frozen arm's run "
+                        "of the same seed (a second stage: the tower is tuned from converged "
+                        "heads, so the fine-tuned arms differ only in their strategy)")
+    p.add_argument("--finetune-epochs", type=int,
+                   help="epoch budget of a 1x fine-tuned arm (default: --epochs)")
     p.add_argument("--bootstrap", type=int, default=2000, help="cluster-bootstrap resamples")
     p.add_argument("--in-process", action="store_true",
                    help="train in this process (fast for tiny corpora; peak RSS is then shared)")
@@ -310,8 +323,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--arms: the baseline mlclap is needed (every difference is to it)")
     if args.finetune_arms and "mlclap" not in args.finetune_arms:
         p.error("--finetune-arms: the baseline mlclap is needed (every difference is to it)")
-    if args.finetune_arms and not args.finetune:
-        p.error("--finetune-arms needs --finetune (the flags of the fine-tuned tower)")
+    for flag in ("finetune_arms", "finetune_from", "finetune_epochs"):
+        if getattr(args, flag) and not args.finetune:
+            p.error(f"--{flag.replace('_', '-')} needs --finetune (the flags of the fine-tuned "
+                    "tower)")
+    if args.finetune_from and args.finetune_from not in args.arms:
+        p.error(f"--finetune-from: {args.finetune_from} is not among --arms (its runs are the "
+                "starts)")
     names = [c.name for c in args.corpus]
     if len(set(names)) != len(names):
         p.error(f"--corpus: folder names must differ (they name the output): {names}")

