@@ -19,6 +19,7 @@ from atri.training.encoders.text_encoder import parse_spec
 from atri.training.languages import LANGS
 from atri.training.objectives.sampling import MIXTURE_PROB
 from atri.training.objectives.strategies import STRATEGIES
+from atri.training.optim import SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,9 @@ class TrainConfig:
     backbone_lr: float = 2e-5  # peak lr of a trainable audio backbone or text tower
     weight_decay: float = 0.01  # AdamW, on weight matrices only (not tau, biases, norms)
     warmup: float = 0.05  # fraction of all steps with linear warmup, then cosine to 0
+    # "cosine" (over `epochs`), or "constant" after one epoch of warmup (optim.lr_factor):
+    # with `patience`, a schedule that does not depend on the epoch budget.
+    lr_schedule: str = "cosine"
     grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
     seed: int = 0
     mixture_prob: float = MIXTURE_PROB  # mlclap-mixture: keep a non-English caption
@@ -118,6 +122,7 @@ class TrainConfig:
             ("backbone_lr", self.backbone_lr > 0),
             ("weight_decay", self.weight_decay >= 0),
             ("warmup", 0 <= self.warmup < 1),
+            ("lr_schedule", self.lr_schedule in SCHEDULES),
             ("grad_clip", self.grad_clip >= 0),
             ("mixture_prob", 0 <= self.mixture_prob <= 1),
             ("max_audio_seconds", self.max_audio_seconds > 0),

@@ -1,7 +1,7 @@
 """The optimiser's setup for `atri train`: AdamW parameter groups, with weight decay on
 weight matrices only (not the temperature, biases or norm gains), and the learning-rate
-schedule, linear warmup then cosine decay to 0, a pure function of the step, so that a
-resumed run follows the same curve."""
+schedule, linear warmup then cosine decay to 0 (or a constant rate after one epoch of
+warmup), a pure function of the step, so that a resumed run follows the same curve."""
 
 from __future__ import annotations
 
@@ -15,8 +15,17 @@ if TYPE_CHECKING:
     from atri.training.encoders.model import RetrievalModel
 
 
-def lr_factor(step: int, total: int, warmup: float) -> float:
-    """Linear warmup over the first `warmup` fraction of `total` steps, then cosine to 0."""
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(step: int, total: int, warmup: float, schedule: str = "cosine",
+              epoch_steps: int = 0) -> float:
+    """`cosine`: linear warmup over the first `warmup` fraction of `total` steps, then
+    cosine to 0 at `total`. `constant`: linear warmup over the first epoch (`epoch_steps`),
+    then the peak for good; for runs ended by early stopping, whose schedule must not
+    depend on the epoch budget (a cosine over a long budget stops runs still in warmup)."""
+    if schedule == "constant":
+        return min(1.0, (step + 1) / max(1, epoch_steps))
     warmup_steps = max(1, round(warmup * total)) if warmup > 0 else 0
     if step < warmup_steps:
         return (step + 1) / warmup_steps

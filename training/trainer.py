@@ -240,7 +240,8 @@ class Run:
     def step(self, batch: LocalBatch) -> float:
         """One optimiser step on `batch` (learning-rate schedule, loss, clipping); its loss."""
         config, d = self.config, self.d
-        factor = lr_factor(self.state["step"], self.total_steps, config.warmup)
+        factor = lr_factor(self.state["step"], self.total_steps, config.warmup,
+                           config.lr_schedule, self.plans[0].n_batches(config.batch_size))
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)

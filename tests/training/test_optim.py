@@ -20,6 +20,13 @@ def test_lr_schedule() -> None:
     assert lr_factor(0, 10, 0.0) == 1.0
 
 
+def test_constant_schedule_warms_up_over_one_epoch_whatever_the_budget() -> None:
+    for total in (100, 10_000):  # the budget does not move it
+        lrs = [lr_factor(s, total, 0.05, "constant", epoch_steps=20) for s in range(total)]
+        assert lrs[:20] == pytest.approx([(s + 1) / 20 for s in range(20)])
+        assert set(lrs[19:]) == {1.0}
+
+
 def test_sigterm_requests_a_clean_stop() -> None:
     import signal
     import time

@@ -114,6 +114,17 @@ def test_patience_stops_once_validation_stops_improving(corpus, tmp_path: Path) 
     assert len(read_log(run)) == len(log)
 
 
+def test_constant_schedule_keeps_the_peak_after_the_first_epoch(corpus, tmp_path) -> None:
+    assert main(train_args(corpus, tmp_path / "c", "mlclap", "--epochs", "3",
+                           "--lr-schedule", "constant")) == 0
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["lr_schedule"] == "constant"
+    peak = config["lr"]
+    assert [r["lr"] for r in read_log(tmp_path / "c")] == pytest.approx([peak] * 3)
+    assert main(train_args(corpus, tmp_path / "d", "mlclap", "--epochs", "3")) == 0
+    assert read_log(tmp_path / "d")[-1]["lr"] < peak / 10  # cosine: near 0 at the end
+
+
 def test_mlclap_updates_one_caption_per_clip(corpus, tmp_path: Path) -> None:
     assert main(train_args(corpus, tmp_path / "run", "mlclap")) == 0
     log = read_log(tmp_path / "run")
@@ -183,6 +194,7 @@ def test_resume_refuses_another_config(corpus, tmp_path: Path, capsys) -> None:
         (["--batch-size", "4096"], "exceeds"),
         (["--strategy", "cacl", "--langs", "fra,deu"], "cacl needs English"),
         (["--warmup", "1.5"], "warmup"),
+        (["--lr-schedule", "linear"], "lr_schedule"),
         (["--patience", "-1"], "patience = -1 is out of range"),
     ],
 )

@@ -41,6 +41,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--backbone-lr": ("backbone_lr", float),
     "--weight-decay": ("weight_decay", float),
     "--warmup": ("warmup", float),
+    "--lr-schedule": ("lr_schedule", str),
     "--grad-clip": ("grad_clip", float),
     "--mixture-prob": ("mixture_prob", float),
     "--max-audio-seconds": ("max_audio_seconds", float),
