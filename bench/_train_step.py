@@ -80,6 +80,7 @@ def bare_run(config: TrainConfig, model: RetrievalModel, total_steps: int,
     reads manifests, writes a run directory and draws every epoch)."""
     run = Run.__new__(Run)
     run.config, run.model, run.total_steps = config, model, total_steps
+    run.epoch_steps = total_steps  # read by the constant schedule only
     run.d = Dist(rank=0, world=1, device=torch.device("cpu"))
     run.state = {"step": 0}
     run.step_loss = StepLoss(model, get_strategy(config.strategy), world=1,

@@ -19,7 +19,8 @@ from atri.training.encoders.text_encoder import parse_spec
 from atri.training.languages import LANGS
 from atri.training.objectives.sampling import MIXTURE_PROB
 from atri.training.objectives.strategies import STRATEGIES
-from atri.training.optim import SCHEDULES
+
+SCHEDULES = ("cosine", "constant")  # optim.lr_factor
 
 
 class ConfigError(ValueError):

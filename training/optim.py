@@ -15,9 +15,6 @@ if TYPE_CHECKING:
     from atri.training.encoders.model import RetrievalModel
 
 
-SCHEDULES = ("cosine", "constant")
-
-
 def lr_factor(step: int, total: int, warmup: float, schedule: str = "cosine",
               epoch_steps: int = 0) -> float:
     """`cosine`: linear warmup over the first `warmup` fraction of `total` steps, then

@@ -183,6 +183,7 @@ class Run:
         self.train_data = TrainData(config, options, self.model, d.main, d.barrier)
         self.plans = draw_plans(config, self.train_data.table)
         self.total_steps = sum(p.n_batches(config.batch_size) for p in self.plans)
+        self.epoch_steps = self.plans[0].n_batches(config.batch_size)  # constant's warmup
         self.val_data = ValData(config, options, self.model) if d.main else None
         if d.main and not resumed:  # once the inputs proved readable
             self.out.mkdir(parents=True, exist_ok=True)
@@ -241,7 +242,7 @@ class Run:
         """One optimiser step on `batch` (learning-rate schedule, loss, clipping); its loss."""
         config, d = self.config, self.d
         factor = lr_factor(self.state["step"], self.total_steps, config.warmup,
-                           config.lr_schedule, self.plans[0].n_batches(config.batch_size))
+                           config.lr_schedule, self.epoch_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
