@@ -17,8 +17,9 @@ Frozen backbones: features come from the on-disk caches (features.py) and only t
 and the temperature train. A trainable one sees live audio (or text) every step.
 
 Optimiser (optim.py): AdamW; weight decay on weight matrices only (not the temperature,
-biases or norm gains); linear warmup then cosine decay to 0, a pure function of the
-step, so a resumed run follows the same curve; gradient clipping by global norm.
+biases or norm gains); linear warmup then cosine decay to 0 (or, `lr_schedule`
+"constant", the peak after one epoch of warmup), a pure function of the step, so a
+resumed run follows the same curve; gradient clipping by global norm.
 """
 
 from __future__ import annotations
