@@ -17,10 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from atri.training.evaluation.study_report import DIFFERENCES, METRICS
 from atri.training.evaluation.study_stats import welch
-
-METRICS = ["t2a_R@1", "a2t_R@1", "mrv_var_t2a", "agree_t2a", "logvar_t2a", "dis"]
-FINE = {"logvar_t2a", "logvar_a2t", "dis", "gap"}  # values below 1: 4 decimals
 
 
 def load(path: Path) -> dict:
@@ -55,7 +53,7 @@ def rows(a_path: Path, b_path: Path, arms: list[str], splits: list[str] | None,
                     seeds = sorted(set(va) & set(vb))
                     xa, xb = [va[s] for s in seeds], [vb[s] for s in seeds]
                     w = welch(xa, xb)
-                    d = 4 if metric in FINE else 2  # decimals
+                    d = METRICS[metric][2]  # decimals, as in the study's own tables
                     interval = ("n/a" if w.t is None
                                 else f"{w.diff:+.{d}f} [{w.low:+.{d}f}, {w.high:+.{d}f}]")
                     t = "n/a" if w.t is None else f"{w.t:+.1f} ({w.df:.1f})"
@@ -71,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("b", type=Path, help="results.json of study B")
     p.add_argument("--arms", nargs="+", required=True)
     p.add_argument("--splits", nargs="+", help="default: every split of A")
-    p.add_argument("--metrics", nargs="+", default=METRICS)
+    p.add_argument("--metrics", nargs="+", choices=list(METRICS),
+                   default=[*DIFFERENCES, "dis"])
     args = p.parse_args(argv)
     print("\n".join(rows(args.a, args.b, args.arms, args.splits, args.metrics)))
     return 0
