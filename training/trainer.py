@@ -37,6 +37,7 @@ from torch import nn
 from atri.training.batches import LocalBatch, TrainData, ValData
 from atri.training.config import CONFIG_FILE, ConfigError, RunOptions, TrainConfig
 from atri.training.distributed import Dist, autocast, init_distributed, peak_memory
+from atri.training.encoders.aisfx_top import top_block_names
 from atri.training.encoders.checkpoint import load_checkpoint, save_checkpoint
 from atri.training.encoders.model import RetrievalModel, build_model
 from atri.training.evaluation.metrics import validation_score
@@ -84,11 +85,13 @@ def init_heads(model: nn.Module, source: str) -> None:
     """Copy the heads and the temperature of checkpoint `source` (a directory or "default")
     into `model`. Both must have the same backbone, head shapes and text embedding space
     (the same text encoder, or `e5-small-torch` from `e5-small`: a fine-tuning run can start
-    from heads trained on the frozen features), else ConfigError names the difference; the
-    backbones themselves are not copied."""
+    from heads trained on the frozen features), else ConfigError names the difference. The
+    backbones are not copied, except aisfx top blocks the donor trained: its heads only fit
+    that tower, so they come along and the run must train at least as many blocks."""
     if source != "default" and not Path(source).exists():
         raise ConfigError(f"init_from {source}: checkpoint not found")
     donor, _ = load_checkpoint(source)
+    _copy_trained_blocks(donor, model, source)
     if _space(donor, fresh=False) != _space(model, fresh=True):
         raise ConfigError(f"init_from {source}: built with {donor.identity()}, this run uses "
                        f"{model.identity()}")
@@ -101,6 +104,23 @@ def init_heads(model: nn.Module, source: str) -> None:
     with torch.no_grad():
         model.temperature.copy_(donor.temperature)
     log.info("heads and temperature initialised from %s", source)
+
+
+def _copy_trained_blocks(donor: nn.Module, model: nn.Module, source: str) -> None:
+    """The donor's trained aisfx top blocks into `model`'s (same names, same shapes)."""
+    donated = donor.config.audio_trainable_blocks
+    if not donated:
+        return
+    if model.config.audio != donor.config.audio or model.config.audio_trainable_blocks < donated:
+        raise ConfigError(
+            f"init_from {source}: its heads were trained with the top {donated} conv block(s) "
+            f"of {donor.config.audio} trained; this run must train at least as many "
+            f"(--audio-trainable-blocks {donated}), it has "
+            f"{model.config.audio} with {model.config.audio_trainable_blocks}")
+    with torch.no_grad():
+        for name in top_block_names(donor.audio_backbone, donated):
+            getattr(model.audio_backbone.cnn, name).load_state_dict(
+                getattr(donor.audio_backbone.cnn, name).state_dict())
 
 
 def _fresh_state() -> dict[str, Any]:

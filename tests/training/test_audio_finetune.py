@@ -189,8 +189,10 @@ def test_build_model_refuses_blocks_on_ced(e5) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory, first_clips) -> tuple[Path, Path]:
-    """One epoch of KCL on 8 clips, English and French, aisfx's top block trainable."""
+def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory,
+        first_clips) -> tuple[Path, Path, Path]:
+    """(run directory, val, train): one epoch of KCL on 8 clips, English and French, aisfx's
+    top block trainable."""
     splits = first_clips(tiny_corpus, "audio-finetune", {"train": 8, "val": 4})
     out = tmp_path_factory.mktemp("audio-finetune") / "run"
     assert train_main([
@@ -199,11 +201,11 @@ def run(tiny_corpus: Path, feature_cache: Path, tmp_path_factory, first_clips) -
         "--epochs", "1", "--batch-size", "4", "--backbone-lr", "1e-3", "--workers", "0",
         "--audio-trainable-blocks", "1",
     ]) == 0
-    return out, splits["val"]
+    return out, splits["val"], splits["train"]
 
 
 def test_training_moves_the_top_block_only(run) -> None:
-    out, _ = run
+    out, _, _ = run
     state = load_file(str(out / "best" / "model.safetensors"))
     pristine = load_aisfx_state()
     blocks = {k.split(".")[2] for k in state if k.startswith("audio_backbone.")}
@@ -219,7 +221,7 @@ def test_eval_and_embed_use_the_trained_block(run, feature_cache: Path, tmp_path
     """`atri eval` reproduces the validation metrics the trainer recorded for its best
     checkpoint, and `atri embed`'s audio vectors equal the in-training (cached lower
     blocks) computation of the loaded model."""
-    out, val = run
+    out, val, _ = run
     report = tmp_path / "report"
     assert eval_main(["--checkpoint", str(out / "best"), "--manifest", str(val),
                       "--out", str(report), "--langs", "eng", "fra",
@@ -255,7 +257,7 @@ def test_index_build_and_serve_embed_with_the_trained_block(run, make_client, ma
     from atri.commands.index import main as index_main
     from atri.training.data.audio_io import load_audio
 
-    out, val = run
+    out, val, _ = run
     idx = tmp_path / "idx"
     assert index_main(["build", "--checkpoint", str(out / "best"), "--manifest", str(val),
                        "--out", str(idx)]) == 0
@@ -276,3 +278,41 @@ def test_index_build_and_serve_embed_with_the_trained_block(run, make_client, ma
     best = response.json()["similar_clips"][0]
     assert best["id"] == target.id
     assert best["score"] == pytest.approx(1.0, abs=2e-3)  # float16 storage
+
+
+def _continue(run, out: Path, feature_cache: Path, *extra: str) -> int:
+    donor, val, train = run
+    return train_main([
+        "--train", str(train), "--val", str(val), "--strategy", "kcl", "--out", str(out),
+        "--cache-dir", str(feature_cache), "--langs", "eng,fra", "--epochs", "1",
+        "--batch-size", "4", "--workers", "0", "--init-from", str(donor / "best"), *extra])
+
+
+def test_init_from_a_tuned_tower_brings_its_blocks(run, feature_cache: Path, tmp_path) -> None:
+    """Heads trained on a tuned top block only fit that block: `--init-from` copies it with
+    them (the shipped default is such a checkpoint), so a continued run starts where the
+    donor stopped: at a learning rate that cannot move a weight, its checkpoint embeds as
+    the donor does."""
+    out = tmp_path / "continued"
+    assert _continue(run, out, feature_cache, "--audio-trainable-blocks", "1",
+                     "--lr", "1e-12", "--backbone-lr", "1e-12") == 0
+    donor, _ = load_checkpoint(run[0] / "best")
+    started, _ = load_checkpoint(out / "best")
+    block = {k: v for k, v in started.audio_backbone.cnn.state_dict().items()
+             if k.startswith("conv_block4.")}
+    given = donor.audio_backbone.cnn.state_dict()
+    pristine = load_aisfx_state()
+    for key, value in block.items():  # 1e-12 steps move a weight by less than its rounding
+        torch.testing.assert_close(value, given[key], rtol=0, atol=1e-7)
+    assert not torch.equal(block["conv_block4.conv2.weight"], pristine["conv_block4.conv2.weight"])
+    wave = _clips(donor.sample_rate)[1]
+    torch.testing.assert_close(started.embed_audio([wave]), donor.embed_audio([wave]),
+                               rtol=0, atol=1e-5)
+
+
+def test_init_from_a_tuned_tower_refuses_a_frozen_run(run, feature_cache: Path, tmp_path,
+                                                      capsys) -> None:
+    assert _continue(run, tmp_path / "frozen", feature_cache) == 2
+    err = capsys.readouterr().err
+    assert "top 1 conv block(s) of aisfx trained" in err and "--audio-trainable-blocks 1" in err
+    assert not (tmp_path / "frozen" / "best").exists()
