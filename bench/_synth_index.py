@@ -102,14 +102,20 @@ def read_clips(manifests: Sequence[Path], limit: int | None) -> tuple[list[ClipR
 def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None) -> RealCorpus:
     """The clips and their distinct captions embedded by `model`. Raw backbone and text
     encoder features come through the feature caches `atri train` fills
-    (training/data/features.py, text_cache.py): a corpus embedded once before costs seconds."""
-    from atri.training.data.features import audio_features, default_cache_dir
+    (training/data/features.py, text_cache.py): a corpus embedded once before costs seconds.
+    A fine-tuned audio tower (the default trained aisfx's top block) is run on every clip."""
+    from atri.training.data.features import audio_features, default_cache_dir, wave_batches
     from atri.training.data.text_cache import encode_cached
 
     cache = default_cache_dir(os.environ)
     records, test_ids = read_clips(manifests, limit)
+    paths = [Path(r.audio) for r in records]
     with torch.inference_mode():
-        feats = audio_features(model, [Path(r.audio) for r in records], cache, AUDIO_BATCH)
+        if model.config.audio_trains:
+            feats = torch.cat([model.audio_features(waves) for waves in
+                               wave_batches(paths, model.sample_rate, AUDIO_BATCH)])
+        else:
+            feats = audio_features(model, paths, cache, AUDIO_BATCH)
         audio = model.project_audio(feats).float().numpy()  # (R, E)
     found: dict[str, dict[str, list[int]]] = {}
     for pos, record in enumerate(records):
