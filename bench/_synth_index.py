@@ -104,18 +104,15 @@ def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None
     encoder features come through the feature caches `atri train` fills
     (training/data/features.py, text_cache.py): a corpus embedded once before costs seconds.
     A fine-tuned audio tower (the default trained aisfx's top block) is run on every clip."""
-    from atri.training.data.features import audio_features, default_cache_dir, wave_batches
+    from atri.training.data.features import default_cache_dir
     from atri.training.data.text_cache import encode_cached
+    from atri.training.evaluation.embed import path_feature_batches
 
     cache = default_cache_dir(os.environ)
     records, test_ids = read_clips(manifests, limit)
     paths = [Path(r.audio) for r in records]
     with torch.inference_mode():
-        if model.config.audio_trains:
-            feats = torch.cat([model.audio_features(waves) for waves in
-                               wave_batches(paths, model.sample_rate, AUDIO_BATCH)])
-        else:
-            feats = audio_features(model, paths, cache, AUDIO_BATCH)
+        feats = torch.cat(list(path_feature_batches(model, paths, AUDIO_BATCH, cache)))
         audio = model.project_audio(feats).float().numpy()  # (R, E)
     found: dict[str, dict[str, list[int]]] = {}
     for pos, record in enumerate(records):

@@ -51,10 +51,17 @@ class ManifestEmbeddings(NamedTuple):
 def audio_feature_batches(
     model: RetrievalModel, manifest: Manifest, batch_size: int, cache_dir: Path | None
 ) -> Iterator[torch.Tensor]:
-    """Raw backbone features (B, audio_dim) of the clips, in manifest order: from the
-    on-disk feature cache (features.py) when `cache_dir` is given and the backbone is
-    frozen, else decoded and run a batch at a time."""
-    paths = [manifest.audio_path(r) for r in manifest]
+    """Raw backbone features (B, audio_dim) of the clips, in manifest order."""
+    return path_feature_batches(model, [manifest.audio_path(r) for r in manifest], batch_size,
+                                cache_dir)
+
+
+def path_feature_batches(
+    model: RetrievalModel, paths: Sequence[Path], batch_size: int, cache_dir: Path | None
+) -> Iterator[torch.Tensor]:
+    """Raw backbone features (B, audio_dim) of the audio files, in order: from the on-disk
+    feature cache (features.py) when `cache_dir` is given and the backbone is frozen, else
+    decoded and run a batch at a time."""
     if cache_dir is not None and not model.config.audio_trains:
         feats = features.audio_features(model, paths, cache_dir, batch_size)  # (N, audio_dim)
         yield from feats.split(batch_size)
