@@ -103,7 +103,7 @@ def embed_corpus(model: Any, manifests: Sequence[Path], limit: int | None = None
     """The clips and their distinct captions embedded by `model`. Raw backbone and text
     encoder features come through the feature caches `atri train` fills
     (training/data/features.py, text_cache.py): a corpus embedded once before costs seconds.
-    A fine-tuned audio tower (the default trained aisfx's top block) is run on every clip."""
+    A fine-tuned audio tower (the default trained aisfx's top blocks) is run on every clip."""
     from atri.training.data.features import default_cache_dir
     from atri.training.data.text_cache import encode_cached
     from atri.training.evaluation.embed import path_feature_batches

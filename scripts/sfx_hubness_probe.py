@@ -62,6 +62,17 @@ def hub_scores(audio: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
     return -np.sort(-sims, axis=1)[:, :k].mean(axis=1)
 
 
+def with_penalty(
+    audio: np.ndarray, text: dict[str, np.ndarray], r: np.ndarray, lam: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """audio (N, D) -> [a, -lam r_a]; text[lang] (N, C, D) -> [t, 1]: their inner product
+    is s(t, a) - lam * r_a, so any inner-product evaluator ranks by the penalised score."""
+    shifted = np.concatenate([audio, -lam * r[:, None]], axis=1).astype(np.float32)
+    ones = {lang: np.concatenate([v, np.ones((*v.shape[:2], 1), np.float32)], axis=2)
+            for lang, v in text.items()}
+    return shifted, ones
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
@@ -86,14 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.manifest:
         emb = embed_manifest(model, read_manifest(path), cache_dir=cache)
         audio = np.asarray(emb.audio)
-        text = {lang: np.concatenate([v, np.ones((*v.shape[:2], 1), np.float32)], axis=2)
-                for lang, v in emb.text.items()}
         for k in args.ks:
             r = hub_scores(audio, bank, k)
             for lam in args.lambdas:
                 if lam == 0 and k != args.ks[0]:
                     continue  # plain search does not depend on k
-                shifted = np.concatenate([audio, -lam * r[:, None]], axis=1).astype(np.float32)
+                shifted, text = with_penalty(audio, emb.text, r, lam)
                 m = evaluate_embeddings(shifted, text, emb.present, captions=emb.captions)
                 row = {"split": path.stem, "k": k, "lam": lam,
                        "R@1": m["t2a"]["avg"]["R@1"], "R@10": m["t2a"]["avg"]["R@10"],

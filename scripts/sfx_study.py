@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", default="", help="more `atri train` flags for every arm")
     parser.add_argument("--init-from", default="default",
                         help="checkpoint the joint arms continue from (default: the shipped one, "
-                             "which trained aisfx's top block: add --extra "
-                             "'--audio-trainable-blocks 1')")
+                             "which trained aisfx's top two blocks: add --extra "
+                             "'--audio-trainable-blocks 2')")
     args = parser.parse_args(argv)
     arms = [ARMS[a] for a in args.arms.split(",")]
     n_demo = len(read_manifest(args.demo / "train.jsonl"))

@@ -34,7 +34,7 @@ def args(small: dict[str, Path], out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def donor(small, tmp_path_factory) -> Path:
     """Heads of the default shapes trained on the frozen towers (the shipped default trained
-    aisfx's top block, so it only starts runs that train it too)."""
+    aisfx's top two blocks, so it only starts runs that train them too)."""
     out = tmp_path_factory.mktemp("donor") / "run"
     assert main(args(small, out)) == 0
     return out / "best"
@@ -65,7 +65,7 @@ def test_run_starts_from_the_given_heads(small, tmp_path: Path) -> None:
 
 def test_default_checkpoint_as_start(small, tmp_path: Path) -> None:
     assert main(args(small, tmp_path / "d", "--lr", "1e-12", "--init-from", "default",
-                     "--audio-trainable-blocks", "1", "--backbone-lr", "1e-12",
+                     "--audio-trainable-blocks", "2", "--backbone-lr", "1e-12",
                      "--workers", "0")) == 0
     default, _ = load_checkpoint("default")
     started, _ = load_checkpoint(tmp_path / "d" / "best")
@@ -74,9 +74,10 @@ def test_default_checkpoint_as_start(small, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--init-from", "default", "--audio-trainable-blocks", "1", "--embed-dim", "64"],
+    (["--init-from", "default", "--audio-trainable-blocks", "2", "--embed-dim", "64"],
      "audio_head is"),
-    (["--init-from", "default"], "--audio-trainable-blocks 1"),
+    (["--init-from", "default"], "--audio-trainable-blocks 2"),
+    (["--init-from", "default", "--audio-trainable-blocks", "1"], "--audio-trainable-blocks 2"),
     (["--init-from", "no/such/run"], "init_from no/such/run: checkpoint not found"),
 ])
 def test_mismatched_start_is_refused(small, tmp_path: Path, capsys, extra, message) -> None:
