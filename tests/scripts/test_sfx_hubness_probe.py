@@ -3,24 +3,17 @@ the project's own evaluator, and with lam = 0 it is plain `atri eval` on real fi
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from atri.training.evaluation.metrics import evaluate_embeddings
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "sfx_hubness_probe.py"
-
 
 @pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location("sfx_hubness_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def probe(load_script):
+    return load_script("sfx_hubness_probe")
 
 
 def unit(v: list[float]) -> np.ndarray:

@@ -7,25 +7,18 @@ machinery of several corpora, not the science)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "study.py"
 LANGS = "eng,fra,deu,jpn"
 
 
 @pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["study"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def study(load_script):
+    return load_script("study")
 
 
 def study_argv(corpora: list[Path], out: Path, arms: list[str], cache: Path) -> list[str]:

@@ -3,9 +3,6 @@ every clip of every split (audio) and every caption of the asked languages (text
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from atri.training.data.features import AudioFeatureStore, backbone_identity, clip_key
@@ -14,16 +11,12 @@ from atri.training.data.text_cache import cache_path, read_rows, text_key
 from atri.training.encoders.model import ModelConfig, build_model
 from atri.training.encoders.text_encoder import build_text_encoder
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "warm_features.py"
 SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
 
 
 @pytest.fixture(scope="module")
-def warm():
-    spec = importlib.util.spec_from_file_location("warm_features", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+def warm(load_script):
+    return load_script("warm_features").main
 
 
 def test_text_part_caches_every_caption_of_the_asked_languages(warm, tiny_corpus, tmp_path):
