@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atri.commands.common import apply_thread_settings
 from atri.training.corpus.sfx.lexicon import vocabulary
 from atri.training.data.features import default_cache_dir
 from atri.training.data.manifest import read_manifest
@@ -39,14 +40,12 @@ KS = (10, 50)
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def bank_vectors(model, bank: str, train: Path | None, cache: Path) -> np.ndarray:
+def bank_vectors(model, bank: str, train: Path, cache: Path) -> np.ndarray:
     """(M, E) normalised text embeddings of the querybank."""
     if bank == "vocabulary":
         with torch.no_grad():
             return np.concatenate([model.embed_text(vocabulary(lang), lang).numpy()
                                    for lang in LANGS])
-    if train is None:
-        raise SystemExit("--bank train needs --train MANIFEST")
     emb = embed_manifest(model, read_manifest(train), audio=False, cache_dir=cache)
     texts = [(lang, t) for lang in emb.text for clip in emb.captions[lang] for t in clip]
     vectors = np.concatenate([emb.text[lang][emb.present[lang]] for lang in emb.text])
@@ -84,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.bank == "train" and args.train is None:
+        parser.error("--bank train needs --train MANIFEST")
+    apply_thread_settings()  # ATRI_THREADS, as every atri command applies it
     cache = default_cache_dir(os.environ)
     model, _ = load_checkpoint(args.checkpoint)
     model.eval()

@@ -63,3 +63,10 @@ def test_lam_zero_reproduces_atri_eval_on_real_files(probe, tiny_corpus, tmp_pat
     plain = json.loads((tmp_path / "eval" / "metrics.json").read_text())["t2a"]["avg"]
     assert rows[0]["R@1"] == pytest.approx(plain["R@1"])
     assert rows[0]["R@10"] == pytest.approx(plain["R@10"])
+
+
+def test_a_training_bank_needs_its_manifest(probe, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["--bank", "train", "--manifest", "val.jsonl", "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert "--bank train needs --train MANIFEST" in capsys.readouterr().err
