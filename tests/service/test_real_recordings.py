@@ -27,7 +27,7 @@ def _missed(reason: str) -> pytest.MarkDecorator:
 # shipped model (ranks of the first matching recording recorded in docs/model_card.md)
 QUERIES = [
     pytest.param("dog barking", "eng", "dog_bark", None,
-                 marks=_missed("a crowing crow and a hissing snake rank above the dog (rank 3)")),
+                 marks=_missed("a cawing crow and a hissing snake rank above the dog (rank 3)")),
     pytest.param("verre brisé", "fra", "glass_break", None,
                  marks=_missed("glass clinking and a clucking hen first, the breaking glass 29th")),
     pytest.param("雷声", "zho", "thunder", None,
