@@ -31,7 +31,7 @@ from atri.training.corpus.sfx.lexicon import vocabulary
 from atri.training.data.features import default_cache_dir
 from atri.training.data.manifest import read_manifest
 from atri.training.encoders.checkpoint import load_checkpoint
-from atri.training.evaluation.embed import embed_manifest
+from atri.training.evaluation.embed import check_langs, embed_manifest
 from atri.training.evaluation.metrics import evaluate_embeddings
 from atri.training.fileio import atomic_write_text
 from atri.training.languages import LANGS
@@ -40,13 +40,17 @@ KS = (10, 50)
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def bank_vectors(model, bank: str, train: Path, cache: Path) -> np.ndarray:
-    """(M, E) normalised text embeddings of the querybank."""
+def bank_vectors(
+    model, bank: str, train: Path, cache: Path, langs: list[str] | None = None
+) -> np.ndarray:
+    """(M, E) normalised text embeddings of the querybank, in `langs` (default all)."""
     if bank == "vocabulary":
         with torch.no_grad():
             return np.concatenate([model.embed_text(vocabulary(lang), lang).numpy()
-                                   for lang in LANGS])
-    emb = embed_manifest(model, read_manifest(train), audio=False, cache_dir=cache)
+                                   for lang in langs or LANGS])
+    manifest = read_manifest(train)
+    emb = embed_manifest(model, manifest, check_langs(manifest, langs), audio=False,
+                         cache_dir=cache)
     texts = [(lang, t) for lang in emb.text for clip in emb.captions[lang] for t in clip]
     vectors = np.concatenate([emb.text[lang][emb.present[lang]] for lang in emb.text])
     first: dict[tuple[str, str], int] = {}
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bank-size", type=int, help="a random subset (seed 0) of this size")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS))
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
+    parser.add_argument("--langs", nargs="+",
+                        help="languages of the splits and the bank (default: all)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.bank == "train" and args.train is None:
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = default_cache_dir(os.environ)
     model, _ = load_checkpoint(args.checkpoint)
     model.eval()
-    bank = bank_vectors(model, args.bank, args.train, cache)
+    bank = bank_vectors(model, args.bank, args.train, cache, args.langs)
     if args.bank_size and args.bank_size < len(bank):
         rng = np.random.default_rng(0)
         bank = bank[np.sort(rng.choice(len(bank), args.bank_size, replace=False))]
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bank {args.bank}: {len(bank)} texts")
     print("| split | k | lam | T2A R@1 | T2A R@10 | MRV var |\n|---|---:|---:|---:|---:|---:|")
     for path in args.manifest:
-        emb = embed_manifest(model, read_manifest(path), cache_dir=cache)
+        manifest = read_manifest(path)
+        emb = embed_manifest(model, manifest, check_langs(manifest, args.langs), cache_dir=cache)
         audio = np.asarray(emb.audio)
         for k in args.ks:
             r = hub_scores(audio, bank, k)

@@ -23,7 +23,7 @@ from atri.training.data.features import default_cache_dir
 from atri.training.data.manifest import Manifest, read_manifest
 from atri.training.encoders.checkpoint import load_checkpoint
 from atri.training.evaluation.caption_queries import t2a_queries
-from atri.training.evaluation.embed import ManifestEmbeddings, embed_manifest
+from atri.training.evaluation.embed import ManifestEmbeddings, check_langs, embed_manifest
 from atri.training.evaluation.metrics import t2a_counts
 from atri.training.evaluation.study_stats import cluster_bootstrap
 from atri.training.fileio import atomic_write_text
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--a", required=True, help="checkpoint A")
     parser.add_argument("--b", required=True, help="checkpoint B")
     parser.add_argument("--manifest", type=Path, action="append", required=True)
+    parser.add_argument("--langs", nargs="+", help="languages (default: all in the manifest)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     apply_thread_settings()  # ATRI_THREADS, as every atri command applies it
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for path in args.manifest:
         manifest = read_manifest(path)
-        a, b = (embed_manifest(m, manifest, cache_dir=cache) for m in models)
+        langs = check_langs(manifest, args.langs)
+        a, b = (embed_manifest(m, manifest, langs, cache_dir=cache) for m in models)
         row = result["splits"][str(path)] = compare(manifest, a, b)
         for k in KS:
             r = row[f"R@{k}"]

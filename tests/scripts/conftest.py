@@ -26,3 +26,14 @@ def load_script() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+@pytest.fixture
+def shared_cache(feature_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Scripts find the feature cache through XDG_CACHE_HOME (features.default_cache_dir):
+    point it at the session's cache, so they reuse what other tests computed."""
+    home = tmp_path / "xdg"
+    (home / "atri").mkdir(parents=True)
+    (home / "atri" / "features").symlink_to(feature_cache, target_is_directory=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return feature_cache

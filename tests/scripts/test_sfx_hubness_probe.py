@@ -47,19 +47,21 @@ def test_a_penalised_hub_loses_the_first_place_it_stole(probe):
     assert evaluate_embeddings(shifted, ones)["t2a"]["eng"]["R@1"] == pytest.approx(50.0)
 
 
-def test_lam_zero_reproduces_atri_eval_on_real_files(probe, tiny_corpus, tmp_path, monkeypatch):
+def test_lam_zero_reproduces_atri_eval_on_real_files(probe, tiny_corpus, make_checkpoint,
+                                                     shared_cache, tmp_path):
     from atri.commands.eval import main as atri_eval
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    checkpoint = str(make_checkpoint(5))  # frozen towers: the shared cache holds their features
     val = tiny_corpus / "val.jsonl"
     out = tmp_path / "probe.json"
-    assert probe.main(["--checkpoint", "default", "--bank", "train",
-                       "--train", str(tiny_corpus / "train.jsonl"), "--manifest", str(val),
-                       "--ks", "5", "--lambdas", "0", "0.5", "--out", str(out)]) == 0
+    # the bank's content does not matter to lam = 0; the split's own captions keep it small
+    assert probe.main(["--checkpoint", checkpoint, "--bank", "train", "--train", str(val),
+                       "--manifest", str(val), "--langs", "eng", "jpn", "--ks", "5",
+                       "--lambdas", "0", "0.5", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["k"], r["lam"]) for r in rows] == [(5, 0.0), (5, 0.5)]
-    assert atri_eval(["--checkpoint", "default", "--manifest", str(val),
-                      "--out", str(tmp_path / "eval")]) == 0
+    assert atri_eval(["--checkpoint", checkpoint, "--manifest", str(val), "--langs", "eng",
+                      "jpn", "--out", str(tmp_path / "eval"), "--tsne-clips", "0"]) == 0
     plain = json.loads((tmp_path / "eval" / "metrics.json").read_text())["t2a"]["avg"]
     assert rows[0]["R@1"] == pytest.approx(plain["R@1"])
     assert rows[0]["R@10"] == pytest.approx(plain["R@10"])
