@@ -4,6 +4,7 @@ DataLoader workers and caption strings; and the validation set with its metrics.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ class LocalBatch:
     present: torch.Tensor  # (B, L) bool, the global batch (KCL's mask)
     clip_ids: torch.Tensor  # (B,) int64, the global batch (mixture's duplicate mask)
     local_clips: list[int]
+    # (B, L) int64, the global batch: equal for equal caption strings, -1 absent; None
+    # unless the run masks duplicate captions (TrainConfig.mask_duplicate_captions)
+    text_ids: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> LocalBatch:
         def move(x):
@@ -53,6 +57,7 @@ class LocalBatch:
             audio=move(self.audio), text=move(self.text), slots=move(self.slots),
             present_local=move(self.present_local), present=move(self.present),
             clip_ids=move(self.clip_ids), local_clips=self.local_clips,
+            text_ids=move(self.text_ids),
         )
 
 
@@ -93,6 +98,12 @@ class Captions:
     row_lang: np.ndarray
     vectors: torch.Tensor | None
 
+    @functools.cached_property
+    def text_ids(self) -> np.ndarray:
+        """(T,) int64: the same number for the same string (in any language)."""
+        return np.unique(np.asarray(self.texts, dtype=object).astype(str),
+                         return_inverse=True)[1].astype(np.int64).reshape(-1)
+
     @classmethod
     def load(cls, model: RetrievalModel, manifest: Manifest, langs: Sequence[str],
              cache_dir: Path) -> Captions:
@@ -123,6 +134,7 @@ class TrainData:
 
     augment_views = 0  # class defaults: bench/_train_step.py builds one without __init__
     seed = 0
+    mask_duplicates = False
 
     def __init__(self, config, options, model: RetrievalModel, main: bool,
                  barrier: Callable[[], None]) -> None:
@@ -139,6 +151,7 @@ class TrainData:
         self.waves = ClipWaves(paths, model.sample_rate,
                             int(config.max_audio_seconds * model.sample_rate), self.augment_views)
         self.workers = options.workers
+        self.mask_duplicates = config.mask_duplicate_captions
         if not model.config.audio_trains:
             views = self.augment_views
             self.audio = _first_on_rank0(main, barrier, lambda: view_features(
@@ -179,7 +192,16 @@ class TrainData:
                 present_local=torch.from_numpy(present),
                 present=torch.from_numpy(whole.present),
                 clip_ids=torch.from_numpy(whole.clip), local_clips=part.clip.tolist(),
+                text_ids=self._text_ids(whole) if self.mask_duplicates else None,
             )
+
+    def _text_ids(self, whole) -> torch.Tensor:
+        """(B, L) string identity of each caption slot of a global batch, -1 absent."""
+        ids = np.full(whole.present.shape, -1, dtype=np.int64)
+        r, s = np.nonzero(whole.present)
+        rows = self.captions.rows[whole.clip[r], whole.lang[r, s], whole.caption[r]]
+        ids[r, s] = self.captions.text_ids[rows]
+        return torch.from_numpy(ids)
 
 
 class ValData:

@@ -63,6 +63,9 @@ class TrainConfig:
     # Keep the text head as built or initialised: only the audio head and tau learn, so the
     # text space an `init_from` model was trained into stays put (continued training).
     freeze_text_head: bool = False
+    # kcl, kcl-balanced: a caption string that two clips of a batch share is no negative
+    # of either (losses.duplicate_caption_mask); real recordings of one concept often do.
+    mask_duplicate_captions: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -102,6 +105,10 @@ class TrainConfig:
             problems.append(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
         elif problem := STRATEGIES[self.strategy].langs_problem(self.langs):
             problems.append(problem)
+        elif self.mask_duplicate_captions and not STRATEGIES[self.strategy].masks_duplicates:
+            masking = [name for name, s in STRATEGIES.items() if s.masks_duplicates]
+            problems.append(f"mask_duplicate_captions: strategy {self.strategy!r} does not "
+                            f"support it; use one of {masking}")
         if not self.langs or len(set(self.langs)) != len(self.langs):
             problems.append(f"langs {list(self.langs)} must be distinct and non-empty")
         if unknown := [lang for lang in self.langs if lang not in LANGS]:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from atri.training.objectives.losses import (
     cacl_loss,
+    duplicate_caption_mask,
     kcl_balanced_loss,
     kcl_loss,
     mlclap_loss,
@@ -45,25 +46,34 @@ def _naive_infonce(a: torch.Tensor, t: torch.Tensor, tau: float, ids: list[int] 
     return total / (2 * b)
 
 
-def _naive_kcl_terms(a: torch.Tensor, t: torch.Tensor, tau: float, present: list[list[bool]]):
-    """(sum of a2t terms, sum of t2a terms, n present) straight from metrics.md."""
+def _naive_kcl_terms(a: torch.Tensor, t: torch.Tensor, tau: float, present: list[list[bool]],
+                     ids: list[list[int]] | None = None):
+    """(sum of a2t terms, sum of t2a terms, n present) straight from metrics.md; with `ids`
+    (caption strings as numbers), another clip's caption equal to one of clip i's leaves
+    a_i's denominator, and that clip's audio leaves the caption's t2a denominator."""
     b, k = t.shape[0], t.shape[1]
     slots = [(j, m) for j in range(b) for m in range(k) if present[j][m]]
+
+    def texts(i: int) -> set[int]:
+        return {ids[i][m] for m in range(k) if present[i][m]} if ids else set()
+
     sum_a2t = sum_t2a = 0.0
     for i in range(b):
-        denom = [_dot(a[i], t[j, m]) / tau for (j, m) in slots]
+        kept = [(j, m) for (j, m) in slots if j == i or not ids or ids[j][m] not in texts(i)]
+        denom = [_dot(a[i], t[j, m]) / tau for (j, m) in kept]
         for m in range(k):
             if not present[i][m]:
                 continue
-            sum_a2t += _neg_log_softmax(denom, slots.index((i, m)))
-            t2a = [_dot(t[i, m], a[j]) / tau for j in range(b)]
-            sum_t2a += _neg_log_softmax(t2a, i)
+            sum_a2t += _neg_log_softmax(denom, kept.index((i, m)))
+            audios = [j for j in range(b) if j == i or not ids or ids[i][m] not in texts(j)]
+            t2a = [_dot(t[i, m], a[j]) / tau for j in audios]
+            sum_t2a += _neg_log_softmax(t2a, audios.index(i))
     return sum_a2t, sum_t2a, len(slots)
 
 
-def _naive_kcl(a, t, tau, present, balanced=False):
+def _naive_kcl(a, t, tau, present, balanced=False, ids=None):
     k = t.shape[1]
-    sum_a2t, sum_t2a, n = _naive_kcl_terms(a, t, tau, present)
+    sum_a2t, sum_t2a, n = _naive_kcl_terms(a, t, tau, present, ids)
     l_a2t, l_t2a = k * sum_a2t / n, sum_t2a / n
     return (l_a2t / k + l_t2a) / 2 if balanced else (l_a2t + l_t2a) / (2 * k)
 
@@ -123,6 +133,41 @@ def test_kcl_matches_loop(batch: int, k: int, masked: bool, balanced: bool) -> N
     got = fn(a, t, tau, present if masked else None)
     expected = _naive_kcl(a, t, 0.1, present.tolist(), balanced)
     assert got.item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("ids", [
+    [[0, 1], [2, 3], [4, 5]],  # all distinct: the plain loss
+    [[0, 1], [0, 3], [4, 5]],  # clips 0 and 1 share their first caption
+    [[0, 1], [1, 0], [0, 9]],  # shared across slots (and languages), three ways
+    [[7, 7], [7, 7], [7, 7]],  # one caption for all
+])
+@pytest.mark.parametrize("balanced", [False, True])
+def test_kcl_with_duplicate_captions_matches_loop(ids, balanced: bool) -> None:
+    b, k = 3, 2
+    a, t = _unit(b, DIM, seed=11), _unit(b, k, DIM, seed=12)
+    present = torch.tensor([[True, True], [True, False], [True, True]])
+    t = t.masked_fill(~present[..., None], float("nan"))
+    tau = torch.tensor(0.1, dtype=torch.float64)
+    fn = kcl_balanced_loss if balanced else kcl_loss
+    got = fn(a, t, tau, present, torch.tensor(ids))
+    expected = _naive_kcl(a, t, 0.1, present.tolist(), balanced, ids)
+    assert got.item() == pytest.approx(expected, rel=1e-10)
+    if len({i for row in ids for i in row}) == b * k:
+        assert got.item() == pytest.approx(fn(a, t, tau, present).item(), rel=1e-12)
+
+
+def test_clips_with_the_same_captions_are_no_negatives() -> None:
+    """Two recordings captioned alike, far apart in the embedding space: without the mask
+    each one's caption is a negative of the other and the loss stays high; with it, each
+    clip is scored against its own captions only (one language: InfoNCE over one pair)."""
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    t = a[:, None, :]  # (2, 1, 2): each clip's caption sits on its audio
+    tau = torch.tensor(0.05, dtype=torch.float64)
+    same = torch.tensor([[4], [4]])
+    assert kcl_loss(a, t, tau, None, same).item() == pytest.approx(0.0, abs=1e-12)
+    assert kcl_loss(a, t, tau).item() > 1e-9
+    mask = duplicate_caption_mask(same, torch.ones(2, 1, dtype=torch.bool))
+    assert mask.tolist() == [[False, True], [True, False]]
 
 
 def test_kcl_full_case_is_the_spec_formula() -> None:
@@ -197,9 +242,12 @@ def test_gradients_match_finite_differences() -> None:
     assert torch.autograd.gradcheck(cacl_loss, (a, e, m, tau))
     a, tk = _grad_inputs((3, 4), (3, 2, 4), seed=2)
     present = torch.tensor([[True, False], [True, True], [False, True]])
+    dup = torch.tensor([[0, 1], [0, 2], [3, 1]])
     for fn in (kcl_loss, kcl_balanced_loss):
         assert torch.autograd.gradcheck(fn, (a, tk, tau))
         assert torch.autograd.gradcheck(lambda x, y, s, f=fn: f(x, y, s, present), (a, tk, tau))
+        assert torch.autograd.gradcheck(lambda x, y, s, f=fn: f(x, y, s, present, dup),
+                                        (a, tk, tau))
 
 
 def test_absent_slots_get_no_gradient() -> None:

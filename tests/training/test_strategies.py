@@ -16,8 +16,9 @@ LANGS = ("eng", "fra", "deu")
 
 
 class Batch:
-    def __init__(self, present: torch.Tensor, clip_ids: torch.Tensor) -> None:
-        self.present, self.clip_ids = present, clip_ids
+    def __init__(self, present: torch.Tensor, clip_ids: torch.Tensor,
+                 text_ids: torch.Tensor | None = None) -> None:
+        self.present, self.clip_ids, self.text_ids = present, clip_ids, text_ids
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:
@@ -43,8 +44,9 @@ EXPECTED = {
     "mlclap-mixture": lambda a, t, tau, b: losses.mlclap_mixture_loss(a, t[:, 0], tau,
                                                                       b.clip_ids),
     "cacl": lambda a, t, tau, b: losses.cacl_loss(a, t[:, 0], t[:, 1], tau),
-    "kcl": lambda a, t, tau, b: losses.kcl_loss(a, t, tau, b.present),
-    "kcl-balanced": lambda a, t, tau, b: losses.kcl_balanced_loss(a, t, tau, b.present),
+    "kcl": lambda a, t, tau, b: losses.kcl_loss(a, t, tau, b.present, b.text_ids),
+    "kcl-balanced": lambda a, t, tau, b: losses.kcl_balanced_loss(a, t, tau, b.present,
+                                                                  b.text_ids),
 }
 
 
@@ -64,6 +66,20 @@ def test_loss_call_is_the_pure_loss(name: str) -> None:
     others = {n: EXPECTED[n](audio, text, tau, batch) for n in NAMES
               if n != name and get_strategy(n).slots(len(LANGS)) == slots}
     assert all(got != v for v in others.values())  # each entry calls its own loss
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_strategy(n).masks_duplicates])
+def test_duplicate_caption_ids_reach_the_loss(name: str) -> None:
+    strategy = get_strategy(name)
+    audio, text = unit(4, 8, seed=0), unit(4, len(LANGS), 8, seed=1)
+    present = torch.ones(4, len(LANGS), dtype=torch.bool)
+    ids = torch.arange(4 * len(LANGS)).reshape(4, len(LANGS))
+    ids[1, 0] = ids[0, 0]  # clips 0 and 1 share a caption
+    tau = torch.tensor(0.07)
+    masked = strategy.loss(audio, text, tau, Batch(present, torch.arange(4), ids))
+    plain = strategy.loss(audio, text, tau, Batch(present, torch.arange(4)))
+    assert masked == EXPECTED[name](audio, text, tau, Batch(present, torch.arange(4), ids))
+    assert masked < plain
 
 
 def test_cacl_needs_english_and_another_language() -> None:

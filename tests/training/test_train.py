@@ -196,12 +196,45 @@ def test_resume_refuses_another_config(corpus, tmp_path: Path, capsys) -> None:
         (["--warmup", "1.5"], "warmup"),
         (["--lr-schedule", "linear"], "lr_schedule"),
         (["--patience", "-1"], "patience = -1 is out of range"),
+        (["--strategy", "cacl", "--mask-duplicate-captions"],
+         "mask_duplicate_captions: strategy 'cacl' does not support it"),
     ],
 )
 def test_bad_input_exits_2(corpus, tmp_path: Path, capsys, extra, message) -> None:
     assert main([*train_args(corpus, tmp_path / "run", "kcl"), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # a refused run leaves nothing to --resume
+
+
+def test_duplicate_captions_leave_the_negatives(corpus, tmp_path: Path) -> None:
+    """Clips in groups of four with the same captions (as real recordings of one concept
+    often are): masked, each group's captions leave its other clips' denominators, so the
+    same seeded run has a lower loss; the choice is recorded in the checkpoint."""
+    records = read_manifest(corpus["train"]).records
+    for i, record in enumerate(records):
+        record.captions = dict(records[i - i % 4].captions)
+    grouped = {**corpus, "train": corpus["train"].with_name("train-groups.jsonl")}
+    write_manifest(grouped["train"], records)  # beside the audio its paths are relative to
+    losses = {}
+    for name, extra in (("plain", ()), ("masked", ("--mask-duplicate-captions",))):
+        run = tmp_path / name
+        assert main(train_args(grouped, run, "kcl-balanced", "--epochs", "1", *extra)) == 0
+        losses[name] = read_log(run)[0]["loss"]
+        _, info = load_checkpoint(run / "best")
+        assert info["training_config"]["mask_duplicate_captions"] is (name == "masked")
+    assert losses["masked"] < losses["plain"], losses  # fewer negatives in every batch
+
+
+def test_caption_ids_are_equal_exactly_for_equal_strings() -> None:
+    from atri.training.batches import Captions
+
+    texts = ["a dog barks", "verre brisé", "a dog barks", "A dog barks", "verre brisé", "雷声"]
+    captions = Captions(("eng",), rows=None, texts=texts, row_lang=None, vectors=None)
+    ids = captions.text_ids
+    assert ids.shape == (6,) and ids.dtype.kind == "i"
+    for i, a in enumerate(texts):
+        for j, b in enumerate(texts):
+            assert (ids[i] == ids[j]) == (a == b)
 
 
 def test_config_file_then_flags(corpus, tmp_path: Path) -> None:

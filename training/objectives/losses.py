@@ -55,8 +55,24 @@ def cacl_loss(audio: Tensor, english: Tensor, other: Tensor, tau: Tensor) -> Ten
     )
 
 
+def duplicate_caption_mask(text_ids: Tensor, present: Tensor) -> Tensor:
+    """(B, B*K) bool: column j*K + l (caption t_j^l) is the same text as one of clip i's
+    present captions, j != i. text_ids (B, K) int, equal for equal strings; present (B, K).
+
+    Such a caption describes clip i as well as clip j (two recordings of one concept often
+    share a caption string), so it is no negative for a_i, and a_j is none for it.
+    """
+    batch, k = text_ids.shape
+    ids = text_ids.masked_fill(~present, -1)  # (B, K)
+    flat = ids.reshape(batch * k)  # (B*K,)
+    same = (ids[:, :, None] == flat[None, None, :]) & (ids[:, :, None] >= 0)  # (B, K, B*K)
+    owner = torch.arange(batch, device=ids.device).repeat_interleave(k)  # (B*K,) column's clip
+    return same.any(1) & (owner[None, :] != torch.arange(batch, device=ids.device)[:, None])
+
+
 def _kcl_terms(
-    audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None
+    audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None,
+    text_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The two directions (L_a2t, L_t2a) of the 1-to-K loss; see kcl_loss."""
     batch, k, dim = text.shape
@@ -73,6 +89,10 @@ def _kcl_terms(
 
     logits = audio @ flat_text.T / tau  # (B, B*K), column j*K + l is t_j^l
     logits = logits.masked_fill(~flat_present[None, :], float("-inf"))
+    if text_ids is not None:
+        # one mask serves both directions: logits[j, i*K + k] is masked exactly when t_i^k
+        # is one of a_j's captions (j != i), which is when a_j is no t2a negative of t_i^k
+        logits = logits.masked_fill(duplicate_caption_mask(text_ids, present), float("-inf"))
     log_norm = torch.logsumexp(logits, dim=1)  # (B,)
     positives = logits.reshape(batch, batch, k)[rows, rows]  # (B, K): s(a_i, t_i^k)/tau
     a2t = torch.where(present, log_norm[:, None] - positives, 0.0)  # (B, K)
@@ -88,7 +108,8 @@ def _kcl_terms(
     return loss_a2t, loss_t2a
 
 
-def kcl_loss(audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None) -> Tensor:
+def kcl_loss(audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None,
+             text_ids: Tensor | None = None) -> Tensor:
     """1-to-K contrastive loss (ATRI Sec. 4.1; exact form from the CCRK code).
     audio (B, D); text (B, K, D), text[i, k] = t_i^k; present (B, K) bool, None = all.
 
@@ -104,20 +125,27 @@ def kcl_loss(audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = 
     with K = text.shape[1] fixed; with every slot present n = BK and this is the formula
     above. So L_a2t / K and L_t2a are always means over the present (clip, language)
     pairs, and the 1/K weighting of t2a is kept. Every audio stays a t2a negative.
+
+    Duplicate captions (our option, `--mask-duplicate-captions`): with `text_ids` (B, K),
+    equal for equal strings, a caption of clip j that is also one of clip i's leaves a_i's
+    a2t denominator, and a_j leaves that caption's t2a denominator (i != j), as ML-CLAP's
+    mixture loss does for rows of one clip: such pairs are no negatives.
     """
-    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present)
+    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present, text_ids)
     k = text.shape[1]
     return (loss_a2t + loss_t2a) / (2 * k)
 
 
 def kcl_balanced_loss(
-    audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None
+    audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None,
+    text_ids: Tensor | None = None,
 ) -> Tensor:
     """1-to-K loss with both directions averaged (our variant, metrics.md):
     L = (L_a2t / K + L_t2a) / 2, with L_a2t, L_t2a, shapes and absent slots as in
     kcl_loss, so that a study can separate 1-to-K batches from KCL's 1/K t2a weighting.
+    `text_ids`: as in kcl_loss.
     """
-    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present)
+    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present, text_ids)
     k = text.shape[1]
     return (loss_a2t / k + loss_t2a) / 2
 

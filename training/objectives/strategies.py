@@ -30,6 +30,7 @@ class StepBatch(Protocol):
 
     present: Tensor  # (B, L) bool
     clip_ids: Tensor  # (B,) int64
+    text_ids: Tensor | None  # (B, L) int64, equal for equal caption strings; None: not asked
 
 
 class Strategy(ABC):
@@ -58,6 +59,8 @@ class Strategy(ABC):
     def left_out(self, table: CaptionTable) -> str | None:
         """A warning naming the clips an epoch never trains on, or None."""
         return None
+
+    masks_duplicates = False  # its loss can leave duplicate captions out of the negatives
 
 
 class MLCLAP(Strategy):
@@ -106,6 +109,8 @@ class CACL(Strategy):
 class OneToK(Strategy):
     """KCL and its balanced variant: the same 1-to-K batches, another loss."""
 
+    masks_duplicates = True
+
     def __init__(self, name: str, pure_loss: Callable[..., Tensor]) -> None:
         self.name, self.pure_loss = name, pure_loss
 
@@ -116,7 +121,7 @@ class OneToK(Strategy):
         return n_langs
 
     def loss(self, audio, text, tau, batch):
-        return self.pure_loss(audio, text, tau, batch.present)
+        return self.pure_loss(audio, text, tau, batch.present, batch.text_ids)
 
 
 STRATEGIES: dict[str, Strategy] = {
