@@ -24,7 +24,9 @@ touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
     python scripts/sfx_study.py summarise data/sfx-study data/sfx-study-seed1 ...
 
 Writes OUT/<arm>/run (the run), OUT/<arm>/eval-<split>/metrics.json, OUT/results.json and
-prints a markdown table (averages over the 8 languages).
+prints a markdown table (averages over the 8 languages). `--manifests-only` writes only the
+manifests (OUT/manifests/<corpus>-<split>.jsonl and each arm's OUT/<arm>/{train,val}.jsonl)
+and trains nothing: the data of a run made elsewhere, e.g. the default's stage 2.
 """
 
 from __future__ import annotations
@@ -134,13 +136,18 @@ def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int) -> dict:
     return data
 
 
-def run_arm(arm: Arm, data: dict, out: Path, common: list[str], init_from: str) -> dict:
+def write_arm_manifests(arm: Arm, data: dict, out: Path) -> Path:
     folder = out / arm.name
-    flags = [init_from if flag == "default" and before == "--init-from" else flag
-             for before, flag in zip(("", *arm.flags), arm.flags, strict=False)]
     folder.mkdir(parents=True, exist_ok=True)
     write_manifest(folder / "train.jsonl", arm.train(data))
     write_manifest(folder / "val.jsonl", arm.val(data))
+    return folder
+
+
+def run_arm(arm: Arm, data: dict, out: Path, common: list[str], init_from: str) -> dict:
+    flags = [init_from if flag == "default" and before == "--init-from" else flag
+             for before, flag in zip(("", *arm.flags), arm.flags, strict=False)]
+    folder = write_arm_manifests(arm, data, out)
     run = folder / "run"
     if not (run / "best").is_dir():
         subprocess.run([ATRI, "train", "--train", str(folder / "train.jsonl"), "--val",
@@ -231,13 +238,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint the joint arms continue from (default: the shipped one, "
                              "which trained aisfx's top two blocks: add --extra "
                              "'--audio-trainable-blocks 2')")
+    parser.add_argument("--manifests-only", action="store_true",
+                        help="write the manifests of the corpora and the arms, train nothing")
     args = parser.parse_args(argv)
+    unknown = [a for a in args.arms.split(",") if a not in ARMS]
+    if unknown:
+        parser.error(f"--arms: unknown {unknown}; known: {', '.join(ARMS)}")
     arms = [ARMS[a] for a in args.arms.split(",")]
     n_demo = len(read_manifest(args.demo / "train.jsonl"))
     data = load_data(args.sfx, args.demo, args.fonts, n_demo)
     (args.out / "manifests").mkdir(parents=True, exist_ok=True)
     for key, records in data.items():
         write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)
+    if args.manifests_only:
+        for arm in arms:
+            folder = write_arm_manifests(arm, data, args.out)
+            print(f"{folder}: train {len(arm.train(data))}, val {len(arm.val(data))} clips")
+        return 0
     common = ["--epochs", str(args.epochs), "--seed", str(args.seed), *args.extra.split()]
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}

@@ -1,0 +1,62 @@
+"""scripts/sfx_study.py --manifests-only: the joint manifests a default's run reads,
+rebuilt from the two corpora without training (real manifests, real audio files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atri.training.data.manifest import read_manifest, write_manifest
+
+
+@pytest.fixture
+def two_corpora(tiny_corpus: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A demo corpus (the tiny one) and a stand-in real-recordings corpus made of its clips
+    under the five real split names, with relative audio paths as build-sfx writes them."""
+    sfx = tmp_path / "sfx"
+    sfx.mkdir()
+    (sfx / "audio").symlink_to(tiny_corpus / "audio", target_is_directory=True)
+    records = read_manifest(tiny_corpus / "test.jsonl").records
+    splits = {"train": records[:6], "val": records[6:9], "test": records[9:12],
+              "test-xpkg": records[12:14], "test-zeroshot": records[14:16]}
+    for split, part in splits.items():
+        for r in part:
+            r.id = f"sfx-{r.id}"
+        write_manifest(sfx / f"{split}.jsonl", part)
+    return tiny_corpus, sfx
+
+
+def test_manifests_only_writes_the_joint_data_and_trains_nothing(load_script, two_corpora,
+                                                                 tmp_path):
+    study = load_script("sfx_study")
+    demo, sfx = two_corpora
+    out = tmp_path / "study"
+    assert study.main(["--sfx", str(sfx), "--demo", str(demo), "--out", str(out),
+                       "--arms", "joint-r1,joint-r2", "--manifests-only"]) == 0
+
+    demo_train = read_manifest(demo / "train.jsonl").records
+    sfx_train = read_manifest(sfx / "train.jsonl").records
+    joint = read_manifest(out / "joint-r1" / "train.jsonl").records  # audio must exist
+    assert [r.id for r in joint] == [r.id for r in demo_train] + [r.id for r in sfx_train]
+    assert all(Path(r.audio).is_absolute() for r in joint)
+    twice = read_manifest(out / "joint-r2" / "train.jsonl").records
+    assert len(twice) == len(demo_train) + 2 * len(sfx_train)
+    assert len({r.id for r in twice}) == len(twice)  # repeats under their own ids
+    val = read_manifest(out / "joint-r1" / "val.jsonl").records
+    assert len(val) == len(read_manifest(demo / "val.jsonl")) + 3
+    for name in ("sfx-test", "sfx-test-xpkg", "sfx-test-zeroshot", "demo-test",
+                 "demo-test-xfont"):
+        assert read_manifest(out / "manifests" / f"{name}.jsonl").records
+    assert not (out / "joint-r1" / "run").exists() and not (out / "results.json").exists()
+
+
+def test_an_unknown_arm_is_named(load_script, two_corpora, tmp_path, capsys):
+    study = load_script("sfx_study")
+    demo, sfx = two_corpora
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--sfx", str(sfx), "--demo", str(demo), "--out", str(tmp_path / "s"),
+                    "--arms", "joint-r9", "--manifests-only"])
+    assert exit_info.value.code == 2
+    assert "joint-r9" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
