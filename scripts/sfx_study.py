@@ -139,8 +139,9 @@ def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int) -> dict:
 def write_arm_manifests(arm: Arm, data: dict, out: Path) -> Path:
     folder = out / arm.name
     folder.mkdir(parents=True, exist_ok=True)
-    write_manifest(folder / "train.jsonl", arm.train(data))
-    write_manifest(folder / "val.jsonl", arm.val(data))
+    for name, records in (("train", arm.train(data)), ("val", arm.val(data))):
+        write_manifest(folder / f"{name}.jsonl", records)
+        print(f"{folder / name}.jsonl: {len(records)} clips", flush=True)
     return folder
 
 
@@ -252,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)
     if args.manifests_only:
         for arm in arms:
-            folder = write_arm_manifests(arm, data, args.out)
-            print(f"{folder}: train {len(arm.train(data))}, val {len(arm.val(data))} clips")
+            write_arm_manifests(arm, data, args.out)
         return 0
     common = ["--epochs", str(args.epochs), "--seed", str(args.seed), *args.extra.split()]
     results_file = args.out / "results.json"
