@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,31 @@ def connect(uri: str, token: str | None = None) -> Any:
     from pymilvus import MilvusClient
 
     return MilvusClient(uri=uri, token=token or "")
+
+
+def load(client: Any, uri: str, name: str) -> None:
+    """Load a collection. milvus-lite writes a segment's index file from a background
+    thread without write-then-rename, so a process killed meanwhile leaves the file
+    truncated and every later load fails. Index files are rebuilt from the segments when
+    missing: such a load drops them and retries once."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        client.load_collection(name)
+    except MilvusException as err:
+        files = lite_index_files(uri, name) if is_lite(uri) else []
+        if not files:
+            raise
+        log.warning("milvus %s: %s does not load (%s); rebuilding its %d index files",
+                    uri, name, err, len(files))
+        for path in files:
+            path.unlink(missing_ok=True)
+        client.load_collection(name)
+
+
+def lite_index_files(uri: str, name: str) -> list[Path]:
+    """The index files milvus-lite keeps beside a collection's segments."""
+    return sorted(Path(uri).glob(f"collections/{name}/partitions/*/indexes/*.idx"))
 
 
 def caption_key(text: str) -> str:
@@ -152,8 +178,8 @@ class MilvusStore:
             raise IndexCorrupt(f"{uri}: {names.clips} has no {META_KEY} property")
         meta = json.loads(props[META_KEY])
         for lang in names.languages(client):
-            client.load_collection(names.captions(lang))
-        client.load_collection(names.clips)
+            load(client, uri, names.captions(lang))
+        load(client, uri, names.clips)
         store = cls(client, names, meta, uri=uri, depth=depth)
         log.info("milvus %s: %s, %d clips", uri, names.clips, len(store))
         return store
@@ -233,7 +259,7 @@ class MilvusStore:
         if lang not in self._langs:
             if not self.client.has_collection(name):  # another writer may have added it
                 return [[] for _ in range(len(q))]
-            self.client.load_collection(name)
+            load(self.client, self.uri, name)
             self._langs.add(lang)
         found = self._search(name, q, min(k, LIMIT), 0, ["text", "clip_ids"])
         return [
@@ -280,7 +306,7 @@ class MilvusStore:
         if lang not in self._langs:
             if not self.client.has_collection(name):
                 create_caption_collection(self.client, name, self.dim, self._index_type())
-            self.client.load_collection(name)
+            load(self.client, self.uri, name)
             self._langs.add(lang)
         wanted = {caption_key(text): (j, text) for j, text in distinct(texts)}
         rows = []

@@ -36,6 +36,7 @@ from atri.index.milvus import (
     create_collections,
     is_lite,
     iterate,
+    load,
 )
 from atri.index.version import Version
 from atri.training.data.manifest import ClipRecord
@@ -133,7 +134,7 @@ def sync_index(
             check_fits(client, names, meta, merge)
         else:
             create_collections(client, names, base.dim, index_type)
-        client.load_collection(names.clips)
+        load(client, uri, names.clips)
         n = write_rows(client, names.clips, clip_rows(base, state), "id", merge)
         langs = sorted(set(base.captions) | set(state.captions))
         if not merge:
@@ -143,7 +144,7 @@ def sync_index(
             name = names.captions(lang)
             if not client.has_collection(name):
                 create_caption_collection(client, name, base.dim, index_type)
-            client.load_collection(name)
+            load(client, uri, name)
             write_rows(client, name, caption_rows(base, state, lang), "key", merge)
             client.flush(name)
         client.alter_collection_properties(names.clips, properties={META_KEY: json.dumps(meta)})
