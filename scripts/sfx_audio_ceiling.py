@@ -8,10 +8,23 @@ audio space, so that a low figure can be blamed on the backbone, not the heads.
         --out docs/results/sfx-audio-ceiling.json
     python scripts/sfx_audio_ceiling.py data/corpus-sfx-v5 --towers data/ckpt-a8e0517 \
         data/run-top2-joint-10ep/best --out towers.json
+    python scripts/sfx_audio_ceiling.py data/corpus-sfx-v5 --towers default --probe \
+        --out probe.json
 
 `--towers`: instead of aisfx's poolings, each checkpoint's whole audio path (trained top
 blocks and head: the space the index searches), so that a trained tower can be asked the
 same question as the frozen features.
+
+`--probe`: an oracle for the text side. A query that names a test recording's concept
+exactly is answered by a logistic-regression concept classifier trained on train's
+recordings (its C chosen on `val`; the JSON has every C): the split's recordings ranked
+by the probability of that concept. R@1 / R@10 per test recording of a train concept: is
+a recording of its concept first, among the first 10? Relevance is by concept, more
+lenient than the evaluator's (the clips that carry the query's exact caption). With
+`--towers`, each checkpoint's own captions (`--langs`, default all 8; each distinct
+caption once) are asked of the same recordings, with three relevances: the evaluator's
+(the recordings that carry the caption), the same concept and attributes, the same
+concept.
 
 Poolings (per 2.3 s block, then over the clip's blocks): `mean` (the project's clip
 embedding: the package's max over time, mean over blocks), `max` (max over blocks),
@@ -37,10 +50,14 @@ from atri.training.data.features import default_cache_dir
 from atri.training.data.manifest import read_manifest
 from atri.training.encoders.aisfx import load_aisfx_encoder, to_blocks
 from atri.training.encoders.checkpoint import load_checkpoint
+from atri.training.evaluation.caption_queries import t2a_queries
 from atri.training.evaluation.embed import embed_manifest
 from atri.training.fileio import atomic_write_text
+from atri.training.languages import LANGS
 
-SPLITS = ("train", "test", "test-xpkg")
+SPLITS = ("train", "val", "test", "test-xpkg")
+EVAL = ("test", "test-xpkg")
+PROBE_C = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength of the probe, chosen on val
 COMBOS = {"mean+max": ("mean", "max"), "mean+b3": ("mean", "b3"),
           "mean+avgt": ("mean", "avgt"), "mean+max+b3+avgt": ("mean", "max", "b3", "avgt")}
 
@@ -66,22 +83,37 @@ def recordings(corpus: Path, split: str) -> list:
     return [r for r in read_manifest(corpus / f"{split}.jsonl").records if is_recording(r)]
 
 
-def tower_features(corpus: Path, checkpoints: list[str]) -> tuple[dict, dict]:
-    """{split: {checkpoint: (n, d) audio embeddings of the split's recordings}}, labels."""
+def tower_features(corpus: Path, checkpoints: list[str], captions: tuple[str, ...] = ()
+                   ) -> tuple[dict, dict, dict]:
+    """{split: {checkpoint: (n, d) audio embeddings of the split's recordings}}, labels,
+    and with `captions` (languages) {checkpoint: {evaluation split: (text, present,
+    captions) of the recordings in those languages (ManifestEmbeddings' fields),
+    {"meaning": concept and attributes, "concept": concept} per recording}}."""
     feats: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
+    queries: dict[str, dict[str, tuple]] = {c: {} for c in checkpoints} if captions else {}
     manifests = {s: read_manifest(corpus / f"{s}.jsonl") for s in SPLITS}
     keep = {s: [i for i, r in enumerate(m.records) if is_recording(r)]
             for s, m in manifests.items()}
     labels = {s: np.array([manifests[s].records[i].meta.get("concept") for i in keep[s]])
               for s in SPLITS}
+    meanings = {s: np.array([f"{labels[s][k]}|{manifests[s].records[i].meta.get('attrs', '')}"
+                             for k, i in enumerate(keep[s])]) for s in SPLITS}
     for checkpoint in checkpoints:
         model, _ = load_checkpoint(checkpoint)
         for split, manifest in manifests.items():
-            emb = embed_manifest(model, manifest, ["eng"], text=False,
+            text = bool(captions) and split in EVAL
+            emb = embed_manifest(model, manifest, captions if text else ["eng"], text=text,
                                  cache_dir=default_cache_dir(os.environ))
             feats[split][checkpoint] = np.asarray(emb.audio)[keep[split]]
+            if text:
+                rows = keep[split]
+                queries[checkpoint][split] = (
+                    {lang: grid[rows] for lang, grid in emb.text.items()},
+                    {lang: mask[rows] for lang, mask in emb.present.items()},
+                    {lang: [texts[i] for i in rows] for lang, texts in emb.captions.items()},
+                    {"meaning": meanings[split], "concept": labels[split]})
         print(f"{checkpoint}: embedded", file=sys.stderr)
-    return feats, labels
+    return feats, labels, queries
 
 
 def accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
@@ -97,18 +129,82 @@ def accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
     return round(100 * one, 1), round(100 * five, 1)
 
 
+def first_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """(Q,) 1-based rank of each query's best-ranked relevant item; scores, relevant (Q, N).
+    A tie with an irrelevant item counts against the query (the evaluator counts only
+    strictly higher scores; it matters where features tie, as the `std` pooling of
+    one-block clips does, all zero)."""
+    best = np.where(relevant, scores, -np.inf).max(1, keepdims=True)
+    return 1 + ((scores >= best) & ~relevant).sum(1)
+
+
+def recall(ranks: np.ndarray) -> tuple[float, float]:
+    """(R@1, R@10) in percent."""
+    return round(100 * float(np.mean(ranks <= 1)), 1), round(100 * float(np.mean(ranks <= 10)), 1)
+
+
+def fit_probe(train: np.ndarray, y_train: np.ndarray, c: float):
+    """A logistic-regression concept classifier on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(
+        train, y_train)
+
+
+def probe_recall(clf, test: np.ndarray, y_test: np.ndarray) -> tuple[float, float, int]:
+    """Concept-oracle (R@1, R@10) of a fitted probe over the test recordings whose concept
+    it knows, and how many those are."""
+    known = np.isin(y_test, clf.classes_)
+    scores = clf.predict_log_proba(test).T  # (concepts, N): each concept a query
+    column = {c: i for i, c in enumerate(clf.classes_)}
+    rows = scores[[column[y] for y in y_test[known]]]  # (Q, N): query = a recording's concept
+    return (*recall(first_ranks(rows, y_test[None, :] == y_test[known, None])), int(known.sum()))
+
+
+def caption_recall(audio: np.ndarray, texts: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                   captions: dict[str, list[list[str]]], labels: dict[str, np.ndarray]
+                   ) -> dict[str, tuple]:
+    """A checkpoint's own captions as queries over the same recordings, each distinct
+    caption once per language as the evaluator asks them (caption_queries.py): (R@1,
+    R@10), the mean over languages, for each relevance in `labels` (a label per
+    recording): a recording is relevant when it shares the label of a recording that
+    carries the caption; "exact" is the evaluator's own rule (carrying it)."""
+    a = audio / np.linalg.norm(audio, axis=1, keepdims=True)
+    per_lang: dict[str, list] = {name: [] for name in ("exact", *labels)}
+    for lang, grid in texts.items():
+        q = t2a_queries(present[lang], captions[lang])
+        scores = grid.reshape(-1, grid.shape[-1])[q.first] @ a.T  # (Q, N)
+        carriers = np.zeros(scores.shape, dtype=bool)
+        for k in range(len(q.first)):
+            carriers[k, q.clips[q.indptr[k]:q.indptr[k + 1]]] = True
+        per_lang["exact"].append(recall(first_ranks(scores, carriers)))
+        for name, y in labels.items():
+            relevant = np.array([np.isin(y, y[row]) for row in carriers])
+            per_lang[name].append(recall(first_ranks(scores, relevant)))
+    return {name: tuple(round(float(v), 1) for v in np.mean(rows, 0))
+            for name, rows in per_lang.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--towers", nargs="+", metavar="CHECKPOINT",
                         help="measure these checkpoints' audio paths instead of aisfx's poolings")
+    parser.add_argument("--probe", action="store_true",
+                        help="add the concept oracle (and with --towers, the captions' own recall)")
+    parser.add_argument("--langs", nargs="+", choices=LANGS, default=list(LANGS),
+                        help="the captions' languages under --towers --probe (default: all 8)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.towers:
-        feats, labels = tower_features(args.corpus, args.towers)
-        return report(feats, labels, lambda split, name: feats[split][name], args)
+        feats, labels, queries = tower_features(
+            args.corpus, args.towers, captions=tuple(args.langs) if args.probe else ())
+        return report(feats, labels, lambda split, name: feats[split][name], args,
+                      queries=queries)
     encoder = load_aisfx_encoder().eval()
     model, _ = load_checkpoint(args.checkpoint)
     feats: dict[str, dict[str, np.ndarray]] = {}
@@ -134,21 +230,53 @@ def main(argv: list[str] | None = None) -> int:
     return report(feats, labels, view, args, extra=tuple(COMBOS))
 
 
-def report(feats: dict, labels: dict, view, args, extra: tuple[str, ...] = ()) -> int:
-    """Print the accuracy table of every feature view, and write it as JSON to --out."""
+def report(feats: dict, labels: dict, view, args, extra: tuple[str, ...] = (),
+           queries: dict | None = None) -> int:
+    """Print the accuracy table of every feature view (with --probe, the oracle's and the
+    captions' tables too), and write them as JSON to --out."""
     result = {"corpus": str(args.corpus), "checkpoint": args.towers or args.checkpoint,
               "recordings": {s: int(len(labels[s])) for s in SPLITS}, "accuracy": {}}
+    names = (*feats["train"], *extra)
     print("| features | test 1-NN | test any-of-5 | test-xpkg 1-NN | test-xpkg any-of-5 |")
     print("|---|---:|---:|---:|---:|")
-    for name in (*feats["train"], *extra):
+    for name in names:
         cells = {s: accuracy(view("train", name), labels["train"], view(s, name), labels[s])
-                 for s in ("test", "test-xpkg")}
+                 for s in EVAL}
         result["accuracy"][name] = cells
         print(f"| {name} | {cells['test'][0]} | {cells['test'][1]} | "
               f"{cells['test-xpkg'][0]} | {cells['test-xpkg'][1]} |")
+    if args.probe:
+        result["probe"] = {name: probe(view, labels, name) for name in names}
+        print("\n| concept oracle on | C | val R@1 | test R@1 | test R@10 | test-xpkg R@1 "
+              "| test-xpkg R@10 |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, row in result["probe"].items():
+            print(f"| {name} | {row['C']} | {row['val'][0]} | {row['test'][0]} | "
+                  f"{row['test'][1]} | {row['test-xpkg'][0]} | {row['test-xpkg'][1]} |")
+    if queries:
+        result["captions"] = {c: {s: caption_recall(view(s, c), *q[s]) for s in q}
+                              for c, q in queries.items()}
+        print("\n| captions of | split | relevant: the caption's carriers (R@1 / R@10) "
+              "| same concept and attributes | same concept |")
+        print("|---|---|---|---|---|")
+        for c, rows in result["captions"].items():
+            for s, r in rows.items():
+                cells = [f"{r[k][0]} / {r[k][1]}" for k in ("exact", "meaning", "concept")]
+                print(f"| {c} | {s} | " + " | ".join(cells) + " |")
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def probe(view, labels: dict, name: str) -> dict:
+    """The concept oracle on one feature view, for every C; C chosen by val R@1, then
+    R@10 (val's R@10 is near 100: few recordings per concept), ties to the smaller."""
+    by_c = {}
+    for c in PROBE_C:
+        clf = fit_probe(view("train", name), labels["train"], c)
+        by_c[c] = {s: probe_recall(clf, view(s, name), labels[s]) for s in ("val", *EVAL)}
+    best = max(PROBE_C, key=lambda k: (by_c[k]["val"][0], by_c[k]["val"][1], -k))
+    return {"C": best, **by_c[best], "by_C": {str(c): row for c, row in by_c.items()}}
 
 
 if __name__ == "__main__":

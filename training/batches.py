@@ -45,8 +45,9 @@ class LocalBatch:
     present: torch.Tensor  # (B, L) bool, the global batch (KCL's mask)
     clip_ids: torch.Tensor  # (B,) int64, the global batch (mixture's duplicate mask)
     local_clips: list[int]
-    # (B, L) int64, the global batch: equal for equal caption strings, -1 absent; None
-    # unless the run masks duplicate captions (TrainConfig.mask_duplicate_captions)
+    # (B, L) int64, the global batch: equal for captions that are no negatives of each
+    # other's clips (equal strings; with TrainConfig.mask_same, clips of one group), -1
+    # absent or never masked; None unless the run masks (mask_duplicate_captions, mask_same)
     text_ids: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> LocalBatch:
@@ -135,6 +136,7 @@ class TrainData:
     augment_views = 0  # class defaults: bench/_train_step.py builds one without __init__
     seed = 0
     mask_duplicates = False
+    groups: np.ndarray | None = None
 
     def __init__(self, config, options, model: RetrievalModel, main: bool,
                  barrier: Callable[[], None]) -> None:
@@ -152,6 +154,7 @@ class TrainData:
                             int(config.max_audio_seconds * model.sample_rate), self.augment_views)
         self.workers = options.workers
         self.mask_duplicates = config.mask_duplicate_captions
+        self.groups = clip_groups(manifest, config.mask_same) if config.mask_same else None
         if not model.config.audio_trains:
             views = self.augment_views
             self.audio = _first_on_rank0(main, barrier, lambda: view_features(
@@ -192,16 +195,37 @@ class TrainData:
                 present_local=torch.from_numpy(present),
                 present=torch.from_numpy(whole.present),
                 clip_ids=torch.from_numpy(whole.clip), local_clips=part.clip.tolist(),
-                text_ids=self._text_ids(whole) if self.mask_duplicates else None,
+                text_ids=(self._text_ids(whole)
+                          if self.mask_duplicates or self.groups is not None else None),
             )
 
     def _text_ids(self, whole) -> torch.Tensor:
         """(B, L) string identity of each caption slot of a global batch, -1 absent."""
         ids = np.full(whole.present.shape, -1, dtype=np.int64)
         r, s = np.nonzero(whole.present)
-        rows = self.captions.rows[whole.clip[r], whole.lang[r, s], whole.caption[r]]
-        ids[r, s] = self.captions.text_ids[rows]
+        if self.mask_duplicates:
+            rows = self.captions.rows[whole.clip[r], whole.lang[r, s], whole.caption[r]]
+            ids[r, s] = self.captions.text_ids[rows]
+        if self.groups is not None:  # ids past every string id: a group matches only itself
+            group = self.groups[whole.clip[r]]  # (P,)
+            grouped = group >= 0
+            ids[r[grouped], s[grouped]] = len(self.captions.texts) + group[grouped]
         return torch.from_numpy(ids)
+
+
+def clip_groups(manifest, keys: str) -> np.ndarray:
+    """(N,) int64 group of each clip by its meta values under `keys` ("concept", or
+    "concept+attrs": equal values, one group), -1 where the first key has no value."""
+    names = keys.split("+")
+    index: dict[tuple[str, ...], int] = {}
+    out = []
+    for record in manifest:
+        if record.meta.get(names[0]) in (None, ""):
+            out.append(-1)
+            continue
+        value = tuple(str(record.meta.get(k, "")) for k in names)
+        out.append(index.setdefault(value, len(index)))
+    return np.array(out, dtype=np.int64)
 
 
 class ValData:

@@ -66,6 +66,11 @@ class TrainConfig:
     # kcl, kcl-balanced: a caption string that two clips of a batch share is no negative
     # of either (losses.duplicate_caption_mask); real recordings of one concept often do.
     mask_duplicate_captions: bool = False
+    # kcl, kcl-balanced: clips whose manifest `meta` holds the same values under these
+    # keys ("concept", or "concept+attrs") are no negatives of each other, whatever their
+    # captions say; clips without the first key are masked as mask_duplicate_captions
+    # says. Our option, not the papers'.
+    mask_same: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -105,10 +110,12 @@ class TrainConfig:
             problems.append(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
         elif problem := STRATEGIES[self.strategy].langs_problem(self.langs):
             problems.append(problem)
-        elif self.mask_duplicate_captions and not STRATEGIES[self.strategy].masks_duplicates:
+        elif not STRATEGIES[self.strategy].masks_duplicates:
             masking = [name for name, s in STRATEGIES.items() if s.masks_duplicates]
-            problems.append(f"mask_duplicate_captions: strategy {self.strategy!r} does not "
-                            f"support it; use one of {masking}")
+            for name in ("mask_duplicate_captions", "mask_same"):
+                if getattr(self, name):
+                    problems.append(f"{name}: strategy {self.strategy!r} does not "
+                                    f"support it; use one of {masking}")
         if not self.langs or len(set(self.langs)) != len(self.langs):
             problems.append(f"langs {list(self.langs)} must be distinct and non-empty")
         if unknown := [lang for lang in self.langs if lang not in LANGS]:

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from atri.commands.train import main
 from atri.training.batches import ValData
-from atri.training.data.manifest import read_manifest, write_manifest
+from atri.training.data.manifest import ClipRecord, read_manifest, write_manifest
 from atri.training.encoders.checkpoint import load_checkpoint
 from atri.training.encoders.model import ModelConfig, build_model
 from atri.training.objectives.strategies import NAMES as STRATEGIES
@@ -197,6 +197,8 @@ def test_resume_refuses_another_config(corpus, tmp_path: Path, capsys) -> None:
         (["--patience", "-1"], "patience = -1 is out of range"),
         (["--strategy", "cacl", "--mask-duplicate-captions"],
          "mask_duplicate_captions: strategy 'cacl' does not support it"),
+        (["--strategy", "mlclap", "--mask-same", "concept"],
+         "mask_same: strategy 'mlclap' does not support it"),
     ],
 )
 def test_bad_input_exits_2(corpus, tmp_path: Path, capsys, extra, message) -> None:
@@ -222,6 +224,35 @@ def test_duplicate_captions_leave_the_negatives(corpus, tmp_path: Path) -> None:
         _, info = load_checkpoint(run / "best")
         assert info["training_config"]["mask_duplicate_captions"] is (name == "masked")
     assert losses["masked"] < losses["plain"], losses  # fewer negatives in every batch
+
+
+def test_clips_of_one_group_leave_each_others_negatives(corpus, tmp_path: Path) -> None:
+    """`--mask-same concept`: clips in groups of four under meta "concept", captions left
+    as they are (all different): masked, a group's clips leave each other's denominators,
+    so the same seeded run has a lower loss; clips without the key are not grouped."""
+    records = read_manifest(corpus["train"]).records
+    for i, record in enumerate(records):
+        record.meta = {**record.meta, "concept": f"c{i // 4}"} if i % 8 < 4 else record.meta
+    grouped = {**corpus, "train": corpus["train"].with_name("train-concepts.jsonl")}
+    write_manifest(grouped["train"], records)
+    losses = {}
+    for name, extra in (("plain", ()), ("masked", ("--mask-same", "concept"))):
+        run = tmp_path / name
+        assert main(train_args(grouped, run, "kcl-balanced", "--epochs", "1", *extra)) == 0
+        losses[name] = read_log(run)[0]["loss"]
+        _, info = load_checkpoint(run / "best")
+        assert info["training_config"]["mask_same"] == (extra[1] if extra else None)
+    assert losses["masked"] < losses["plain"], losses
+
+
+def test_clip_groups_number_equal_values_and_leave_the_rest_out() -> None:
+    from atri.training.batches import clip_groups
+
+    metas = [{"concept": "dog", "attrs": "far"}, {}, {"concept": "rain"},
+             {"concept": "dog"}, {"concept": ""}, {"attrs": "far"}, {"concept": "dog"}]
+    records = [ClipRecord(f"c{i}", f"{i}.wav", {"eng": ["x"]}, m) for i, m in enumerate(metas)]
+    assert clip_groups(records, "concept").tolist() == [0, -1, 1, 0, -1, -1, 0]
+    assert clip_groups(records, "concept+attrs").tolist() == [0, -1, 1, 2, -1, -1, 2]
 
 
 def test_caption_ids_are_equal_exactly_for_equal_strings() -> None:

@@ -47,6 +47,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--max-audio-seconds": ("max_audio_seconds", float),
     "--augment-views": ("augment_views", int),
     "--init-from": ("init_from", str),
+    "--mask-same": ("mask_same", str),
     "--audio": ("model.audio", str),
     "--audio-weights": ("model.audio_weights", str),
     "--text": ("model.text", str),
