@@ -155,6 +155,10 @@ class TrainData:
         self.workers = options.workers
         self.mask_duplicates = config.mask_duplicate_captions
         self.groups = clip_groups(manifest, config.mask_same) if config.mask_same else None
+        if self.groups is not None and (self.groups < 0).all():
+            key = config.mask_same.split("+")[0]
+            raise ManifestError(f"{manifest.path}: no clip has a meta {key!r} value, so "
+                                f"mask_same {config.mask_same!r} would mask nothing")
         if not model.config.audio_trains:
             views = self.augment_views
             self.audio = _first_on_rank0(main, barrier, lambda: view_features(
@@ -200,7 +204,9 @@ class TrainData:
             )
 
     def _text_ids(self, whole) -> torch.Tensor:
-        """(B, L) string identity of each caption slot of a global batch, -1 absent."""
+        """(B, L) identity of each caption slot of a global batch (LocalBatch.text_ids):
+        its string's with mask_duplicates, its clip group's with mask_same, -1 absent
+        or never masked."""
         ids = np.full(whole.present.shape, -1, dtype=np.int64)
         r, s = np.nonzero(whole.present)
         if self.mask_duplicates:

@@ -118,6 +118,9 @@ class TrainConfig:
                                     f"support it; use one of {masking}")
         if not self.langs or len(set(self.langs)) != len(self.langs):
             problems.append(f"langs {list(self.langs)} must be distinct and non-empty")
+        if self.mask_same is not None and not all(self.mask_same.split("+")):
+            problems.append(f"mask_same {self.mask_same!r}: meta keys joined by '+', "
+                            "none empty (e.g. 'concept' or 'concept+attrs')")
         if unknown := [lang for lang in self.langs if lang not in LANGS]:
             problems.append(f"langs {unknown} are not among {list(LANGS)}")
         if self.model.text_trainable_layers and not _partly_trainable(self.model.text):

@@ -199,6 +199,9 @@ def test_resume_refuses_another_config(corpus, tmp_path: Path, capsys) -> None:
          "mask_duplicate_captions: strategy 'cacl' does not support it"),
         (["--strategy", "mlclap", "--mask-same", "concept"],
          "mask_same: strategy 'mlclap' does not support it"),
+        (["--strategy", "kcl", "--mask-same", "concept+"], "none empty"),
+        (["--strategy", "kcl", "--mask-same", "no_such_key"],
+         "no clip has a meta 'no_such_key' value"),
     ],
 )
 def test_bad_input_exits_2(corpus, tmp_path: Path, capsys, extra, message) -> None:
