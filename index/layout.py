@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from atri.index.errors import IndexBusy, IndexCorrupt, IndexNotFound
-from atri.training.fileio import atomic_write_bytes, fsync_dir, fsync_tree
+from atri.training.fileio import atomic_write_bytes, fsync_dir, fsync_tree, plain_mode
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def staging_dir(root: Path) -> Path:
     """A fresh folder to write a version into before `publish`; its name carries the
     writer's pid, so that a later publish removes it only once that process is gone."""
     (root / VERSIONS).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=root / VERSIONS, prefix=f".tmp-{os.getpid()}-"))
+    staged = Path(tempfile.mkdtemp(dir=root / VERSIONS, prefix=f".tmp-{os.getpid()}-"))
+    plain_mode(staged)  # published as the version folder: not 0700
+    return staged
 
 
 def _writer_alive(staged: Path) -> bool:

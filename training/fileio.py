@@ -20,6 +20,30 @@ from typing import BinaryIO
 log = logging.getLogger(__name__)
 
 
+def umask() -> int:
+    """The process's file-creation mask, read where Linux shows it (/proc/self/status)
+    rather than set and restored: another thread creating a file in between would get
+    the wrong mode."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path: str | os.PathLike) -> None:
+    """Give a file or folder the mode open() or mkdir() would have: 0666 or 0777 less the
+    umask. tempfile makes them private (0600, 0700), and a checkpoint, index or corpus
+    must be as readable as anything else its user writes (a service running as another
+    user reads them)."""
+    full = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, full & ~umask())
+
+
 def fsync_file(path: str | os.PathLike) -> None:
     """Flush a closed file's content to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -49,11 +73,13 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; once the block succeeds, it is fsynced and
-    renamed over `path`. On any error the temporary file is removed."""
+    renamed over `path`. On any error the temporary file is removed. The file gets the
+    mode open() would give it (tempfile makes it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    plain_mode(tmp)
     try:
         yield Path(tmp)
         fsync_file(tmp)

@@ -18,6 +18,7 @@ from atri.training.fileio import (
     readable_dir,
     recover_dir,
     swap_dir,
+    umask,
 )
 
 CRASH = """
@@ -74,3 +75,33 @@ def test_swap_dir_replaces_and_recovers_an_interrupted_swap(tmp_path: Path) -> N
     assert not target.exists()
     recover_dir(target)  # the next writer puts it back
     assert (target / "w").read_text() == "new"
+
+
+@pytest.fixture
+def set_umask():
+    """Set the process umask for one test, and put the old one back."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"),
+                         [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
+                         ids=["umask-022", "umask-077", "umask-002"])
+def test_written_files_and_index_versions_get_the_umask_mode(tmp_path, set_umask, model, mask,
+                                                             file_mode, dir_mode):
+    """tempfile makes files 0600 and folders 0700; what atri writes (manifests, metrics,
+    checkpoints, index versions) must be as readable as anything else its user writes,
+    e.g. by a service running as another user."""
+    from atri.index.layout import staging_dir
+    from atri.training.encoders.checkpoint import save_checkpoint
+
+    set_umask(mask)
+    assert umask() == mask
+    atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == file_mode
+    assert staging_dir(tmp_path / "index").stat().st_mode & 0o777 == dir_mode
+    out = save_checkpoint(model, tmp_path / "ckpt", training_config={}, step=0, epoch=0,
+                          metrics={})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes and set(modes.values()) == {file_mode}, modes

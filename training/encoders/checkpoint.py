@@ -49,6 +49,7 @@ from atri.training.fileio import (
     file_sha256,
     fsync_dir,
     fsync_file,
+    plain_mode,
     readable_dir,
     recover_dir,
     swap_dir,
@@ -154,9 +155,7 @@ def _write_files(folder: Path, state: dict[str, Tensor], meta: dict[str, Any]) -
     text = json.dumps(meta, indent=2, default=_json_default) + "\n"
     (folder / META_FILE).write_text(text, encoding="utf-8")
     fsync_file(folder / META_FILE)
-    # safetensors creates its file 0600; give it the umask-derived mode of the JSON file
-    # so that a checkpoint is as readable as any other file its user writes.
-    os.chmod(folder / WEIGHTS_FILE, (folder / META_FILE).stat().st_mode & 0o777)
+    plain_mode(folder / WEIGHTS_FILE)  # safetensors creates it 0600
     fsync_dir(folder)
 
 
