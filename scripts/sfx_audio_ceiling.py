@@ -41,6 +41,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,9 +139,10 @@ def first_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return 1 + ((scores >= best) & ~relevant).sum(1)
 
 
-def recall(ranks: np.ndarray) -> tuple[float, float]:
-    """(R@1, R@10) in percent."""
-    return round(100 * float(np.mean(ranks <= 1)), 1), round(100 * float(np.mean(ranks <= 10)), 1)
+def recall(ranks: np.ndarray, digits: int | None = 1) -> tuple[float, float]:
+    """(R@1, R@10) in percent, rounded to `digits` (None: not rounded)."""
+    values = (100 * float(np.mean(ranks <= 1)), 100 * float(np.mean(ranks <= 10)))
+    return values if digits is None else (round(values[0], digits), round(values[1], digits))
 
 
 def fit_probe(train: np.ndarray, y_train: np.ndarray, c: float):
@@ -165,26 +167,34 @@ def probe_recall(clf, test: np.ndarray, y_test: np.ndarray) -> tuple[float, floa
 
 def caption_recall(audio: np.ndarray, texts: dict[str, np.ndarray], present: dict[str, np.ndarray],
                    captions: dict[str, list[list[str]]], labels: dict[str, np.ndarray]
-                   ) -> dict[str, tuple]:
+                   ) -> dict[str, Any]:
     """A checkpoint's own captions as queries over the same recordings, each distinct
     caption once per language as the evaluator asks them (caption_queries.py): (R@1,
     R@10), the mean over languages, for each relevance in `labels` (a label per
     recording): a recording is relevant when it shares the label of a recording that
-    carries the caption; "exact" is the evaluator's own rule (carrying it)."""
+    carries the caption; "exact" is the evaluator's own rule (carrying it). Each
+    language's own figures under "languages"."""
     a = audio / np.linalg.norm(audio, axis=1, keepdims=True)
-    per_lang: dict[str, list] = {name: [] for name in ("exact", *labels)}
+    per_lang: dict[str, dict[str, tuple[float, float]]] = {n: {} for n in ("exact", *labels)}
     for lang, grid in texts.items():
         q = t2a_queries(present[lang], captions[lang])
         scores = grid.reshape(-1, grid.shape[-1])[q.first] @ a.T  # (Q, N)
         carriers = np.zeros(scores.shape, dtype=bool)
         for k in range(len(q.first)):
             carriers[k, q.clips[q.indptr[k]:q.indptr[k + 1]]] = True
-        per_lang["exact"].append(recall(first_ranks(scores, carriers)))
+        per_lang["exact"][lang] = recall(first_ranks(scores, carriers), None)
         for name, y in labels.items():
             relevant = np.array([np.isin(y, y[row]) for row in carriers])
-            per_lang[name].append(recall(first_ranks(scores, relevant)))
-    return {name: tuple(round(float(v), 1) for v in np.mean(rows, 0))
-            for name, rows in per_lang.items()}
+            per_lang[name][lang] = recall(first_ranks(scores, relevant), None)
+
+    def rounded(pair) -> tuple[float, float]:
+        return round(float(pair[0]), 1), round(float(pair[1]), 1)
+
+    out: dict[str, Any] = {name: rounded(np.mean(list(rows.values()), 0))
+                           for name, rows in per_lang.items()}
+    out["languages"] = {lang: {name: rounded(rows[lang]) for name, rows in per_lang.items()}
+                        for lang in texts}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
