@@ -43,10 +43,9 @@ LAMBDAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 C = 1.0  # both classifiers' inverse L2 strength
 
 
-def embed(checkpoint: str, corpus: Path, split: str, langs) -> dict:
+def embed(model, corpus: Path, split: str, langs) -> dict:
     """The split's recordings: audio (N, E), per language the distinct captions' query
     embeddings (Q, E), their carriers (Q, N) and the owners' concepts."""
-    model, _ = load_checkpoint(checkpoint)
     manifest = read_manifest(corpus / f"{split}.jsonl")
     keep = [i for i, r in enumerate(manifest.records) if not r.id.startswith(("mix-", "mel-"))]
     emb = embed_manifest(model, manifest, langs, cache_dir=default_cache_dir(os.environ))
@@ -121,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    splits = {s: embed(args.checkpoint, args.corpus, s, args.langs) for s in SPLITS
+    model, _ = load_checkpoint(args.checkpoint)
+    splits = {s: embed(model, args.corpus, s, args.langs) for s in SPLITS
               if (args.corpus / f"{s}.jsonl").is_file()}
     train = splits.pop("train")
     audio_clf = classifier(train["audio"], train["concepts"])
