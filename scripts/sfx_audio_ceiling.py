@@ -179,9 +179,7 @@ def caption_recall(audio: np.ndarray, texts: dict[str, np.ndarray], present: dic
     for lang, grid in texts.items():
         q = t2a_queries(present[lang], captions[lang])
         scores = grid.reshape(-1, grid.shape[-1])[q.first] @ a.T  # (Q, N)
-        carriers = np.zeros(scores.shape, dtype=bool)
-        for k in range(len(q.first)):
-            carriers[k, q.clips[q.indptr[k]:q.indptr[k + 1]]] = True
+        carriers = q.relevance(len(a))  # (Q, N)
         per_lang["exact"][lang] = recall(first_ranks(scores, carriers), None)
         for name, y in labels.items():
             relevant = np.array([np.isin(y, y[row]) for row in carriers])

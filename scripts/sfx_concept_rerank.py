@@ -55,9 +55,7 @@ def embed(model, corpus: Path, split: str, langs) -> dict:
         present = emb.present[lang][keep]
         captions = [emb.captions[lang][i] for i in keep]
         q = t2a_queries(present, captions)
-        carriers = np.zeros((len(q.first), len(keep)), dtype=bool)
-        for k in range(len(q.first)):
-            carriers[k, q.clips[q.indptr[k]:q.indptr[k + 1]]] = True
+        carriers = q.relevance(len(keep))  # (Q, N)
         grid = emb.text[lang][keep]
         queries[lang] = (grid.reshape(-1, grid.shape[-1])[q.first], carriers)
     return {"audio": emb.audio[keep], "concepts": concepts, "queries": queries}

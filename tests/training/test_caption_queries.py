@@ -133,5 +133,6 @@ def test_queries_layout() -> None:
     assert [q.clips[q.indptr[k] : q.indptr[k + 1]].tolist() for k in range(2)] == [[0, 2], [0, 1]]
     assert q.clips[q.pair[present]].tolist() == [0, 0, 1, 2, 2]  # each slot -> its own clip
     assert q.pair[1, 1] == -1 and q.n_multi_relevant() == 2
+    assert q.relevance(3).tolist() == [[True, False, True], [True, True, False]]
     blocks = list(q.blocks(budget=2))
     assert all(pairs.size <= 2 for _, pairs in blocks)

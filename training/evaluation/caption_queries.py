@@ -37,6 +37,12 @@ class Queries:
         """(Q,) number of relevant clips of each query."""
         return np.diff(self.indptr)
 
+    def relevance(self, n_clips: int) -> np.ndarray:
+        """(Q, n_clips) bool: query q's relevant clips, dense (for small galleries)."""
+        out = np.zeros((len(self), n_clips), dtype=bool)
+        out[np.repeat(np.arange(len(self)), self.n_relevant), self.clips] = True
+        return out
+
     def n_multi_relevant(self) -> int:
         """How many queries have more than one relevant clip (metrics.md asks for it)."""
         return int((self.n_relevant > 1).sum())
