@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of <package>.tsv tables (default: the committed ones)")
     sfx.add_argument("--seed", type=int, default=0)
     sfx.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    sfx.add_argument("--eval-captions", choices=("per-meaning", "per-clip"), default="per-meaning",
+                     help="test splits: recordings of one concept and attributes share their "
+                          "captions (per-meaning, default) or each draws its own (per-clip, "
+                          "builder version 5)")
     imp = sub.add_parser("import-csv", help="AudioCaps/Clotho CSVs (+ translations) to a manifest")
     imp.add_argument("--format", choices=("audiocaps", "clotho"), required=True)
     imp.add_argument("--csv", type=Path, required=True)
@@ -71,7 +75,7 @@ def _build_sfx(args: argparse.Namespace) -> None:
         root = cache.parent / "sfx-root"
         extract_all(sorted(PACKAGES), root, cache)
     stats = build_sfx(args.out_dir, root, table_dir=args.tables or TABLES_DIR, seed=args.seed,
-                      workers=args.workers)
+                      workers=args.workers, eval_captions=args.eval_captions)
     print(format_statistics(stats))
     print(f"real-recordings corpus (seed {args.seed}) in {args.out_dir} "
           f"[built in {stats['build_seconds']:.1f} s]")

@@ -258,6 +258,46 @@ def test_same_corpus_for_any_worker_count_via_the_cli(corpus, fixture_tree, tmp_
     assert json.loads((tmp_path / "corpus.json").read_text())["stamp"] == stamp
 
 
+def _meaning(record) -> tuple[str, str]:
+    return record.meta["concept"], record.meta["attrs"]
+
+
+def test_test_split_recordings_of_one_meaning_share_captions(corpus, fixture_tree, tmp_path):
+    """Default (per-meaning): in the test splits every recording of one concept and
+    attributes carries the same captions, so a query counts them all relevant; per-clip
+    (builder version 5) draws them per recording. Train and val are the same either way."""
+    out, _ = corpus
+    root, tables = fixture_tree
+    per_clip = tmp_path / "per-clip"
+    build.build_sfx(per_clip, root, table_dir=tables, seed=3, workers=1, eval_captions="per-clip")
+    shared, own = _manifests(out), _manifests(per_clip)
+    for split in ("train", "val"):
+        assert (out / f"{split}.jsonl").read_text() == (per_clip / f"{split}.jsonl").read_text()
+    several = 0
+    for split in ("test", "test-xpkg", "test-zeroshot"):
+        assert [r.id for r in shared[split]] == [r.id for r in own[split]]
+        by_meaning: dict[tuple[str, str], list] = defaultdict(list)
+        for r in shared[split]:
+            if "package" in r.meta:
+                by_meaning[_meaning(r)].append(r.captions)
+        for meaning, captions in by_meaning.items():
+            assert all(c == captions[0] for c in captions), (split, meaning)
+            several += len(captions) > 1
+        assert len({json.dumps(c[0]) for c in by_meaning.values()}) == len(by_meaning)
+    assert several, "the fixture must hold test recordings of one meaning"
+    cows = {json.dumps(r.captions) for r in own["test-zeroshot"] if r.meta.get("concept") == "cow_moo"}
+    assert len(cows) > 1, "per-clip: recordings of one meaning draw their own captions"
+    stamps = [json.loads((d / "corpus.json").read_text())["stamp"] for d in (out, per_clip)]
+    assert [s["eval_captions"] for s in stamps] == ["per-meaning", "per-clip"]
+
+
+def test_an_unknown_caption_rule_is_refused_before_decoding(fixture_tree, tmp_path):
+    root, tables = fixture_tree
+    with pytest.raises(ValueError, match="per-sentence"):
+        build.build_sfx(tmp_path, root, table_dir=tables, eval_captions="per-sentence")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(("row", "message"), [
     ("cow*\tmoose_call\t-\t", "unknown concept id 'moose_call'"),
     ("cow*\t-\t-\tboring", "exclusion reason 'boring'"),

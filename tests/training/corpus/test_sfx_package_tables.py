@@ -168,4 +168,4 @@ def test_per_file_licences_and_builder_version() -> None:
     assert rec.licence_for(RE + "sounds/ambience/creek.ogg").holders.startswith("2005, Richard")
     assert rec.licence_for(RE + "sounds/player/pain2.ogg").spdx == "CC-BY-SA-3.0+"
     assert PACKAGES["hedgewars-data"].licence_for(HW + "Sounds/Droplet1.ogg").spdx == "CC-BY-SA-3.0"
-    assert build.BUILDER_VERSION == 5
+    assert build.BUILDER_VERSION == 6

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from atri.training.corpus.sfx import mixtures, splits
 from atri.training.corpus.sfx.audio import Decoded, decode_shard
-from atri.training.corpus.sfx.records import Clip, clip_record
+from atri.training.corpus.sfx.records import EVAL_CAPTIONS, Clip, clip_record
 from atri.training.corpus.sfx.sources import (
     TABLES_DIR,
     Source,
@@ -38,7 +38,7 @@ from atri.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 5
+BUILDER_VERSION = 6  # 6: the test splits' captions drawn per meaning (records.py)
 SHARD_SIZE = 40  # files per worker task; fixed, so output never depends on --workers
 # Whole packages held out as `test-xpkg`: other recording chains of concepts the other
 # packages cover (TABLE's survey: ~90% of their mapped clips are of concepts others
@@ -172,11 +172,12 @@ def statistics(by_split: dict[str, list[Clip]], mixes: list, drops: Counter,
 
 
 def records_for(
-    by_split: dict[str, list[Clip]], mixes: list, seed: int
+    by_split: dict[str, list[Clip]], mixes: list, seed: int, eval_captions: str = "per-meaning"
 ) -> dict[str, list[ClipRecord]]:
     out: dict[str, list[ClipRecord]] = {}
     for split, clips in by_split.items():
-        out[split] = [clip_record(c, split, seed) for c in sorted(clips, key=lambda c: c.key)]
+        out[split] = [clip_record(c, split, seed, eval_captions)
+                      for c in sorted(clips, key=lambda c: c.key)]
         out[split] += [ClipRecord(id=m.id, audio=mixtures.audio_relpath(m), captions=m.captions,
                                   meta=m.meta()) for m in mixes if m.split == split]
     return out
@@ -184,17 +185,20 @@ def records_for(
 
 def build_sfx(out_dir: Path, root: Path, table_dir: Path = TABLES_DIR, seed: int = 0,
               workers: int = 2, xpkg: Sequence[str] | None = None,
-              zeroshot: Sequence[str] | None = None) -> dict:
+              zeroshot: Sequence[str] | None = None, eval_captions: str = "per-meaning") -> dict:
     """Build the corpus into out_dir from the extracted tree `root`; returns statistics.
-    xpkg and zeroshot default to XPKG and ZEROSHOT. A finished corpus with the same stamp
-    (builder version, seed, tables, sources, held-out choices) is not built again."""
+    xpkg and zeroshot default to XPKG and ZEROSHOT; eval_captions is records.EVAL_CAPTIONS'
+    choice. A finished corpus with the same stamp (builder version, seed, tables, sources,
+    held-out choices, caption rule) is not built again."""
     start = time.monotonic()
+    if eval_captions not in EVAL_CAPTIONS:  # before the decoding, not after
+        raise ValueError(f"eval captions {eval_captions!r}: expected one of {EVAL_CAPTIONS}")
     xpkg = XPKG if xpkg is None else tuple(xpkg)
     zeroshot = ZEROSHOT if zeroshot is None else tuple(zeroshot)
     out_dir = Path(out_dir)
     sources, excluded = read_sources(Path(root), Path(table_dir))
     stamp = {"builder_version": BUILDER_VERSION, "seed": seed, "xpkg": list(xpkg),
-             "zeroshot": list(zeroshot),
+             "zeroshot": list(zeroshot), "eval_captions": eval_captions,
              "mixtures": {split: list(n) for split, n in mixtures.COUNTS.items()},
              "tables": sources_digest(sources, excluded, table_dir),
              "captions": captions_digest()}
@@ -212,7 +216,7 @@ def build_sfx(out_dir: Path, root: Path, table_dir: Path = TABLES_DIR, seed: int
     mixes = mixtures.plan_mixtures(by_split, seed, is_instrument)
     shards = [(mixes[i : i + SHARD_SIZE], str(out_dir)) for i in range(0, len(mixes), SHARD_SIZE)]
     run_sharded(mixtures.render_shard, shards, workers, "mixing", [len(s[0]) for s in shards])
-    records = records_for(by_split, mixes, seed)
+    records = records_for(by_split, mixes, seed, eval_captions)
     for split, items in records.items():
         write_manifest(out_dir / f"{split}.jsonl", items)
     folders = sorted({s.package for s in sources}) + ["mix"]

@@ -16,6 +16,15 @@ from atri.training.languages import LANGS
 
 # Captions per clip and language: training sees several phrasings, an evaluation clip two.
 CAPTIONS_PER_CLIP = {"train": 4, "eval": 2}
+# How the test splits' recordings draw their captions. "per-meaning": every recording of one
+# concept and attributes carries the same captions, so the evaluator's rule (every clip that
+# carries the query's string is relevant, spec metrics.md) counts a recording of the same
+# meaning as a hit; "per-clip" (builder version 5): each recording draws its own, and
+# another recording of the same sound under another phrasing counts as a miss. Train and
+# val always draw per clip: training sees more phrasings, and the validation scores every
+# checkpoint records stay reproducible.
+EVAL_CAPTIONS = ("per-meaning", "per-clip")
+SHARED_CAPTION_SPLITS = frozenset({"test", "test-xpkg", "test-zeroshot"})
 VARIANT_WINDOW = 3  # variants tried per template when looking for distinct captions
 # File-name words that say nothing about the sound (game prefixes, formats, takes).
 _NAME_NOISE = {"default", "sfx", "snd", "sound", "sounds", "wav", "ogg", "wp", "fx", "the"}
@@ -94,15 +103,29 @@ def n_captions(split: str) -> int:
     return CAPTIONS_PER_CLIP["train" if split == "train" else "eval"]
 
 
-def clip_record(clip: Clip, split: str, seed: int) -> ClipRecord:
-    rng = random.Random(f"{seed}:captions:{clip.key}")
+def attrs_text(attrs: Mapping[str, str]) -> str:
+    return ";".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+
+
+def caption_seed(clip: Clip, split: str, seed: int, eval_captions: str) -> str:
+    """What a clip's captions are drawn from: its meaning in the test splits under
+    "per-meaning", else its key (the only rule of builder version 5)."""
+    if eval_captions not in EVAL_CAPTIONS:
+        raise ValueError(f"eval captions {eval_captions!r}: expected one of {EVAL_CAPTIONS}")
+    if eval_captions == "per-meaning" and split in SHARED_CAPTION_SPLITS:
+        return f"{seed}:captions:meaning:{clip.concept}:{attrs_text(clip.attrs)}"
+    return f"{seed}:captions:{clip.key}"
+
+
+def clip_record(clip: Clip, split: str, seed: int, eval_captions: str = "per-meaning") -> ClipRecord:
+    rng = random.Random(caption_seed(clip, split, seed, eval_captions))
     meta: dict[str, str | int | float | bool] = {
         "package": clip.package,
         "path": clip.relpath,
         "licence": clip.licence,
         "attribution": clip.attribution,
         "concept": clip.concept,
-        "attrs": ";".join(f"{k}={v}" for k, v in sorted(clip.attrs.items())),
+        "attrs": attrs_text(clip.attrs),
         "group": clip.group,
         "sha256": clip.sha256,
         "filename_label": filename_label(clip.relpath),
