@@ -17,7 +17,8 @@ touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
     demo-aug       demo-fluidr3 with 2 augmented views
     joint-rN       demo + real train (real clips repeated N times), started from the previous
                    default checkpoint: candidates for the new default
-    joint-fonts-rN the same plus the demo clips rendered with 4 soundfonts
+    joint-fonts-rN the same plus the demo clips rendered with other soundfonts (--fonts: the
+                   demo corpus built with --train-soundfonts; its first --n-fonts clips)
 
     python scripts/sfx_study.py --sfx data/corpus-sfx --demo data/demo-sub \\
         --fonts data/corpus-small-sf --out data/sfx-study [--arms a,b,...] [--seed N]
@@ -118,7 +119,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     *(Arm(f"joint-fonts-r{n}",
           lambda d, n=n: d["demo/train"] + d["fonts/train"] + repeated(d["sfx/train"], n),
           lambda d: d["demo/val"] + d["sfx/val"], (*KCLB, "--init-from", "default"),
-          tuple(("sfx", s) for s in REAL_SPLITS) + _demo_evals()) for n in (2, 3)),
+          tuple(("sfx", s) for s in REAL_SPLITS) + _demo_evals()) for n in (1, 2, 3)),
 )}
 
 
@@ -230,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sfx", type=Path, required=True)
     parser.add_argument("--demo", type=Path, required=True)
     parser.add_argument("--fonts", type=Path)
+    parser.add_argument("--n-fonts", type=int, default=None,
+                        help="the first N training clips of --fonts (default: as many as the "
+                             "demo corpus's training split holds)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--epochs", type=int, default=40)
@@ -246,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--arms: unknown {unknown}; known: {', '.join(ARMS)}")
     arms = [ARMS[a] for a in args.arms.split(",")]
-    n_demo = len(read_manifest(args.demo / "train.jsonl"))
-    data = load_data(args.sfx, args.demo, args.fonts, n_demo)
+    n_fonts = args.n_fonts
+    if n_fonts is None:
+        n_fonts = len(read_manifest(args.demo / "train.jsonl"))
+    if n_fonts < 1:
+        parser.error(f"--n-fonts {n_fonts}: must be at least 1")
+    data = load_data(args.sfx, args.demo, args.fonts, n_fonts)
     (args.out / "manifests").mkdir(parents=True, exist_ok=True)
     for key, records in data.items():
         write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)

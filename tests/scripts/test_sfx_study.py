@@ -51,6 +51,29 @@ def test_manifests_only_writes_the_joint_data_and_trains_nothing(load_script, tw
     assert not (out / "joint-r1" / "run").exists() and not (out / "results.json").exists()
 
 
+def test_the_fonts_arm_adds_the_first_n_clips_in_other_soundfonts(load_script, two_corpora,
+                                                                   tmp_path):
+    """--fonts is the demo corpus rendered with other soundfonts (here the tiny corpus
+    again, standing in): its first --n-fonts training clips join under their own ids."""
+    study = load_script("sfx_study")
+    demo, sfx = two_corpora
+    out = tmp_path / "study"
+    assert study.main(["--sfx", str(sfx), "--demo", str(demo), "--fonts", str(demo),
+                       "--n-fonts", "5", "--out", str(out), "--arms", "joint-fonts-r1",
+                       "--manifests-only"]) == 0
+    demo_train = read_manifest(demo / "train.jsonl").records
+    joint = read_manifest(out / "joint-fonts-r1" / "train.jsonl").records
+    assert len(joint) == len(demo_train) + 5 + 6
+    fonts = joint[len(demo_train):len(demo_train) + 5]
+    assert [r.id.rsplit(".", 1)[0] for r in fonts] == [r.id for r in demo_train[:5]]
+    assert [r.captions for r in fonts] == [r.captions for r in demo_train[:5]]
+    assert len({r.id for r in joint}) == len(joint)
+    with pytest.raises(SystemExit):
+        study.main(["--sfx", str(sfx), "--demo", str(demo), "--fonts", str(demo),
+                    "--n-fonts", "0", "--out", str(tmp_path / "s0"), "--arms",
+                    "joint-fonts-r1", "--manifests-only"])
+
+
 def test_an_unknown_arm_is_named(load_script, two_corpora, tmp_path, capsys):
     study = load_script("sfx_study")
     demo, sfx = two_corpora

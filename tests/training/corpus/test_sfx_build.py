@@ -285,7 +285,8 @@ def test_test_split_recordings_of_one_meaning_share_captions(corpus, fixture_tre
             several += len(captions) > 1
         assert len({json.dumps(c[0]) for c in by_meaning.values()}) == len(by_meaning)
     assert several, "the fixture must hold test recordings of one meaning"
-    cows = {json.dumps(r.captions) for r in own["test-zeroshot"] if r.meta.get("concept") == "cow_moo"}
+    cows = {json.dumps(r.captions) for r in own["test-zeroshot"]
+            if r.meta.get("concept") == "cow_moo"}
     assert len(cows) > 1, "per-clip: recordings of one meaning draw their own captions"
     stamps = [json.loads((d / "corpus.json").read_text())["stamp"] for d in (out, per_clip)]
     assert [s["eval_captions"] for s in stamps] == ["per-meaning", "per-clip"]

@@ -117,7 +117,9 @@ def caption_seed(clip: Clip, split: str, seed: int, eval_captions: str) -> str:
     return f"{seed}:captions:{clip.key}"
 
 
-def clip_record(clip: Clip, split: str, seed: int, eval_captions: str = "per-meaning") -> ClipRecord:
+def clip_record(
+    clip: Clip, split: str, seed: int, eval_captions: str = "per-meaning"
+) -> ClipRecord:
     rng = random.Random(caption_seed(clip, split, seed, eval_captions))
     meta: dict[str, str | int | float | bool] = {
         "package": clip.package,
