@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from atri.training.corpus.sfx import mixtures, splits
 from atri.training.corpus.sfx.audio import Decoded, decode_shard
-from atri.training.corpus.sfx.records import EVAL_CAPTIONS, Clip, clip_record
+from atri.training.corpus.sfx.records import Clip, check_eval_captions, clip_record
 from atri.training.corpus.sfx.sources import (
     TABLES_DIR,
     Source,
@@ -187,12 +187,11 @@ def build_sfx(out_dir: Path, root: Path, table_dir: Path = TABLES_DIR, seed: int
               workers: int = 2, xpkg: Sequence[str] | None = None,
               zeroshot: Sequence[str] | None = None, eval_captions: str = "per-meaning") -> dict:
     """Build the corpus into out_dir from the extracted tree `root`; returns statistics.
-    xpkg and zeroshot default to XPKG and ZEROSHOT; eval_captions is records.EVAL_CAPTIONS'
-    choice. A finished corpus with the same stamp (builder version, seed, tables, sources,
-    held-out choices, caption rule) is not built again."""
+    xpkg and zeroshot default to XPKG and ZEROSHOT; eval_captions is one of
+    records.EVAL_CAPTIONS. A finished corpus with the same stamp (builder version, seed,
+    tables, sources, held-out choices, caption rule) is not built again."""
     start = time.monotonic()
-    if eval_captions not in EVAL_CAPTIONS:  # before the decoding, not after
-        raise ValueError(f"eval captions {eval_captions!r}: expected one of {EVAL_CAPTIONS}")
+    check_eval_captions(eval_captions)  # before the decoding, not after
     xpkg = XPKG if xpkg is None else tuple(xpkg)
     zeroshot = ZEROSHOT if zeroshot is None else tuple(zeroshot)
     out_dir = Path(out_dir)

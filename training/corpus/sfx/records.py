@@ -107,11 +107,15 @@ def attrs_text(attrs: Mapping[str, str]) -> str:
     return ";".join(f"{k}={v}" for k, v in sorted(attrs.items()))
 
 
+def check_eval_captions(eval_captions: str) -> None:
+    if eval_captions not in EVAL_CAPTIONS:
+        raise ValueError(f"eval captions {eval_captions!r}: expected one of {EVAL_CAPTIONS}")
+
+
 def caption_seed(clip: Clip, split: str, seed: int, eval_captions: str) -> str:
     """What a clip's captions are drawn from: its meaning in the test splits under
     "per-meaning", else its key (the only rule of builder version 5)."""
-    if eval_captions not in EVAL_CAPTIONS:
-        raise ValueError(f"eval captions {eval_captions!r}: expected one of {EVAL_CAPTIONS}")
+    check_eval_captions(eval_captions)
     if eval_captions == "per-meaning" and split in SHARED_CAPTION_SPLITS:
         return f"{seed}:captions:meaning:{clip.concept}:{attrs_text(clip.attrs)}"
     return f"{seed}:captions:{clip.key}"
