@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sfx_study import ATRI, chance_recall  # noqa: E402
+from sfx_study import chance_recall, eval_report  # noqa: E402
 
 from atri.training.data.manifest import read_manifest  # noqa: E402
 from atri.training.fileio import atomic_write_text  # noqa: E402
@@ -38,13 +37,6 @@ def named(items: list[str]) -> dict[str, str]:
             raise SystemExit(f"--checkpoint {item!r}: expected a new NAME=PATH")
         out[name] = path
     return out
-
-
-def evaluate(checkpoint: str, manifest: Path, report: Path) -> dict:
-    if not (report / "metrics.json").is_file():
-        subprocess.run([ATRI, "eval", "--checkpoint", checkpoint, "--manifest", str(manifest),
-                        "--out", str(report)], check=True)
-    return json.loads((report / "metrics.json").read_text())
 
 
 def summary(metrics: dict) -> dict:
@@ -83,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             for split in SPLITS:
                 report = args.work / f"{name}-{rule}-{split}"
                 rows[f"{rule}/{split}"] = summary(
-                    evaluate(checkpoint, corpus / f"{split}.jsonl", report))
+                    eval_report(checkpoint, corpus / f"{split}.jsonl", report))
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     head = "| checkpoint | rule | " + " | ".join(f"{s} R@1 / R@10 | MRV" for s in SPLITS) + " |"
     print(head + "\n" + "|---" * (2 + 2 * len(SPLITS)) + "|")

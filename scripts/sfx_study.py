@@ -146,6 +146,14 @@ def write_arm_manifests(arm: Arm, data: dict, out: Path) -> Path:
     return folder
 
 
+def eval_report(checkpoint: str, manifest: Path, report: Path) -> dict:
+    """`atri eval`'s metrics.json for the pair, run only when `report` does not hold it."""
+    if not (report / "metrics.json").is_file():
+        subprocess.run([ATRI, "eval", "--checkpoint", checkpoint, "--manifest", str(manifest),
+                        "--out", str(report)], check=True)
+    return json.loads((report / "metrics.json").read_text())
+
+
 def run_arm(arm: Arm, data: dict, out: Path, common: list[str], init_from: str) -> dict:
     flags = [init_from if flag == "default" and before == "--init-from" else flag
              for before, flag in zip(("", *arm.flags), arm.flags, strict=False)]
@@ -155,14 +163,10 @@ def run_arm(arm: Arm, data: dict, out: Path, common: list[str], init_from: str) 
         subprocess.run([ATRI, "train", "--train", str(folder / "train.jsonl"), "--val",
                         str(folder / "val.jsonl"), "--out", str(run), *common, *flags],
                        check=True)
-    results = {}
-    for corpus, split in arm.evals:
-        report = folder / f"eval-{corpus}-{split}"
-        if not (report / "metrics.json").is_file():
-            manifest = out / "manifests" / f"{corpus}-{split}.jsonl"
-            subprocess.run([ATRI, "eval", "--checkpoint", str(run / "best"), "--manifest",
-                            str(manifest), "--out", str(report)], check=True)
-        results[f"{corpus}/{split}"] = json.loads((report / "metrics.json").read_text())
+    results = {f"{corpus}/{split}": eval_report(str(run / "best"),
+                                                 out / "manifests" / f"{corpus}-{split}.jsonl",
+                                                 folder / f"eval-{corpus}-{split}")
+               for corpus, split in arm.evals}
     best = json.loads((run / "best" / "checkpoint.json").read_text())
     return {"epoch": best["epoch"], "val_score": best["metrics"]["val_score"], "eval": results}
 
