@@ -49,6 +49,7 @@ class LocalBatch:
     # other's clips (equal strings; with TrainConfig.mask_same, clips of one group), -1
     # absent or never masked; None unless the run masks (mask_duplicate_captions, mask_same)
     text_ids: torch.Tensor | None = None
+    multi_positive: bool = False  # TrainConfig.multi_positive: text_ids pairs are positives
 
     def to(self, device: torch.device) -> LocalBatch:
         def move(x):
@@ -58,7 +59,7 @@ class LocalBatch:
             audio=move(self.audio), text=move(self.text), slots=move(self.slots),
             present_local=move(self.present_local), present=move(self.present),
             clip_ids=move(self.clip_ids), local_clips=self.local_clips,
-            text_ids=move(self.text_ids),
+            text_ids=move(self.text_ids), multi_positive=self.multi_positive,
         )
 
 
@@ -154,6 +155,7 @@ class TrainData:
                             int(config.max_audio_seconds * model.sample_rate), self.augment_views)
         self.workers = options.workers
         self.mask_duplicates = config.mask_duplicate_captions
+        self.multi_positive = config.multi_positive
         self.groups = clip_groups(manifest, config.mask_same) if config.mask_same else None
         if self.groups is not None and (self.groups < 0).all():
             key = config.mask_same.split("+")[0]
@@ -201,6 +203,7 @@ class TrainData:
                 clip_ids=torch.from_numpy(whole.clip), local_clips=part.clip.tolist(),
                 text_ids=(self._text_ids(whole)
                           if self.mask_duplicates or self.groups is not None else None),
+                multi_positive=self.multi_positive,
             )
 
     def _text_ids(self, whole) -> torch.Tensor:

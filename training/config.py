@@ -71,6 +71,10 @@ class TrainConfig:
     # captions say; clips without the first key are masked as mask_duplicate_captions
     # says. Our option, not the papers'.
     mask_same: str | None = None
+    # kcl, kcl-balanced: the pairs mask_duplicate_captions / mask_same name are positives
+    # (losses.kcl_loss: a caption pulled toward every clip it describes in the batch)
+    # instead of being left out of the denominators. Our option, not the papers'.
+    multi_positive: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -112,12 +116,15 @@ class TrainConfig:
             problems.append(problem)
         elif not STRATEGIES[self.strategy].masks_duplicates:
             masking = [name for name, s in STRATEGIES.items() if s.masks_duplicates]
-            for name in ("mask_duplicate_captions", "mask_same"):
+            for name in ("mask_duplicate_captions", "mask_same", "multi_positive"):
                 if getattr(self, name):
                     problems.append(f"{name}: strategy {self.strategy!r} does not "
                                     f"support it; use one of {masking}")
         if not self.langs or len(set(self.langs)) != len(self.langs):
             problems.append(f"langs {list(self.langs)} must be distinct and non-empty")
+        if self.multi_positive and not (self.mask_duplicate_captions or self.mask_same):
+            problems.append("multi_positive needs the pairs it makes positive: "
+                            "mask_duplicate_captions or mask_same")
         if self.mask_same is not None and not all(self.mask_same.split("+")):
             problems.append(f"mask_same {self.mask_same!r}: meta keys joined by '+', "
                             "none empty (e.g. 'concept' or 'concept+attrs')")

@@ -78,6 +78,33 @@ def _naive_kcl(a, t, tau, present, balanced=False, ids=None):
     return (l_a2t / k + l_t2a) / 2 if balanced else (l_a2t + l_t2a) / (2 * k)
 
 
+def _naive_multi_positive(a, t, tau, present, ids, balanced=False):
+    """kcl / kcl-balanced with equal ids as positives, by loops: every present caption in
+    each denominator; a clip's positives are its own present captions and the others'
+    captions equal to one of them, a caption's are its clip and the clips it describes;
+    -log p averaged over an anchor's positives, a clip's mean counted once per caption."""
+    b, k = t.shape[0], t.shape[1]
+    slots = [(j, m) for j in range(b) for m in range(k) if present[j][m]]
+
+    def texts(i: int) -> set[int]:
+        return {ids[i][m] for m in range(k) if present[i][m]}
+
+    sum_a2t = sum_t2a = 0.0
+    for i in range(b):
+        scores = [_dot(a[i], t[j, m]) / tau for (j, m) in slots]
+        pos = [n for n, (j, m) in enumerate(slots) if j == i or ids[j][m] in texts(i)]
+        mean = sum(_neg_log_softmax(scores, n) for n in pos) / len(pos)
+        sum_a2t += mean * sum(present[i])
+        for m in range(k):
+            if not present[i][m]:
+                continue
+            t2a = [_dot(t[i, m], a[j]) / tau for j in range(b)]
+            clips = [j for j in range(b) if j == i or ids[i][m] in texts(j)]
+            sum_t2a += sum(_neg_log_softmax(t2a, j) for j in clips) / len(clips)
+    l_a2t, l_t2a = k * sum_a2t / len(slots), sum_t2a / len(slots)
+    return (l_a2t / k + l_t2a) / 2 if balanced else (l_a2t + l_t2a) / (2 * k)
+
+
 def _random_present(b: int, k: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     present = torch.rand(b, k, generator=gen) > 0.35
@@ -154,6 +181,53 @@ def test_kcl_with_duplicate_captions_matches_loop(ids, balanced: bool) -> None:
     assert got.item() == pytest.approx(expected, rel=1e-10)
     if len({i for row in ids for i in row}) == b * k:
         assert got.item() == pytest.approx(fn(a, t, tau, present).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("ids", [
+    [[0, 1], [2, 3], [4, 5]],  # all distinct: the plain loss
+    [[0, 1], [0, 3], [4, 5]],  # clips 0 and 1 share their first caption
+    [[0, 1], [1, 0], [0, 9]],  # shared across slots (and languages), three ways
+    [[7, 7], [7, 7], [7, 7]],  # one group for all
+])
+@pytest.mark.parametrize("balanced", [False, True])
+def test_kcl_multi_positive_matches_loop(ids, balanced: bool) -> None:
+    b, k = 3, 2
+    a, t = _unit(b, DIM, seed=21), _unit(b, k, DIM, seed=22)
+    present = torch.tensor([[True, True], [True, False], [True, True]])
+    t = t.masked_fill(~present[..., None], float("nan"))
+    tau = torch.tensor(0.1, dtype=torch.float64)
+    fn = kcl_balanced_loss if balanced else kcl_loss
+    got = fn(a, t, tau, present, torch.tensor(ids), multi_positive=True)
+    expected = _naive_multi_positive(a, t, 0.1, present.tolist(), ids, balanced)
+    assert got.item() == pytest.approx(expected, rel=1e-10)
+    plain = fn(a, t, tau, present).item()
+    if len({i for row in ids for i in row}) == b * k:
+        assert got.item() == pytest.approx(plain, rel=1e-12)
+    else:  # shared ids change the loss, and unlike masking, keep every denominator
+        assert got.item() != pytest.approx(plain, rel=1e-6)
+        assert got.item() != pytest.approx(fn(a, t, tau, present, torch.tensor(ids)).item(),
+                                           rel=1e-6)
+
+
+def test_multi_positive_pulls_a_caption_toward_every_clip_it_describes() -> None:
+    """Two recordings of one group and a third apart: as positives, the descent step on the
+    first recording's caption points toward the second recording; masked, that recording
+    plays no part in the caption's gradient (moving it changes nothing)."""
+    t = F.normalize(torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[-1.0, 0.0]]],
+                                 dtype=torch.float64), dim=-1).requires_grad_(True)
+    ids, tau = torch.tensor([[0], [0], [1]]), torch.tensor(0.1, dtype=torch.float64)
+
+    def step(second: list[float], positive: bool) -> torch.Tensor:
+        a = F.normalize(torch.tensor([[1.0, 0.2], second, [-1.0, 0.1]], dtype=torch.float64),
+                        dim=-1)
+        t.grad = None
+        kcl_loss(a, t, tau, None, ids, multi_positive=positive).backward()
+        return -t.grad[0, 0]  # the descent step on clip 0's caption
+
+    toward = F.normalize(torch.tensor([0.3, 1.0], dtype=torch.float64), dim=0)
+    assert float(step([0.3, 1.0], True) @ toward) > 0.5
+    assert torch.allclose(step([0.3, 1.0], False), step([0.9, -0.4], False), atol=1e-12)
+    assert not torch.allclose(step([0.3, 1.0], True), step([0.9, -0.4], True), atol=1e-3)
 
 
 def test_clips_with_the_same_captions_are_no_negatives() -> None:

@@ -200,6 +200,9 @@ def test_resume_refuses_another_config(corpus, tmp_path: Path, capsys) -> None:
         (["--strategy", "mlclap", "--mask-same", "concept"],
          "mask_same: strategy 'mlclap' does not support it"),
         (["--strategy", "kcl", "--mask-same", "concept+"], "none empty"),
+        (["--strategy", "kcl", "--multi-positive"], "multi_positive needs the pairs"),
+        (["--strategy", "cacl", "--mask-same", "concept", "--multi-positive"],
+         "multi_positive: strategy 'cacl' does not support it"),
         (["--strategy", "kcl", "--mask-same", "no_such_key"],
          "no clip has a meta 'no_such_key' value"),
     ],
@@ -239,13 +242,18 @@ def test_clips_of_one_group_leave_each_others_negatives(corpus, tmp_path: Path) 
     grouped = {**corpus, "train": corpus["train"].with_name("train-concepts.jsonl")}
     write_manifest(grouped["train"], records)
     losses = {}
-    for name, extra in (("plain", ()), ("masked", ("--mask-same", "concept"))):
+    arms = (("plain", ()), ("masked", ("--mask-same", "concept")),
+            ("positive", ("--mask-same", "concept", "--multi-positive")))
+    for name, extra in arms:
         run = tmp_path / name
         assert main(train_args(grouped, run, "kcl-balanced", "--epochs", "1", *extra)) == 0
         losses[name] = read_log(run)[0]["loss"]
         _, info = load_checkpoint(run / "best")
         assert info["training_config"]["mask_same"] == (extra[1] if extra else None)
+        assert info["training_config"]["multi_positive"] is (name == "positive")
     assert losses["masked"] < losses["plain"], losses
+    # as positives, a group's captions stay in the denominators and add harder positives
+    assert losses["positive"] > losses["masked"], losses
 
 
 def test_clip_groups_number_equal_values_and_leave_the_rest_out() -> None:

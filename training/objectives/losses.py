@@ -72,7 +72,7 @@ def duplicate_caption_mask(text_ids: Tensor, present: Tensor) -> Tensor:
 
 def _kcl_terms(
     audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None,
-    text_ids: Tensor | None = None,
+    text_ids: Tensor | None = None, multi_positive: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The two directions (L_a2t, L_t2a) of the 1-to-K loss; see kcl_loss."""
     batch, k, dim = text.shape
@@ -89,10 +89,11 @@ def _kcl_terms(
 
     logits = audio @ flat_text.T / tau  # (B, B*K), column j*K + l is t_j^l
     logits = logits.masked_fill(~flat_present[None, :], float("-inf"))
-    if text_ids is not None:
+    same = duplicate_caption_mask(text_ids, present) if text_ids is not None else None
+    if same is not None and not multi_positive:
         # one mask serves both directions: logits[j, i*K + k] is masked exactly when t_i^k
         # is one of a_j's captions (j != i), which is when a_j is no t2a negative of t_i^k
-        logits = logits.masked_fill(duplicate_caption_mask(text_ids, present), float("-inf"))
+        logits = logits.masked_fill(same, float("-inf"))
     log_norm = torch.logsumexp(logits, dim=1)  # (B,)
     positives = logits.reshape(batch, batch, k)[rows, rows]  # (B, K): s(a_i, t_i^k)/tau
     a2t = torch.where(present, log_norm[:, None] - positives, 0.0)  # (B, K)
@@ -102,14 +103,33 @@ def _kcl_terms(
         torch.where(present[..., None], t2a_logits, 0.0), dim=2
     )  # (B, K); absent rows are replaced by zeros (finite) and dropped below
     t2a = torch.where(present, t2a_log_norm - torch.where(present, positives, 0.0), 0.0)
+    if same is not None and multi_positive:
+        a2t, t2a = _multi_positive_terms(logits, log_norm, t2a_log_norm, present, same)
 
     loss_a2t = k * a2t.sum() / n_present
     loss_t2a = t2a.sum() / n_present
     return loss_a2t, loss_t2a
 
 
+def _multi_positive_terms(logits: Tensor, log_norm: Tensor, t2a_log_norm: Tensor,
+                          present: Tensor, same: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, K) a2t and t2a terms when the pairs `same` (B, B*K) names are positives:
+    each anchor's -log p averaged over its positives (SupCon's L_out), so a clip keeps
+    the weight of its present captions and a caption the weight of one term."""
+    batch, k = present.shape
+    own = torch.eye(batch, dtype=torch.bool, device=logits.device).repeat_interleave(k, dim=1)
+    positive = (own & present.reshape(1, batch * k)) | same  # (B, B*K)
+    finite = torch.where(positive, logits, 0.0)  # -inf of absent slots never subtracted
+    a2t_nll = torch.where(positive, log_norm[:, None] - finite, 0.0).sum(1)  # (B,)
+    a2t_mean = a2t_nll / positive.sum(1).clamp(min=1)  # (B,)
+    a2t = torch.where(present, a2t_mean[:, None], 0.0)  # (B, K): n_present_i terms of it
+    t2a_nll = torch.where(positive, t2a_log_norm.reshape(1, batch * k) - finite, 0.0).sum(0)
+    t2a_mean = t2a_nll / positive.sum(0).clamp(min=1)  # (B*K,)
+    return a2t, torch.where(present, t2a_mean.reshape(batch, k), 0.0)
+
+
 def kcl_loss(audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None,
-             text_ids: Tensor | None = None) -> Tensor:
+             text_ids: Tensor | None = None, multi_positive: bool = False) -> Tensor:
     """1-to-K contrastive loss (ATRI Sec. 4.1; exact form from the CCRK code).
     audio (B, D); text (B, K, D), text[i, k] = t_i^k; present (B, K) bool, None = all.
 
@@ -130,22 +150,29 @@ def kcl_loss(audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = 
     equal for equal strings, a caption of clip j that is also one of clip i's leaves a_i's
     a2t denominator, and a_j leaves that caption's t2a denominator (i != j), as ML-CLAP's
     mixture loss does for rows of one clip: such pairs are no negatives.
+
+    Multiple positives (our option, `--multi-positive`): with `text_ids`, those pairs are
+    positives instead. Each of a_i's present captions contributes the mean of
+    -log p(t | a_i) over a_i's positives (its own present captions and the others'
+    captions equal to one of them), and each caption -log p(a | t) averaged over its
+    clip and the clips it also describes (SupCon's L_out form, Khosla et al. 2020); the
+    denominators keep every caption and audio. With no shared id it is the plain loss.
     """
-    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present, text_ids)
+    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present, text_ids, multi_positive)
     k = text.shape[1]
     return (loss_a2t + loss_t2a) / (2 * k)
 
 
 def kcl_balanced_loss(
     audio: Tensor, text: Tensor, tau: Tensor, present: Tensor | None = None,
-    text_ids: Tensor | None = None,
+    text_ids: Tensor | None = None, multi_positive: bool = False,
 ) -> Tensor:
     """1-to-K loss with both directions averaged (our variant, metrics.md):
     L = (L_a2t / K + L_t2a) / 2, with L_a2t, L_t2a, shapes and absent slots as in
     kcl_loss, so that a study can separate 1-to-K batches from KCL's 1/K t2a weighting.
-    `text_ids`: as in kcl_loss.
+    `text_ids`, `multi_positive`: as in kcl_loss.
     """
-    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present, text_ids)
+    loss_a2t, loss_t2a = _kcl_terms(audio, text, tau, present, text_ids, multi_positive)
     k = text.shape[1]
     return (loss_a2t / k + loss_t2a) / 2
 

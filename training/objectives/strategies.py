@@ -31,6 +31,7 @@ class StepBatch(Protocol):
     present: Tensor  # (B, L) bool
     clip_ids: Tensor  # (B,) int64
     text_ids: Tensor | None  # (B, L) int64, equal for equal caption strings; None: not asked
+    multi_positive: bool  # pairs of equal text_ids are positives, not left out
 
 
 class Strategy(ABC):
@@ -121,7 +122,8 @@ class OneToK(Strategy):
         return n_langs
 
     def loss(self, audio, text, tau, batch):
-        return self.pure_loss(audio, text, tau, batch.present, batch.text_ids)
+        return self.pure_loss(audio, text, tau, batch.present, batch.text_ids,
+                              batch.multi_positive)
 
 
 STRATEGIES: dict[str, Strategy] = {

@@ -61,6 +61,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
 SWITCHES: dict[str, str] = {
     "--freeze-text-head": "freeze_text_head",
     "--mask-duplicate-captions": "mask_duplicate_captions",
+    "--multi-positive": "multi_positive",
     "--fixed-tau": "model.fixed_tau",
     "--audio-trainable": "model.audio_trainable",
     "--text-trainable": "model.text_trainable",
