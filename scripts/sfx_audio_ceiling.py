@@ -15,16 +15,17 @@ audio space, so that a low figure can be blamed on the backbone, not the heads.
 blocks and head: the space the index searches), so that a trained tower can be asked the
 same question as the frozen features.
 
-`--probe`: an oracle for the text side. A query that names a test recording's concept
+`--probe`: oracles for the text side. A query that names a test recording's concept
 exactly is answered by a logistic-regression concept classifier trained on train's
 recordings (its C chosen on `val`; the JSON has every C): the split's recordings ranked
 by the probability of that concept. R@1 / R@10 per test recording of a train concept: is
-a recording of its concept first, among the first 10? Relevance is by concept, more
-lenient than the evaluator's (the clips that carry the query's exact caption). With
-`--towers`, each checkpoint's own captions (`--langs`, default all 8; each distinct
-caption once) are asked of the same recordings, with three relevances: the evaluator's
-(the recordings that carry the caption), the same concept and attributes, the same
-concept.
+a recording of its concept first, among the first 10? Beside it, the prototype oracle
+asks each concept's mean train embedding (normalised) instead of a classifier, as a
+caption could. Relevance is by concept, more lenient than the evaluator's (the clips
+that carry the query's exact caption). With `--towers`, each checkpoint's own captions
+(`--langs`, default all 8; each distinct caption once) are asked of the same recordings,
+with three relevances: the evaluator's (the recordings that carry the caption), the same
+concept and attributes, the same concept.
 
 Poolings (per 2.3 s block, then over the clip's blocks): `mean` (the project's clip
 embedding: the package's max over time, mean over blocks), `max` (max over blocks),
@@ -165,6 +166,24 @@ def probe_recall(clf, test: np.ndarray, y_test: np.ndarray) -> tuple[float, floa
     return (*recall(first_ranks(rows, y_test[None, :] == y_test[known, None])), int(known.sum()))
 
 
+def prototype_recall(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
+                     y_test: np.ndarray) -> tuple[float, float, int]:
+    """The prototype oracle: each concept's query is its prototype, the L2-normalised mean
+    of train's unit embeddings of it (what `--prototype-weight` trains captions toward),
+    the recordings ranked by cosine. (R@1, R@10) over the test recordings of a train
+    concept, and how many those are; relevance by concept, as probe_recall."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+    concepts = sorted(set(y_train))
+    protos = unit(np.stack([unit(train[y_train == c]).mean(0) for c in concepts]))
+    known = np.isin(y_test, concepts)
+    column = {c: i for i, c in enumerate(concepts)}
+    scores = (unit(test) @ protos.T).T  # (concepts, N)
+    rows = scores[[column[y] for y in y_test[known]]]
+    return (*recall(first_ranks(rows, y_test[None, :] == y_test[known, None])), int(known.sum()))
+
+
 def caption_recall(audio: np.ndarray, texts: dict[str, np.ndarray], present: dict[str, np.ndarray],
                    captions: dict[str, list[list[str]]], labels: dict[str, np.ndarray]
                    ) -> dict[str, Any]:
@@ -261,6 +280,9 @@ def report(feats: dict, labels: dict, view, args, extra: tuple[str, ...] = (),
         for name, row in result["probe"].items():
             print(f"| {name} | {row['C']} | {row['val'][0]} | {row['test'][0]} | "
                   f"{row['test'][1]} | {row['test-xpkg'][0]} | {row['test-xpkg'][1]} |")
+            proto = row["prototype"]
+            print(f"| {name}, prototypes | - | {proto['val'][0]} | {proto['test'][0]} | "
+                  f"{proto['test'][1]} | {proto['test-xpkg'][0]} | {proto['test-xpkg'][1]} |")
     if queries:
         result["captions"] = {c: {s: caption_recall(view(s, c), *q[s]) for s in q}
                               for c, q in queries.items()}
@@ -284,7 +306,10 @@ def probe(view, labels: dict, name: str) -> dict:
         clf = fit_probe(view("train", name), labels["train"], c)
         by_c[c] = {s: probe_recall(clf, view(s, name), labels[s]) for s in ("val", *EVAL)}
     best = max(PROBE_C, key=lambda k: (by_c[k]["val"][0], by_c[k]["val"][1], -k))
-    return {"C": best, **by_c[best], "by_C": {str(c): row for c, row in by_c.items()}}
+    prototypes = {s: prototype_recall(view("train", name), labels["train"], view(s, name),
+                                      labels[s]) for s in ("val", *EVAL)}
+    return {"C": best, **by_c[best], "by_C": {str(c): row for c, row in by_c.items()},
+            "prototype": prototypes}
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from atri.training.data.features import (
 from atri.training.data.manifest import Manifest, ManifestError, read_manifest, require_captions
 from atri.training.encoders.model import RetrievalModel
 from atri.training.evaluation.metrics import evaluate_embeddings
+from atri.training.objectives.prototypes import Prototypes
 from atri.training.objectives.sampling import CaptionTable, EpochPlan
 from atri.training.objectives.strategies import get_strategy
 
@@ -50,6 +51,9 @@ class LocalBatch:
     # absent or never masked; None unless the run masks (mask_duplicate_captions, mask_same)
     text_ids: torch.Tensor | None = None
     multi_positive: bool = False  # TrainConfig.multi_positive: text_ids pairs are positives
+    # (P,) int64 prototype group of each text row's clip (TrainConfig.prototype_key), -1
+    # none; None unless the run has a prototype loss
+    text_groups: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> LocalBatch:
         def move(x):
@@ -60,6 +64,7 @@ class LocalBatch:
             present_local=move(self.present_local), present=move(self.present),
             clip_ids=move(self.clip_ids), local_clips=self.local_clips,
             text_ids=move(self.text_ids), multi_positive=self.multi_positive,
+            text_groups=move(self.text_groups),
         )
 
 
@@ -167,6 +172,18 @@ class TrainData:
                 model, paths, views, cache) if views else audio_features(model, paths, cache))
         self.captions = _first_on_rank0(main, barrier,
                                         lambda: Captions.load(model, manifest, config.langs, cache))
+        self.prototypes = self._prototypes(config, manifest) if config.prototype_weight else None
+
+    def _prototypes(self, config, manifest) -> Prototypes:
+        """The prototype loss's clip groups and clean cached features (view 0)."""
+        groups = clip_groups(manifest, config.prototype_key)
+        if (groups < 0).all():
+            key = config.prototype_key.split("+")[0]
+            raise ManifestError(f"{manifest.path}: no clip has a meta {key!r} value, so "
+                                f"prototype_key {config.prototype_key!r} groups nothing")
+        assert self.audio is not None  # TrainConfig.check: a frozen audio tower
+        features = self.audio[0] if self.augment_views else self.audio  # (N, audio_dim)
+        return Prototypes(features, torch.from_numpy(groups), config.prototype_weight)
 
     def batches(self, plan: EpochPlan, start: int, batch_size: int, rank: int,
                 world: int, epoch: int = 0) -> Iterator[tuple[int, LocalBatch]]:
@@ -196,6 +213,8 @@ class TrainData:
             rows = self.captions.rows[part.clip[r], part.lang[r, s], part.caption[r]]  # (P,)
             text, order = self.captions.select(rows)
             slots = torch.from_numpy(np.stack([r, s], axis=1)[order])  # (P, 2)
+            text_groups = (None if self.prototypes is None else
+                           self.prototypes.groups[torch.from_numpy(part.clip[r[order]])])
             yield i, LocalBatch(
                 audio=batch_audio, text=text, slots=slots,
                 present_local=torch.from_numpy(present),
@@ -203,7 +222,7 @@ class TrainData:
                 clip_ids=torch.from_numpy(whole.clip), local_clips=part.clip.tolist(),
                 text_ids=(self._text_ids(whole)
                           if self.mask_duplicates or self.groups is not None else None),
-                multi_positive=self.multi_positive,
+                multi_positive=self.multi_positive, text_groups=text_groups,
             )
 
     def _text_ids(self, whole) -> torch.Tensor:

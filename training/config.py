@@ -75,6 +75,12 @@ class TrainConfig:
     # (losses.kcl_loss: a caption pulled toward every clip it describes in the batch)
     # instead of being left out of the denominators. Our option, not the papers'.
     multi_positive: bool = False
+    # Weight W of the concept-prototype loss (objectives/prototypes.py): each caption of a
+    # clip grouped by the manifest `meta` keys `prototype_key` is classified among every
+    # group's mean training-audio embedding. 0: off. Needs cached (frozen) audio features.
+    # Our option, not the papers'.
+    prototype_weight: float = 0.0
+    prototype_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -125,9 +131,19 @@ class TrainConfig:
         if self.multi_positive and not (self.mask_duplicate_captions or self.mask_same):
             problems.append("multi_positive needs the pairs it makes positive: "
                             "mask_duplicate_captions or mask_same")
-        if self.mask_same is not None and not all(self.mask_same.split("+")):
-            problems.append(f"mask_same {self.mask_same!r}: meta keys joined by '+', "
-                            "none empty (e.g. 'concept' or 'concept+attrs')")
+        if self.prototype_weight < 0:
+            problems.append(f"prototype_weight = {self.prototype_weight} must be >= 0")
+        if self.prototype_weight > 0 and not self.prototype_key:
+            problems.append("prototype_weight needs prototype_key: the meta keys that group "
+                            "clips (e.g. 'concept' or 'concept+attrs')")
+        if self.prototype_weight > 0 and self.model.audio_trains:
+            problems.append("prototype_weight needs cached audio features: a frozen audio "
+                            "tower (no audio_trainable, audio_trainable_blocks 0)")
+        for name in ("mask_same", "prototype_key"):
+            keys = getattr(self, name)
+            if keys is not None and not all(keys.split("+")):
+                problems.append(f"{name} {keys!r}: meta keys joined by '+', "
+                                "none empty (e.g. 'concept' or 'concept+attrs')")
         if unknown := [lang for lang in self.langs if lang not in LANGS]:
             problems.append(f"langs {unknown} are not among {list(LANGS)}")
         if self.model.text_trainable_layers and not _partly_trainable(self.model.text):

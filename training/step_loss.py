@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from atri.training.batches import LocalBatch
 from atri.training.encoders.model import RetrievalModel
 from atri.training.objectives.grad_cache import cached_embeddings, text_chunks
+from atri.training.objectives.prototypes import Prototypes
 from atri.training.objectives.strategies import Strategy
 
 
@@ -25,10 +26,11 @@ class StepLoss(nn.Module):
     A module so that DDP can wrap it and synchronise the gradients of its parameters."""
 
     def __init__(self, model: RetrievalModel, strategy: Strategy, world: int,
-                 grad_cache: int = 0) -> None:
+                 grad_cache: int = 0, prototypes: Prototypes | None = None) -> None:
         super().__init__()
         self.model, self.strategy, self.world = model, strategy, world
         self.grad_cache = grad_cache  # captions per GradCache chunk; 0: a plain step
+        self.prototypes = prototypes  # TrainConfig.prototype_weight > 0: its loss is added
 
     def _gather(self, x: Tensor) -> Tensor:
         """(b, ...) per rank -> (B, ...) in rank order, gradients flowing back to each rank."""
@@ -51,8 +53,12 @@ class StepLoss(nn.Module):
         text = audio.new_zeros(*batch.present_local.shape, audio.shape[1])  # (b, L, E)
         text = text.index_put((batch.slots[:, 0], batch.slots[:, 1]), text_emb)
         with torch.autocast(audio.device.type, enabled=False):  # the loss in fp32
-            return self.strategy.loss(self._gather(audio), self._gather(text),
+            loss = self.strategy.loss(self._gather(audio), self._gather(text),
                                       model.tau().float(), batch)
+            if self.prototypes is not None and batch.text_groups is not None:
+                # this rank's captions only; DDP averages the ranks' gradients
+                loss = loss + self.prototypes.loss(model, text_emb.float(), batch.text_groups)
+            return loss
 
     def _text(self, text: Tensor | list[tuple[str, list[str]]]) -> Tensor:
         """(P, E) embeddings of cached features or of (lang, texts) groups."""

@@ -157,7 +157,7 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
         self.step_loss: nn.Module = StepLoss(self.model, get_strategy(config.strategy), d.world,
-                                             options.grad_cache)
+                                             options.grad_cache, self.train_data.prototypes)
         if d.world > 1:
             self.step_loss = nn.parallel.DistributedDataParallel(self.step_loss)
         self.optimizer, self.scaler = make_optimizer(self.model, config, d)

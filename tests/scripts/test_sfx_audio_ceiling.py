@@ -45,6 +45,19 @@ def test_the_concept_oracle_finds_separable_concepts_and_skips_unseen_ones(ceili
     test = np.vstack([centres, rng.normal(size=(1, 8))]) + 0.1 * rng.normal(size=(4, 8))
     clf = ceiling.fit_probe(train, y_train, 1.0)
     assert ceiling.probe_recall(clf, test, y_test) == (100.0, 100.0, 3)
+    assert ceiling.prototype_recall(train, y_train, test, y_test) == (100.0, 100.0, 3)
+
+
+def test_the_prototype_oracle_asks_each_concepts_mean_direction(ceiling):
+    """Concept a's train recordings lean toward axis 0 and 2, b's toward 1: a test
+    recording on axis 2 alone is a's by its prototype (a's mean), and ranks first for a
+    though no single a recording points there; b's query finds b's recording second."""
+    train = np.array([[1.0, 0, 1, 0], [1, 0, 0.8, 0], [0, 1, 0, 0], [0, 1, 0.1, 0]])
+    y_train = np.array(["a", "a", "b", "b"])
+    test = np.array([[0, 0, 1.0, 0], [0, 0.9, 0, 0.3], [0, 0.5, 0, 1]])
+    y_test = np.array(["a", "x", "b"])
+    # a: its recording first; b: the unknown "x" recording (cos 0.95) above b's (0.45)
+    assert ceiling.prototype_recall(train, y_train, test, y_test) == (50.0, 100.0, 2)
 
 
 def test_towers_measure_the_audio_path_without_mixtures(ceiling, tiny_corpus, make_checkpoint,
@@ -97,6 +110,8 @@ def test_towers_measure_the_audio_path_without_mixtures(ceiling, tiny_corpus, ma
     clf = ceiling.fit_probe(*views["train"], c)
     assert tuple(oracle["test"]) == ceiling.probe_recall(clf, *views["test"])
     assert oracle["by_C"][str(c)]["test"] == oracle["test"]
+    assert tuple(oracle["prototype"]["test"]) == ceiling.prototype_recall(*views["train"],
+                                                                          *views["test"])
     # the captions' own recall: the evaluator's numbers on the recordings under its rule;
     # wider relevance (meaning: concept and a made-up attribute) never lowers it
     captions = result["captions"][checkpoint]["test"]

@@ -48,6 +48,8 @@ CONFIG_FLAGS: dict[str, tuple[str, type]] = {
     "--augment-views": ("augment_views", int),
     "--init-from": ("init_from", str),
     "--mask-same": ("mask_same", str),
+    "--prototype-weight": ("prototype_weight", float),
+    "--prototype-key": ("prototype_key", str),
     "--audio": ("model.audio", str),
     "--audio-weights": ("model.audio_weights", str),
     "--text": ("model.text", str),
