@@ -25,7 +25,8 @@ caption could. Relevance is by concept, more lenient than the evaluator's (the c
 that carry the query's exact caption). With `--towers`, each checkpoint's own captions
 (`--langs`, default all 8; each distinct caption once) are asked of the same recordings,
 with three relevances: the evaluator's (the recordings that carry the caption), the same
-concept and attributes, the same concept.
+concept and attributes, the same concept; and each caption is compared with its concept's
+prototype (is it the nearest one; what would the prototype find in its place).
 
 Poolings (per 2.3 s block, then over the clip's blocks): `mean` (the project's clip
 embedding: the package's max over time, mean over blocks), `max` (max over blocks),
@@ -184,6 +185,42 @@ def prototype_recall(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
     return (*recall(first_ranks(rows, y_test[None, :] == y_test[known, None])), int(known.sum()))
 
 
+def prototype_captions(audio: np.ndarray, texts: dict[str, np.ndarray],
+                       present: dict[str, np.ndarray], captions: dict[str, list[list[str]]],
+                       concepts: np.ndarray, train: np.ndarray, y_train: np.ndarray
+                       ) -> dict[str, Any]:
+    """Each distinct caption of a recording of a train concept, as the evaluator asks
+    them: how often its nearest prototype (train_concepts' normalised means) is its own
+    concept's, and the (R@1, R@10) at concept relevance when the caption is replaced by
+    its concept's prototype (the best a caption could do by pointing at the prototype).
+    Means over languages; each language's under "languages"."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+    names = sorted(set(y_train))
+    protos = unit(np.stack([unit(train[y_train == c]).mean(0) for c in names]))
+    column = {c: i for i, c in enumerate(names)}
+    a = unit(audio)
+    per_lang = {}
+    for lang, grid in texts.items():
+        q = t2a_queries(present[lang], captions[lang])
+        carriers = q.relevance(len(a))  # (Q, N)
+        concept = np.array([concepts[np.flatnonzero(row)[0]] for row in carriers])
+        known = np.isin(concept, names)
+        own = np.array([column[c] for c in concept[known]])
+        text = unit(grid.reshape(-1, grid.shape[-1])[q.first][known])
+        nearest = float(np.mean((text @ protos.T).argmax(1) == own))
+        relevant = concept[known][:, None] == concepts[None, :]
+        ranks = first_ranks(protos[own] @ a.T, relevant)
+        per_lang[lang] = {"nearest_prototype_is_own": round(100 * nearest, 1),
+                          "prototype_query": recall(ranks), "queries": int(known.sum())}
+    return {"nearest_prototype_is_own": round(float(np.mean(
+                [r["nearest_prototype_is_own"] for r in per_lang.values()])), 1),
+            "prototype_query": [round(float(v), 1) for v in np.mean(
+                [r["prototype_query"] for r in per_lang.values()], 0)],
+            "languages": per_lang}
+
+
 def caption_recall(audio: np.ndarray, texts: dict[str, np.ndarray], present: dict[str, np.ndarray],
                    captions: dict[str, list[list[str]]], labels: dict[str, np.ndarray]
                    ) -> dict[str, Any]:
@@ -286,6 +323,10 @@ def report(feats: dict, labels: dict, view, args, extra: tuple[str, ...] = (),
     if queries:
         result["captions"] = {c: {s: caption_recall(view(s, c), *q[s]) for s in q}
                               for c, q in queries.items()}
+        result["prototype_captions"] = {
+            c: {s: prototype_captions(view(s, c), *q[s][:3], q[s][3]["concept"],
+                                      view("train", c), labels["train"]) for s in q}
+            for c, q in queries.items()}
         print("\n| captions of | split | relevant: the caption's carriers (R@1 / R@10) "
               "| same concept and attributes | same concept |")
         print("|---|---|---|---|---|")
@@ -293,6 +334,13 @@ def report(feats: dict, labels: dict, view, args, extra: tuple[str, ...] = (),
             for s, r in rows.items():
                 cells = [f"{r[k][0]} / {r[k][1]}" for k in ("exact", "meaning", "concept")]
                 print(f"| {c} | {s} | " + " | ".join(cells) + " |")
+        print("\n| captions of | split | nearest prototype is the concept's (%) "
+              "| the concept's prototype as the query (R@1 / R@10, same concept) |")
+        print("|---|---|---|---|")
+        for c, rows in result["prototype_captions"].items():
+            for s, r in rows.items():
+                print(f"| {c} | {s} | {r['nearest_prototype_is_own']} | "
+                      f"{r['prototype_query'][0]} / {r['prototype_query'][1]} |")
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     return 0

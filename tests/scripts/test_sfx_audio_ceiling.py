@@ -60,6 +60,24 @@ def test_the_prototype_oracle_asks_each_concepts_mean_direction(ceiling):
     assert ceiling.prototype_recall(train, y_train, test, y_test) == (50.0, 100.0, 2)
 
 
+def test_captions_are_compared_with_their_concepts_prototype(ceiling):
+    """The toy space above, one caption per test recording: a's caption sits on a's
+    prototype, b's on a's too (wrong), the unknown concept's is no query. Half the
+    captions are nearest their own prototype; the prototypes in their place rank a's
+    recording first and b's second (behind the unknown recording)."""
+    train = np.array([[1.0, 0, 1, 0], [1, 0, 0.8, 0], [0, 1, 0, 0], [0, 1, 0.1, 0]])
+    y_train = np.array(["a", "a", "b", "b"])
+    audio = np.array([[0, 0, 1.0, 0], [0, 0.9, 0, 0.3], [0, 0.5, 0, 1]])
+    concepts = np.array(["a", "x", "b"])
+    texts = {"eng": np.array([[[1.0, 0, 0.9, 0]], [[0, 1.0, 0, 0]], [[1, 0, 1, 0]]])}
+    present = {"eng": np.ones((3, 1), dtype=bool)}
+    captions = {"eng": [["the a sound"], ["an x sound"], ["the b sound"]]}
+    out = ceiling.prototype_captions(audio, texts, present, captions, concepts, train, y_train)
+    assert out["languages"]["eng"]["queries"] == 2
+    assert out["nearest_prototype_is_own"] == 50.0
+    assert out["prototype_query"] == [50.0, 100.0]
+
+
 def test_towers_measure_the_audio_path_without_mixtures(ceiling, tiny_corpus, make_checkpoint,
                                                         shared_cache, tmp_path):
     """A corpus laid out like a real-recordings one (the tiny demo clips, their instrument
@@ -123,3 +141,8 @@ def test_towers_measure_the_audio_path_without_mixtures(ceiling, tiny_corpus, ma
                                     pytest.approx(official[lang]["R@10"], abs=0.051)]
     for k in (0, 1):
         assert captions["concept"][k] >= captions["meaning"][k] >= captions["exact"][k]
+    prototypes = result["prototype_captions"][checkpoint]["test"]
+    assert sorted(prototypes["languages"]) == ["eng", "fra"]
+    assert 0 <= prototypes["nearest_prototype_is_own"] <= 100
+    assert prototypes["prototype_query"] == ceiling.prototype_captions(
+        views["test"][0], *queries, views["test"][1], *views["train"])["prototype_query"]

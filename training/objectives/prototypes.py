@@ -69,6 +69,6 @@ class Prototypes:
         """W * L_proto of the captions `text` (P, E) whose clips' groups are `targets` (P,)."""
         protos = self.prototypes(model).to(text.device)
         # the temperature learns from the contrastive loss alone: prototypes of one audio
-        # space sit close together, and this term alone would drive tau to its floor
+        # space sit close together, and this term would keep sharpening it
         return self.weight * prototype_loss(text, targets.to(text.device), protos,
                                             model.tau().detach().float())
