@@ -15,11 +15,14 @@ entropy at the model's temperature:
     L_proto = -(1/P) sum_t log softmax_g( s(t, p_g) / tau )[g(t)]
 
 over the P captions of grouped clips in the batch, tau taken as a constant (it learns
-from the contrastive loss only). The prototypes are computed from
-every training clip's cached features under the current audio head, without gradient
-(the text side learns to point at them; the contrastive loss still moves the audio
-side), so the option needs a frozen audio tower. The step's loss is the strategy's loss
-plus W * L_proto.
+from the contrastive loss only). The prototypes are computed from every training clip's
+cached features under the current audio head, without gradient (the text side learns to
+point at them; the contrastive loss still moves the audio side), so the option needs a
+frozen audio tower. The step's loss is the strategy's loss plus W * L_proto.
+
+Measured (same place): the captions do land nearer their prototypes, but the real `test`
+split's recall does not rise (W = 1: -0.8 R@10 over 5 seeds; -1.7 on the joint data);
+kept as an option for studies, off by default.
 """
 
 from __future__ import annotations
