@@ -166,47 +166,31 @@ def test_kcl_matches_loop(batch: int, k: int, masked: bool, balanced: bool) -> N
     [[0, 1], [2, 3], [4, 5]],  # all distinct: the plain loss
     [[0, 1], [0, 3], [4, 5]],  # clips 0 and 1 share their first caption
     [[0, 1], [1, 0], [0, 9]],  # shared across slots (and languages), three ways
-    [[7, 7], [7, 7], [7, 7]],  # one caption for all
+    [[7, 7], [7, 7], [7, 7]],  # one caption (or group) for all
 ])
 @pytest.mark.parametrize("balanced", [False, True])
-def test_kcl_with_duplicate_captions_matches_loop(ids, balanced: bool) -> None:
+@pytest.mark.parametrize("positive", [False, True])
+def test_kcl_with_shared_ids_matches_loop(ids, balanced: bool, positive: bool) -> None:
+    """Shared ids masked out of the negatives (`--mask-duplicate-captions`, `--mask-same`)
+    or made positives (`--multi-positive`), against loops; all distinct, either is the
+    plain loss; shared, the two differ from each other and from it."""
     b, k = 3, 2
     a, t = _unit(b, DIM, seed=11), _unit(b, k, DIM, seed=12)
     present = torch.tensor([[True, True], [True, False], [True, True]])
     t = t.masked_fill(~present[..., None], float("nan"))
     tau = torch.tensor(0.1, dtype=torch.float64)
     fn = kcl_balanced_loss if balanced else kcl_loss
-    got = fn(a, t, tau, present, torch.tensor(ids))
-    expected = _naive_kcl(a, t, 0.1, present.tolist(), balanced, ids)
-    assert got.item() == pytest.approx(expected, rel=1e-10)
-    if len({i for row in ids for i in row}) == b * k:
-        assert got.item() == pytest.approx(fn(a, t, tau, present).item(), rel=1e-12)
-
-
-@pytest.mark.parametrize("ids", [
-    [[0, 1], [2, 3], [4, 5]],  # all distinct: the plain loss
-    [[0, 1], [0, 3], [4, 5]],  # clips 0 and 1 share their first caption
-    [[0, 1], [1, 0], [0, 9]],  # shared across slots (and languages), three ways
-    [[7, 7], [7, 7], [7, 7]],  # one group for all
-])
-@pytest.mark.parametrize("balanced", [False, True])
-def test_kcl_multi_positive_matches_loop(ids, balanced: bool) -> None:
-    b, k = 3, 2
-    a, t = _unit(b, DIM, seed=21), _unit(b, k, DIM, seed=22)
-    present = torch.tensor([[True, True], [True, False], [True, True]])
-    t = t.masked_fill(~present[..., None], float("nan"))
-    tau = torch.tensor(0.1, dtype=torch.float64)
-    fn = kcl_balanced_loss if balanced else kcl_loss
-    got = fn(a, t, tau, present, torch.tensor(ids), multi_positive=True)
-    expected = _naive_multi_positive(a, t, 0.1, present.tolist(), ids, balanced)
+    got = fn(a, t, tau, present, torch.tensor(ids), multi_positive=positive)
+    expected = (_naive_multi_positive(a, t, 0.1, present.tolist(), ids, balanced) if positive
+                else _naive_kcl(a, t, 0.1, present.tolist(), balanced, ids))
     assert got.item() == pytest.approx(expected, rel=1e-10)
     plain = fn(a, t, tau, present).item()
     if len({i for row in ids for i in row}) == b * k:
         assert got.item() == pytest.approx(plain, rel=1e-12)
-    else:  # shared ids change the loss, and unlike masking, keep every denominator
+    else:
+        other = fn(a, t, tau, present, torch.tensor(ids), multi_positive=not positive).item()
         assert got.item() != pytest.approx(plain, rel=1e-6)
-        assert got.item() != pytest.approx(fn(a, t, tau, present, torch.tensor(ids)).item(),
-                                           rel=1e-6)
+        assert got.item() != pytest.approx(other, rel=1e-6)
 
 
 def test_multi_positive_pulls_a_caption_toward_every_clip_it_describes() -> None:
