@@ -142,7 +142,9 @@ class TrainData:
     augment_views = 0  # class defaults: bench/_train_step.py builds one without __init__
     seed = 0
     mask_duplicates = False
+    multi_positive = False
     groups: np.ndarray | None = None
+    prototypes: Prototypes | None = None
 
     def __init__(self, config, options, model: RetrievalModel, main: bool,
                  barrier: Callable[[], None]) -> None:

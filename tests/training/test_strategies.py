@@ -17,8 +17,9 @@ LANGS = ("eng", "fra", "deu")
 
 class Batch:
     def __init__(self, present: torch.Tensor, clip_ids: torch.Tensor,
-                 text_ids: torch.Tensor | None = None) -> None:
+                 text_ids: torch.Tensor | None = None, multi_positive: bool = False) -> None:
         self.present, self.clip_ids, self.text_ids = present, clip_ids, text_ids
+        self.multi_positive = multi_positive
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:
@@ -44,9 +45,10 @@ EXPECTED = {
     "mlclap-mixture": lambda a, t, tau, b: losses.mlclap_mixture_loss(a, t[:, 0], tau,
                                                                       b.clip_ids),
     "cacl": lambda a, t, tau, b: losses.cacl_loss(a, t[:, 0], t[:, 1], tau),
-    "kcl": lambda a, t, tau, b: losses.kcl_loss(a, t, tau, b.present, b.text_ids),
+    "kcl": lambda a, t, tau, b: losses.kcl_loss(a, t, tau, b.present, b.text_ids,
+                                                b.multi_positive),
     "kcl-balanced": lambda a, t, tau, b: losses.kcl_balanced_loss(a, t, tau, b.present,
-                                                                  b.text_ids),
+                                                                  b.text_ids, b.multi_positive),
 }
 
 
@@ -80,6 +82,10 @@ def test_duplicate_caption_ids_reach_the_loss(name: str) -> None:
     plain = strategy.loss(audio, text, tau, Batch(present, torch.arange(4)))
     assert masked == EXPECTED[name](audio, text, tau, Batch(present, torch.arange(4), ids))
     assert masked < plain
+    both = Batch(present, torch.arange(4), ids, multi_positive=True)
+    positive = strategy.loss(audio, text, tau, both)
+    assert positive == EXPECTED[name](audio, text, tau, both)
+    assert positive > masked  # the shared caption stays in the denominators
 
 
 def test_cacl_needs_english_and_another_language() -> None:
