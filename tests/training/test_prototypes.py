@@ -51,3 +51,21 @@ def test_no_grouped_caption_adds_nothing_but_keeps_the_graph() -> None:
 def test_prototypes_refuse_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="5 feature rows for 4 clip groups"):
         Prototypes(torch.zeros(5, 3), torch.zeros(4, dtype=torch.int64), 1.0)
+
+
+def test_prototypes_use_the_audio_head_without_dropout() -> None:
+    """A head with dropout in train mode: the prototypes are those of eval mode (the
+    embeddings search sees), the same on every call, and the head's mode is restored."""
+    from atri.training.encoders.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(audio_dropout=0.5)).train()
+    features = torch.randn(12, model.audio_dim)
+    with torch.no_grad():  # in train mode the head's dropout draws anew on every call
+        assert not torch.allclose(model.project_audio(features), model.project_audio(features))
+    groups = torch.tensor([0, 1, 2] * 4)
+    protos = Prototypes(features, groups, 1.0)
+    first, second = protos.prototypes(model), protos.prototypes(model)
+    assert model.audio_head.training
+    model.eval()
+    expected = group_prototypes(model.project_audio(features).detach(), groups, 3)
+    assert torch.allclose(first, expected, atol=1e-6) and torch.equal(first, second)

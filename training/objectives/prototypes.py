@@ -64,8 +64,15 @@ class Prototypes:
 
     @torch.no_grad()
     def prototypes(self, model) -> Tensor:
-        """(G, E) of the current audio head; the model's train/eval mode is kept."""
-        audio = torch.cat([model.project_audio(chunk) for chunk in self.features.split(4096)])
+        """(G, E) of the current audio head in eval mode (no dropout: a prototype is the
+        clips' embedding as search sees it); the head's mode is restored."""
+        head = model.audio_head
+        training = head.training
+        head.eval()
+        try:
+            audio = torch.cat([model.project_audio(x) for x in self.features.split(4096)])
+        finally:
+            head.train(training)
         return group_prototypes(audio.float(), self.groups.to(audio.device), self.n_groups)
 
     def loss(self, model, text: Tensor, targets: Tensor) -> Tensor:
