@@ -57,6 +57,7 @@ from atri.training.evaluation.caption_queries import t2a_queries
 from atri.training.evaluation.embed import embed_manifest
 from atri.training.fileio import atomic_write_text
 from atri.training.languages import LANGS
+from atri.training.objectives.prototypes import group_prototypes
 
 SPLITS = ("train", "val", "test", "test-xpkg")
 EVAL = ("test", "test-xpkg")
@@ -167,20 +168,31 @@ def probe_recall(clf, test: np.ndarray, y_test: np.ndarray) -> tuple[float, floa
     return (*recall(first_ranks(rows, y_test[None, :] == y_test[known, None])), int(known.sum()))
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+
+def concept_prototypes(train: np.ndarray, y_train: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """train's concepts (sorted) and their (C, d) prototypes, as `--prototype-weight`
+    computes them (objectives/prototypes.group_prototypes: the normalised mean of the
+    concept's unit embeddings)."""
+    names = sorted(set(y_train))
+    index = {c: i for i, c in enumerate(names)}
+    groups = torch.tensor([index[c] for c in y_train])
+    unit = torch.from_numpy(_unit(np.asarray(train, dtype=np.float64)))
+    return names, group_prototypes(unit, groups, len(names)).numpy()
+
+
 def prototype_recall(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
                      y_test: np.ndarray) -> tuple[float, float, int]:
-    """The prototype oracle: each concept's query is its prototype, the L2-normalised mean
-    of train's unit embeddings of it (what `--prototype-weight` trains captions toward),
-    the recordings ranked by cosine. (R@1, R@10) over the test recordings of a train
-    concept, and how many those are; relevance by concept, as probe_recall."""
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-
-    concepts = sorted(set(y_train))
-    protos = unit(np.stack([unit(train[y_train == c]).mean(0) for c in concepts]))
+    """The prototype oracle: each concept's query is its prototype (concept_prototypes:
+    what `--prototype-weight` trains captions toward), the recordings ranked by cosine.
+    (R@1, R@10) over the test recordings of a train concept, and how many those are;
+    relevance by concept, as probe_recall."""
+    concepts, protos = concept_prototypes(train, y_train)
     known = np.isin(y_test, concepts)
     column = {c: i for i, c in enumerate(concepts)}
-    scores = (unit(test) @ protos.T).T  # (concepts, N)
+    scores = (_unit(test) @ protos.T).T  # (concepts, N)
     rows = scores[[column[y] for y in y_test[known]]]
     return (*recall(first_ranks(rows, y_test[None, :] == y_test[known, None])), int(known.sum()))
 
@@ -190,17 +202,13 @@ def prototype_captions(audio: np.ndarray, texts: dict[str, np.ndarray],
                        concepts: np.ndarray, train: np.ndarray, y_train: np.ndarray
                        ) -> dict[str, Any]:
     """Each distinct caption of a recording of a train concept, as the evaluator asks
-    them: how often its nearest prototype (train_concepts' normalised means) is its own
+    them: how often its nearest prototype (concept_prototypes of train) is its own
     concept's, and the (R@1, R@10) at concept relevance when the caption is replaced by
     its concept's prototype (the best a caption could do by pointing at the prototype).
     Means over languages; each language's under "languages"."""
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-
-    names = sorted(set(y_train))
-    protos = unit(np.stack([unit(train[y_train == c]).mean(0) for c in names]))
+    names, protos = concept_prototypes(train, y_train)
     column = {c: i for i, c in enumerate(names)}
-    a = unit(audio)
+    a = _unit(audio)
     per_lang = {}
     for lang, grid in texts.items():
         q = t2a_queries(present[lang], captions[lang])
@@ -208,7 +216,7 @@ def prototype_captions(audio: np.ndarray, texts: dict[str, np.ndarray],
         concept = np.array([concepts[np.flatnonzero(row)[0]] for row in carriers])
         known = np.isin(concept, names)
         own = np.array([column[c] for c in concept[known]])
-        text = unit(grid.reshape(-1, grid.shape[-1])[q.first][known])
+        text = _unit(grid.reshape(-1, grid.shape[-1])[q.first][known])
         nearest = float(np.mean((text @ protos.T).argmax(1) == own))
         relevant = concept[known][:, None] == concepts[None, :]
         ranks = first_ranks(protos[own] @ a.T, relevant)
