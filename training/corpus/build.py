@@ -1,5 +1,6 @@
 """`atri corpus build`: plan, check, render (worker processes, fixed shards) and write
-the train/val/test/test-xfont/test-unseen manifests of the demo corpus."""
+the train/val/test/test-xfont/test-unseen manifests of the demo corpus (and val-xfont when
+asked for)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from atri.training.corpus.melody import melody_split
 from atri.training.corpus.plan import ClipPlan, plan_eval, plan_train, plan_unseen, xfont_copy
 from atri.training.corpus.render import audio_relpath, render_shard
 from atri.training.corpus.schema import ATTRIBUTES
-from atri.training.corpus.soundfonts import DEFAULT_TRAIN_SOUNDFONTS, assign_train_soundfonts
+from atri.training.corpus.soundfonts import (
+    DEFAULT_TRAIN_SOUNDFONTS,
+    assign_train_soundfonts,
+    check_val_soundfont,
+)
 from atri.training.data.manifest import ClipRecord, write_manifest
 from atri.training.fileio import atomic_write_text
 from atri.training.languages import LANGS
@@ -32,6 +37,9 @@ ADDED_IN = {"test-unseen": 2}
 SHARD_SIZE = 100  # clips per synth; fixed, so output never depends on the worker count
 SPLITS = ("train", "val", "test", "test-xfont", "test-unseen")
 XFONT = "timgm6mb"
+VAL_XFONT = "val-xfont"  # only with --val-soundfont; not part of SPLITS or the default stamp
+# the split whose melodies a re-rendered copy shares
+HOME = {"test-xfont": "test", "test-unseen": "test", VAL_XFONT: "val"}
 
 
 @dataclass(frozen=True)
@@ -50,27 +58,35 @@ SIZES: dict[str, SizeSpec] = {
 
 def plan_corpus(size: str, seed: int,
                 train_soundfonts: Sequence[str] = DEFAULT_TRAIN_SOUNDFONTS,
-                ) -> dict[str, list[ClipPlan]]:
+                val_soundfont: str | None = None) -> dict[str, list[ClipPlan]]:
+    """Every split's clips. `val_soundfont` adds val-xfont: the val clips rendered with a
+    soundfont no training clip uses, so validation can choose for transfer to unheard
+    recordings of the instruments without looking at test-xfont."""
     spec = SIZES[size]
     # One stream per split: the test plan does not shift when the train size changes.
     test = plan_eval(spec.test, "test", random.Random(f"{seed}:test"), "te")
     train = plan_train(spec.train, random.Random(f"{seed}:train"), "tr")
     seen = {p.attrs for p in train}
-    return {
+    val = plan_eval(spec.val, "val", random.Random(f"{seed}:val"), "va")
+    plans = {
         "train": assign_train_soundfonts(train, train_soundfonts, seed),
-        "val": plan_eval(spec.val, "val", random.Random(f"{seed}:val"), "va"),
+        "val": val,
         "test": test,
         "test-xfont": xfont_copy(test, "xf", XFONT),
         # Last and on its own stream: the splits above stay as builder version 1 made them.
         "test-unseen": plan_unseen(spec.test, random.Random(f"{seed}:test-unseen"), "un", seen),
     }
+    if val_soundfont is not None:
+        check_val_soundfont(val_soundfont, train_soundfonts)
+        plans[VAL_XFONT] = xfont_copy(val, "vx", val_soundfont, split=VAL_XFONT)
+    return plans
 
 
 def check_plan(plans: dict[str, list[ClipPlan]]) -> None:
     """The corpus's promises, asserted before anything is rendered."""
     train_melodies = {p.melody.key for p in plans["train"]}
     for split, items in plans.items():
-        home = "test" if split in ("test-xfont", "test-unseen") else split
+        home = HOME.get(split, split)
         for p in items:
             if melody_split(p.melody.pitches) != home:
                 raise AssertionError(f"{p.id}: melody {p.melody.key} belongs to another split")
@@ -168,16 +184,20 @@ def render_all(plans: dict[str, list[ClipPlan]], out_dir: Path, workers: int) ->
 
 
 def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
-          train_soundfonts: Sequence[str] = DEFAULT_TRAIN_SOUNDFONTS) -> dict:
+          train_soundfonts: Sequence[str] = DEFAULT_TRAIN_SOUNDFONTS,
+          val_soundfont: str | None = None) -> dict:
     """Build the corpus into out_dir; returns its statistics. A finished corpus with the
-    same size, seed, training soundfonts and builder version is not rendered again; one
-    an older builder version finished gets only the splits added since (ADDED_IN)."""
+    same size, seed, soundfonts and builder version is not rendered again; one an older
+    builder version finished gets only the splits added since (ADDED_IN), one that
+    differs only in its val-xfont split gets only that split."""
     out_dir = Path(out_dir)
     stamp: dict = {"builder_version": BUILDER_VERSION, "size": size, "seed": seed}
     if tuple(train_soundfonts) != DEFAULT_TRAIN_SOUNDFONTS:  # default: stamps as before
         stamp["train_soundfonts"] = list(train_soundfonts)
+    if val_soundfont is not None:
+        stamp["val_soundfont"] = val_soundfont
     done_file = out_dir / "corpus.json"
-    plans = plan_corpus(size, seed, train_soundfonts)
+    plans = plan_corpus(size, seed, train_soundfonts, val_soundfont)
     check_plan(plans)
     stats = statistics(plans)
     old = json.loads(done_file.read_text()).get("stamp") if done_file.is_file() else None
@@ -186,6 +206,8 @@ def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
         return stats
     done_file.unlink(missing_ok=True)  # a half-rebuilt corpus must not look finished
     missing = _missing_splits(old, stamp)
+    if VAL_XFONT not in plans:  # a val-xfont an earlier build made is no longer this corpus's
+        (out_dir / f"{VAL_XFONT}.jsonl").unlink(missing_ok=True)
     log.info("rendering %s", ", ".join(s for s in plans if s in missing))
     render_all({s: p for s, p in plans.items() if s in missing}, out_dir, workers)
     for split, items in plans.items():
@@ -200,7 +222,16 @@ def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
 
 def _missing_splits(old: dict | None, stamp: dict) -> set[str]:
     """The splits to render: all, unless `old` is the stamp of a finished corpus that
-    differs only in an older builder version, whose clips are then still valid."""
-    if old is None or {**old, "builder_version": stamp["builder_version"]} != stamp:
-        return set(SPLITS)
-    return {split for split, version in ADDED_IN.items() if version > old["builder_version"]}
+    differs only in an older builder version or in its val-xfont soundfont, whose other
+    clips are then still valid."""
+    every = {*SPLITS, VAL_XFONT} if "val_soundfont" in stamp else set(SPLITS)
+    if old is None:
+        return every
+    def rest(s: dict) -> dict:
+        return {k: v for k, v in s.items() if k not in ("builder_version", "val_soundfont")}
+    if rest(old) != rest(stamp):
+        return every
+    missing = {split for split, version in ADDED_IN.items() if version > old["builder_version"]}
+    if "val_soundfont" in stamp and old.get("val_soundfont") != stamp["val_soundfont"]:
+        missing.add(VAL_XFONT)
+    return missing

@@ -203,11 +203,12 @@ def _plan_clusters(
     return plans
 
 
-def xfont_copy(plans: list[ClipPlan], prefix: str, soundfont: str) -> list[ClipPlan]:
+def xfont_copy(plans: list[ClipPlan], prefix: str, soundfont: str,
+               split: str = "test-xfont") -> list[ClipPlan]:
     """The same clips, captions and levels rendered with another soundfont: a test of
     robustness to other recordings of the same instruments."""
     return [
-        replace(p, id=f"{prefix}-{p.id.split('-', 1)[1]}", split="test-xfont", soundfont=soundfont,
+        replace(p, id=f"{prefix}-{p.id.split('-', 1)[1]}", split=split, soundfont=soundfont,
                 cluster=p.cluster.replace(p.id.split("-", 1)[0], prefix, 1))
         for p in plans
     ]

@@ -3,8 +3,9 @@
 Every split renders with FluidR3 GM except `test-xfont` (TimGM6mb, the cross-soundfont
 test). `atri corpus build --train-soundfonts a,b,...` renders each training clip with a
 soundfont drawn per clip from the list, so a model hears other recordings and syntheses of
-the same instruments; val and test stay FluidR3, so scores stay comparable. The soundfonts
-reserved for measuring transfer (shared spec corpus.md) are refused by name.
+the same instruments; val and test stay FluidR3, so scores stay comparable.
+`--val-soundfont NAME` adds val-xfont, the val clips in a soundfont no training clip uses.
+The soundfonts reserved for measuring transfer (shared spec corpus.md) are refused by name.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def check_train_soundfonts(names: Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"--train-soundfonts: unknown soundfont {name!r}; "
                              f"choose among {', '.join(TRAIN_SOUNDFONTS)}")
     return names
+
+
+def check_val_soundfont(name: str, train_soundfonts: Sequence[str]) -> str:
+    """`name` if it can render the val-xfont split, or ValueError saying why not: it must
+    be a soundfont no training clip heard, or validation would not measure transfer."""
+    if name in REFUSED:
+        raise ValueError(f"--val-soundfont: {name!r} is refused: {REFUSED[name]}")
+    if name not in TRAIN_SOUNDFONTS:
+        raise ValueError(f"--val-soundfont: unknown soundfont {name!r}; "
+                         f"choose among {', '.join(TRAIN_SOUNDFONTS[1:])}")
+    if name in train_soundfonts:
+        raise ValueError(f"--val-soundfont: {name!r} also renders training clips "
+                         f"(--train-soundfonts {','.join(train_soundfonts)}); a validation "
+                         "soundfont must be one the model never hears")
+    return name
 
 
 def assign_train_soundfonts(plans: list[ClipPlan], names: Sequence[str],

@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--train-soundfonts", default="fluidr3", metavar="A,B,...",
                        help="soundfonts the train clips are rendered with, one drawn per "
                             "clip: fluidr3, musescore, fluidr3mono, opl3 (default fluidr3)")
+    build.add_argument("--val-soundfont", default=None, metavar="NAME",
+                       help="also render the val clips with NAME, a soundfont no train clip "
+                            "uses, as the val-xfont split (validation for cross-soundfont "
+                            "transfer): musescore, fluidr3mono or opl3")
     sfx = sub.add_parser("build-sfx", help="the real-recordings corpus from Debian packages")
     sfx.add_argument("out_dir", type=Path)
     sfx.add_argument("--root", type=Path, default=None,
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.monotonic()
         fonts = [name.strip() for name in args.train_soundfonts.split(",") if name.strip()]
         stats = build(args.out_dir, size=args.size, seed=args.seed, workers=args.workers,
-                      train_soundfonts=fonts)
+                      train_soundfonts=fonts, val_soundfont=args.val_soundfont)
         print(format_statistics(stats))
         print(f"corpus {args.size} (seed {args.seed}) in {args.out_dir} "
               f"[{time.monotonic() - start:.1f} s]")

@@ -1,9 +1,11 @@
 """`atri corpus build --train-soundfonts`: training clips rendered with a soundfont drawn
-per clip, the evaluation splits untouched, the reserved soundfonts refused."""
+per clip, the evaluation splits untouched, the reserved soundfonts refused; and
+`--val-soundfont`: the val clips again in a soundfont no training clip uses."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from atri.training.corpus.soundfonts import (
     TRAIN_SOUNDFONTS,
     assign_train_soundfonts,
     check_train_soundfonts,
+    check_val_soundfont,
 )
 from atri.training.data.manifest import read_manifest
 
@@ -116,3 +119,66 @@ def test_build_renders_train_clips_with_the_drawn_soundfonts(tiny_corpus: Path,
     render_all({"train": list(plans.values())}, one, workers=1)
     for record in train:
         assert np.array_equal(read_int16(one / record.audio), read_int16(out / record.audio))
+
+
+# --- val-xfont: the val clips in a soundfont no training clip hears ---------------------
+
+@pytest.mark.parametrize(("name", "train", "message"), [
+    ("timgm6mb", ("fluidr3",), "'timgm6mb' is refused: reserved for evaluation"),
+    ("csound", ("fluidr3",), "'csound' is refused"),
+    ("fluidr3", ("fluidr3",), "'fluidr3' also renders training clips"),
+    ("opl3", ("fluidr3", "opl3"), "'opl3' also renders training clips"),
+    ("nope", ("fluidr3",), "unknown soundfont 'nope'; choose among musescore"),
+])
+def test_bad_val_soundfonts_are_refused_by_name(name: str, train: tuple[str, ...],
+                                                message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_val_soundfont(name, train)
+
+
+def test_val_xfont_is_val_in_another_soundfont() -> None:
+    default = plan_corpus("tiny", 0)
+    plans = plan_corpus("tiny", 0, ("fluidr3", "musescore"), val_soundfont="opl3")
+    assert list(plans) == [*default, "val-xfont"]
+    assert plans["val"] == default["val"]
+    copy = plans["val-xfont"]
+    assert [p.id for p in copy] == [p.id.replace("va-", "vx-", 1) for p in default["val"]]
+    assert {p.soundfont for p in copy} == {"opl3"} and {p.split for p in copy} == {"val-xfont"}
+    assert [replace(p, id="", split="", soundfont="", cluster="") for p in copy] == [
+        replace(p, id="", split="", soundfont="", cluster="") for p in default["val"]]
+
+
+def test_cli_refuses_a_val_soundfont_that_trains(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "corpus"
+    assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--train-soundfonts",
+                      "fluidr3,opl3", "--val-soundfont", "opl3"]) == 2
+    assert "'opl3' also renders training clips" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_val_xfont_is_added_to_a_built_corpus_and_taken_away(tiny_corpus: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, out)
+    train_audio = out / read_manifest(out / "train.jsonl").records[0].audio
+    before = train_audio.stat().st_mtime_ns
+    assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "1",
+                      "--val-soundfont", "opl3"]) == 0
+    corpus = json.loads((out / "corpus.json").read_text())
+    assert corpus["stamp"]["val_soundfont"] == "opl3"
+    assert train_audio.stat().st_mtime_ns == before  # only the new split was rendered
+    val = read_manifest(out / "val.jsonl").records
+    copy = read_manifest(out / "val-xfont.jsonl").records
+    assert corpus["statistics"]["soundfonts"]["val-xfont"] == {"opl3": len(val)} == {"opl3": 48}
+    assert (out / "val.jsonl").read_text() == (tiny_corpus / "val.jsonl").read_text()
+    assert [r.captions for r in copy] == [r.captions for r in val]
+    for mine, theirs in zip(copy[:5], val[:5], strict=True):
+        assert mine.meta["soundfont"] == "opl3" and mine.audio.startswith("audio/val-xfont/")
+        sound, plain = read_int16(out / mine.audio), read_int16(out / theirs.audio)
+        assert np.abs(sound.astype(np.float64)).max() > 100 and not np.array_equal(sound, plain)
+
+    # the corpus without it: the split's manifest goes, nothing else is rendered again
+    assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "1"]) == 0
+    assert not (out / "val-xfont.jsonl").exists()
+    assert "val_soundfont" not in json.loads((out / "corpus.json").read_text())["stamp"]
+    assert train_audio.stat().st_mtime_ns == before
