@@ -18,7 +18,11 @@ touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
     joint-rN       demo + real train (real clips repeated N times), started from the previous
                    default checkpoint: candidates for the new default
     joint-fonts-rN the same plus the demo clips rendered with other soundfonts (--fonts: the
-                   demo corpus built with --train-soundfonts; its first --n-fonts clips)
+                   demo corpus built with --train-soundfonts; its first --n-fonts clips,
+                   those rendered with --fonts-soundfonts if given)
+
+--val-xfont adds the demo corpus's val-xfont split (`atri corpus build --val-soundfont`) to
+the validation data of every arm whose validation holds the demo val split.
 
     python scripts/sfx_study.py --sfx data/corpus-sfx --demo data/demo-sub \\
         --fonts data/corpus-small-sf --out data/sfx-study [--arms a,b,...] [--seed N]
@@ -123,14 +127,20 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
 )}
 
 
-def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int) -> dict:
+def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int,
+              fonts_soundfonts: set[str] | None = None, val_xfont: bool = False) -> dict:
     data = {}
     for split in ("train", "val", *REAL_SPLITS):
         data[f"sfx/{split}"] = absolute(read_manifest(sfx / f"{split}.jsonl").records, sfx)
     for split in ("train", "val", *DEMO_SPLITS):
         data[f"demo/{split}"] = absolute(read_manifest(demo / f"{split}.jsonl").records, demo)
+    if val_xfont:  # validation that hears a soundfont no training clip uses
+        extra = absolute(read_manifest(demo / "val-xfont.jsonl").records, demo)
+        data["demo/val"] = data["demo/val"] + extra
     if fonts is not None:  # the same first clips as demo/train, other soundfonts
         records = absolute(read_manifest(fonts / "train.jsonl").records[:n_fonts], fonts)
+        if fonts_soundfonts is not None:  # e.g. leave out the one val-xfont renders with
+            records = [r for r in records if r.meta.get("soundfont") in fonts_soundfonts]
         for r in records:  # the same ids as the FluidR3 renderings of demo/train
             r.id = f"{r.id}.{r.meta.get('soundfont', 'sf')}"
         data["fonts/train"] = records
@@ -238,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-fonts", type=int, default=None,
                         help="the first N training clips of --fonts (default: as many as the "
                              "demo corpus's training split holds)")
+    parser.add_argument("--fonts-soundfonts", default=None, metavar="A,B",
+                        help="of those clips, only the ones rendered with these soundfonts")
+    parser.add_argument("--val-xfont", action="store_true",
+                        help="validate on the demo val split and its val-xfont copy (in the "
+                             "--demo folder: `atri corpus build --val-soundfont`)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--epochs", type=int, default=40)
@@ -259,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         n_fonts = len(read_manifest(args.demo / "train.jsonl"))
     if n_fonts < 1:
         parser.error(f"--n-fonts {n_fonts}: must be at least 1")
-    data = load_data(args.sfx, args.demo, args.fonts, n_fonts)
+    if args.val_xfont and not (args.demo / "val-xfont.jsonl").is_file():
+        parser.error(f"--val-xfont: {args.demo / 'val-xfont.jsonl'} does not exist; build the "
+                     "demo corpus with --val-soundfont")
+    kept = None if args.fonts_soundfonts is None else set(args.fonts_soundfonts.split(","))
+    data = load_data(args.sfx, args.demo, args.fonts, n_fonts, kept, args.val_xfont)
     (args.out / "manifests").mkdir(parents=True, exist_ok=True)
     for key, records in data.items():
         write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)

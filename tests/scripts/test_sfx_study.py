@@ -83,3 +83,45 @@ def test_an_unknown_arm_is_named(load_script, two_corpora, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "joint-r9" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_fonts_can_leave_out_a_soundfont_and_validation_can_hear_one(load_script, two_corpora,
+                                                                      tmp_path):
+    """--fonts-soundfonts keeps only the --fonts clips rendered with the named soundfonts;
+    --val-xfont adds the demo corpus's val-xfont split to the arm's validation data."""
+    study = load_script("sfx_study")
+    tiny, sfx = two_corpora
+    demo, fonts = tmp_path / "demo", tmp_path / "fonts"
+    for folder in (demo, fonts):
+        folder.mkdir()
+        (folder / "audio").symlink_to(tiny / "audio", target_is_directory=True)
+        for split in ("train", "val", "test", "test-xfont"):
+            (folder / f"{split}.jsonl").write_text((tiny / f"{split}.jsonl").read_text())
+    drawn = read_manifest(fonts / "train.jsonl").records
+    for i, r in enumerate(drawn):
+        r.meta["soundfont"] = ("musescore", "opl3", "fluidr3mono")[i % 3]
+    write_manifest(fonts / "train.jsonl", drawn)
+    args = ["--sfx", str(sfx), "--demo", str(demo), "--fonts", str(fonts), "--n-fonts", "9",
+            "--fonts-soundfonts", "musescore,fluidr3mono", "--arms", "joint-fonts-r1",
+            "--manifests-only", "--val-xfont"]
+    with pytest.raises(SystemExit):  # no val-xfont split yet: named, nothing written
+        study.main([*args, "--out", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()
+    copy = read_manifest(tiny / "test-xfont.jsonl").records[:4]
+    for r in copy:
+        r.id = r.id.replace("xf-", "vx-", 1)
+    write_manifest(demo / "val-xfont.jsonl", copy)
+
+    out = tmp_path / "study"
+    assert study.main([*args, "--out", str(out)]) == 0
+    demo_train = read_manifest(demo / "train.jsonl").records
+    joint = read_manifest(out / "joint-fonts-r1" / "train.jsonl").records
+    kept = joint[len(demo_train):len(joint) - 6]
+    assert [r.id for r in kept] == [f"{r.id}.{r.meta['soundfont']}" for r in drawn[:9]
+                                    if r.meta["soundfont"] != "opl3"]
+    val = read_manifest(out / "joint-fonts-r1" / "val.jsonl").records
+    demo_val = read_manifest(demo / "val.jsonl").records
+    assert [r.id for r in val] == ([r.id for r in demo_val] + [r.id for r in copy]
+                                   + [f"sfx-{r.id}" for r in
+                                      read_manifest(tiny / "test.jsonl").records[6:9]])
+    assert all(Path(r.audio).is_file() for r in val)
