@@ -58,26 +58,27 @@ def check_train_soundfonts(names: Sequence[str]) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"--train-soundfonts: {list(names)} names a soundfont twice")
     for name in names:
-        if name in REFUSED:
-            raise ValueError(f"--train-soundfonts: {name!r} is refused: {REFUSED[name]}")
-        if name not in TRAIN_SOUNDFONTS:
-            raise ValueError(f"--train-soundfonts: unknown soundfont {name!r}; "
-                             f"choose among {', '.join(TRAIN_SOUNDFONTS)}")
+        _check_name("--train-soundfonts", name, TRAIN_SOUNDFONTS)
     return names
+
+
+def _check_name(option: str, name: str, choices: Sequence[str]) -> None:
+    """ValueError naming `option` if `name` is refused or not among `choices`."""
+    if name in REFUSED:
+        raise ValueError(f"{option}: {name!r} is refused: {REFUSED[name]}")
+    if name not in choices:
+        raise ValueError(f"{option}: unknown soundfont {name!r}; "
+                         f"choose among {', '.join(choices)}")
 
 
 def check_val_soundfont(name: str, train_soundfonts: Sequence[str]) -> str:
     """`name` if it can render the val-xfont split, or ValueError saying why not: it must
     be a soundfont no training clip heard, or validation would not measure transfer."""
-    if name in REFUSED:
-        raise ValueError(f"--val-soundfont: {name!r} is refused: {REFUSED[name]}")
-    if name not in TRAIN_SOUNDFONTS:
-        raise ValueError(f"--val-soundfont: unknown soundfont {name!r}; "
-                         f"choose among {', '.join(TRAIN_SOUNDFONTS[1:])}")
     if name in train_soundfonts:
         raise ValueError(f"--val-soundfont: {name!r} also renders training clips "
                          f"(--train-soundfonts {','.join(train_soundfonts)}); a validation "
                          "soundfont must be one the model never hears")
+    _check_name("--val-soundfont", name, TRAIN_SOUNDFONTS[1:])  # fluidr3 renders val itself
     return name
 
 
