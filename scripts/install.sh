@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1)
-# more soundfonts for `atri corpus build --train-soundfonts` (training clips only; not in
-# the runtime image, which builds no corpus)
-APT_CORPUS_PACKAGES=(musescore-general-soundfont fluidr3mono-gm-soundfont opl3-soundfont)
+# more soundfonts (and TiMidity++, which plays freepats) for `atri corpus build
+# --train-soundfonts` (training clips only; not in the runtime image, which builds no corpus)
+APT_CORPUS_PACKAGES=(musescore-general-soundfont fluidr3mono-gm-soundfont opl3-soundfont freepats timidity)
 # test-only: the web page's browser test (not in the runtime image)
 APT_TEST_PACKAGES=(chromium chromium-driver)
 

@@ -11,6 +11,9 @@ Backgrounds come from a pool rendered once per process by its own fresh synth in
 fixed order (identical in every worker): a clip takes one of POOL_VARIANTS recordings
 per background and a window of it at an offset drawn from its seed. Rendering every
 background anew would double the cost of the corpus for no audible gain.
+
+A soundfont with engine "timidity" (freepats) renders through TiMidity++ instead
+(timidity.py), with the same events, levels and mixing.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class Renderer:
     def close(self) -> None:
         self.synth.delete()
 
+    def _select(self, chan: int, bank: int, program: int) -> None:
+        self.synth.program_select(chan, self.sfid, bank, program)
+
     def _play(
         self, events: list[tuple[float, int, int, int, int]], seconds: float = CLIP_SECONDS
     ) -> np.ndarray:
@@ -86,7 +92,7 @@ class Renderer:
         return stereo.mean(axis=1)
 
     def melody(self, plan: ClipPlan) -> np.ndarray:
-        self.synth.program_select(MELODY_CH, self.sfid, 0, INSTRUMENTS[plan.attrs.instrument])
+        self._select(MELODY_CH, 0, INSTRUMENTS[plan.attrs.instrument])
         events = []
         for i, key in enumerate(plan.melody.pitches):
             start = plan.onset + i * plan.note_seconds
@@ -96,9 +102,9 @@ class Renderer:
 
     def record_background(self, name: str, rng: random.Random, seconds: float) -> np.ndarray:
         if name == "drum beat":
-            self.synth.program_select(DRUM_CH, self.sfid, 128, 0)
+            self._select(DRUM_CH, 128, 0)
             return self._play(drum_events(rng, seconds), seconds)
-        self.synth.program_select(BACKGROUND_CH, self.sfid, 0, BACKGROUNDS[name])
+        self._select(BACKGROUND_CH, 0, BACKGROUNDS[name])
         return self._play(effect_events(name, rng, seconds), seconds)
 
     def background(self, plan: ClipPlan) -> np.ndarray | None:
@@ -122,11 +128,20 @@ class Renderer:
         return wave
 
 
+def open_renderer(soundfont: str) -> Renderer:
+    """A fresh renderer for `soundfont`, with the engine that plays it."""
+    if SOUNDFONTS[soundfont].engine == "timidity":
+        from atri.training.corpus.timidity import TimidityRenderer  # it subclasses Renderer
+
+        return TimidityRenderer(soundfont)
+    return Renderer(soundfont)
+
+
 def background_pool(soundfont: str) -> dict[str, np.ndarray]:
     """Every background recorded POOL_VARIANTS times, (V, N) each: the same in every
     process, since a fresh synth renders it in a fixed order from fixed seeds."""
     if soundfont not in _pools:
-        recorder = Renderer(soundfont)
+        recorder = open_renderer(soundfont)
         try:
             _pools[soundfont] = {
                 name: np.stack([
@@ -134,7 +149,7 @@ def background_pool(soundfont: str) -> dict[str, np.ndarray]:
                     for v in range(POOL_VARIANTS)
                 ])
                 for name in BACKGROUNDS
-                if name != "none"
+                if name != "none" and name not in SOUNDFONTS[soundfont].lacks
             }
         finally:
             recorder.close()
@@ -196,7 +211,7 @@ def render_shard(args: tuple[list[ClipPlan], str]) -> list[str]:
     plans, out_dir = args
     if len({p.soundfont for p in plans}) != 1:
         raise ValueError("a shard renders with one soundfont (build.render_all groups them)")
-    renderer = Renderer(plans[0].soundfont)
+    renderer = open_renderer(plans[0].soundfont)
     try:
         for plan in plans:
             write_flac(Path(out_dir) / audio_relpath(plan), renderer.render(plan))

@@ -6,6 +6,11 @@ soundfont drawn per clip from the list, so a model hears other recordings and sy
 the same instruments; val and test stay FluidR3, so scores stay comparable.
 `--val-soundfont NAME` adds val-xfont, the val clips in a soundfont no training clip uses.
 The soundfonts reserved for measuring transfer (shared spec corpus.md) are refused by name.
+
+`freepats` is a General MIDI patch set of its own recordings (GUS patches, which TiMidity++
+plays, not FluidSynth). It lacks some of the corpus's instruments and backgrounds: a clip
+is drawn among the listed soundfonts that have its instrument and background, and stays
+FluidR3 when none does.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ class Soundfont:
     # Load samples only when a preset is selected: the same samples, but opening a
     # compressed .sf3 drops from ~10 s to ~0.1 s (measured), which every shard pays.
     lazy: bool = False
+    engine: str = "fluidsynth"  # or "timidity": `path` is then a TiMidity++ config
+    # the corpus's instruments and backgrounds it has no program for (schema.py names)
+    lacks: frozenset[str] = frozenset()
 
 
 SOUNDFONTS: dict[str, Soundfont] = {
@@ -37,9 +45,13 @@ SOUNDFONTS: dict[str, Soundfont] = {
     # samples of an OPL3 FM chip: synthetic timbres, the farthest from the other fonts
     "opl3": Soundfont("/usr/share/sounds/sf2/OPL-3_FM_128M.sf2", "opl3-soundfont",
                       "CC-BY-SA-4.0", lazy=True),
+    # recordings unrelated to FluidR3's; GPL-2+ with an exception for compositions
+    "freepats": Soundfont("/etc/timidity/freepats.cfg", "freepats", "GPL-2+", engine="timidity",
+                          lacks=frozenset({"vibraphone", "marimba", "choir", "birdsong",
+                                           "telephone ringing", "applause"})),
 }
 DEFAULT_TRAIN_SOUNDFONTS: tuple[str, ...] = ("fluidr3",)
-TRAIN_SOUNDFONTS: tuple[str, ...] = ("fluidr3", "musescore", "fluidr3mono", "opl3")
+TRAIN_SOUNDFONTS: tuple[str, ...] = ("fluidr3", "musescore", "fluidr3mono", "opl3", "freepats")
 # Names a user may try that must never train, with the reason the error gives.
 REFUSED: dict[str, str] = {
     "timgm6mb": "reserved for evaluation: it renders the test-xfont split (shared spec "
@@ -78,17 +90,33 @@ def check_val_soundfont(name: str, train_soundfonts: Sequence[str]) -> str:
         raise ValueError(f"--val-soundfont: {name!r} also renders training clips "
                          f"(--train-soundfonts {','.join(train_soundfonts)}); a validation "
                          "soundfont must be one the model never hears")
+    if name in SOUNDFONTS and SOUNDFONTS[name].lacks:
+        raise ValueError(f"--val-soundfont: {name!r} lacks "
+                         f"{', '.join(sorted(SOUNDFONTS[name].lacks))}, which val clips play")
     _check_name("--val-soundfont", name, TRAIN_SOUNDFONTS[1:])  # fluidr3 renders val itself
     return name
 
 
+def covers(name: str, plan: ClipPlan) -> bool:
+    """Whether soundfont `name` has the clip's instrument and background."""
+    lacks = SOUNDFONTS[name].lacks
+    return plan.attrs.instrument not in lacks and plan.attrs.background not in lacks
+
+
 def assign_train_soundfonts(plans: list[ClipPlan], names: Sequence[str],
                             seed: int) -> list[ClipPlan]:
-    """Each training clip rendered with a soundfont drawn uniformly from `names`, from a
-    stream of its own: the clips' attributes, melodies and captions stay those of the
-    FluidR3-only corpus, and the default list leaves the plans untouched."""
+    """Each training clip rendered with a soundfont drawn uniformly from those of `names`
+    that have its instrument and background (FluidR3 when none does), from a stream of its
+    own: the clips' attributes, melodies and captions stay those of the FluidR3-only
+    corpus, and the default list leaves the plans untouched."""
     names = check_train_soundfonts(names)
     if names == DEFAULT_TRAIN_SOUNDFONTS:
         return plans
     rng = random.Random(f"{seed}:train-soundfont")
-    return [replace(p, soundfont=rng.choice(names)) for p in plans]
+    assigned = []
+    for p in plans:
+        # complete soundfonts keep the full list, so the draws of lists without a partial
+        # one are those of earlier builds
+        choices = [n for n in names if covers(n, p)]
+        assigned.append(replace(p, soundfont=rng.choice(choices) if choices else "fluidr3"))
+    return assigned

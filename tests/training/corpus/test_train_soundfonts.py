@@ -91,19 +91,20 @@ def read_int16(path: Path) -> np.ndarray:
 
 def test_build_renders_train_clips_with_the_drawn_soundfonts(tiny_corpus: Path,
                                                              tmp_path: Path) -> None:
+    fonts = (*FONTS, "freepats")  # freepats plays through TiMidity++, the others FluidSynth
     out = tmp_path / "mixed"
     assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "2",
-                      "--train-soundfonts", ",".join(FONTS)]) == 0
+                      "--train-soundfonts", ",".join(fonts)]) == 0
     corpus = json.loads((out / "corpus.json").read_text())
-    assert corpus["stamp"]["train_soundfonts"] == list(FONTS)
-    assert set(corpus["statistics"]["soundfonts"]["train"]) == set(FONTS)
+    assert corpus["stamp"]["train_soundfonts"] == list(fonts)
+    assert set(corpus["statistics"]["soundfonts"]["train"]) == set(fonts)
     assert corpus["statistics"]["soundfonts"]["test-xfont"] == {"timgm6mb": 36}
     for split in EVAL_SPLITS:  # evaluation clips exactly as in the FluidR3-only corpus
         assert (out / f"{split}.jsonl").read_text() == (tiny_corpus / f"{split}.jsonl").read_text()
         for record in read_manifest(out / f"{split}.jsonl").records[:3]:
             assert np.array_equal(read_int16(out / record.audio),
                                   read_int16(tiny_corpus / record.audio))
-    plans = {p.id: p for p in plan_corpus("tiny", 0, FONTS)["train"]}
+    plans = {p.id: p for p in plan_corpus("tiny", 0, fonts)["train"]}
     train = read_manifest(out / "train.jsonl")
     differ = 0
     for record in train:
@@ -129,6 +130,7 @@ def test_build_renders_train_clips_with_the_drawn_soundfonts(tiny_corpus: Path,
     ("fluidr3", ("fluidr3",), "'fluidr3' also renders training clips"),
     ("opl3", ("fluidr3", "opl3"), "'opl3' also renders training clips"),
     ("nope", ("fluidr3",), "unknown soundfont 'nope'; choose among musescore"),
+    ("freepats", ("fluidr3",), "'freepats' lacks applause, birdsong, choir"),
 ])
 def test_bad_val_soundfonts_are_refused_by_name(name: str, train: tuple[str, ...],
                                                 message: str) -> None:
