@@ -18,8 +18,9 @@ touches the demo corpus, on the demo `test` and `test-xfont` splits. Arms:
     joint-rN       demo + real train (real clips repeated N times), started from the previous
                    default checkpoint: candidates for the new default
     joint-fonts-rN the same plus the demo clips rendered with other soundfonts (--fonts: the
-                   demo corpus built with --train-soundfonts; its first --n-fonts clips,
-                   those rendered with --fonts-soundfonts if given)
+                   demo corpus built with --train-soundfonts, repeatable; its first --n-fonts
+                   clips, those rendered with --fonts-soundfonts if given, never its FluidR3
+                   ones, which demo/train already holds)
 
 --val-xfont adds the demo corpus's val-xfont split (`atri corpus build --val-soundfont`) to
 the validation data of every arm whose validation holds the demo val split.
@@ -41,7 +42,7 @@ import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +128,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
 )}
 
 
-def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int,
+def load_data(sfx: Path, demo: Path, fonts: Sequence[Path], n_fonts: int,
               fonts_soundfonts: set[str] | None = None, val_xfont: bool = False) -> dict:
     data = {}
     for split in ("train", "val", *REAL_SPLITS):
@@ -137,13 +138,22 @@ def load_data(sfx: Path, demo: Path, fonts: Path | None, n_fonts: int,
     if val_xfont:  # validation that hears a soundfont no training clip uses
         extra = absolute(read_manifest(demo / "val-xfont.jsonl").records, demo)
         data["demo/val"] = data["demo/val"] + extra
-    if fonts is not None:  # the same first clips as demo/train, other soundfonts
-        records = absolute(read_manifest(fonts / "train.jsonl").records[:n_fonts], fonts)
-        if fonts_soundfonts is not None:  # e.g. leave out the one val-xfont renders with
-            records = [r for r in records if r.meta.get("soundfont") in fonts_soundfonts]
-        for r in records:  # the same ids as the FluidR3 renderings of demo/train
-            r.id = f"{r.id}.{r.meta.get('soundfont', 'sf')}"
-        data["fonts/train"] = records
+    if fonts:  # the same first clips as demo/train, other soundfonts
+        data["fonts/train"] = []
+        seen: dict[str, Path] = {}
+        for corpus in fonts:
+            records = absolute(read_manifest(corpus / "train.jsonl").records[:n_fonts], corpus)
+            # FluidR3 renderings are demo/train's own clips (the renderer is deterministic)
+            records = [r for r in records if r.meta.get("soundfont") != "fluidr3"]
+            if fonts_soundfonts is not None:  # e.g. leave out the one val-xfont renders with
+                records = [r for r in records if r.meta.get("soundfont") in fonts_soundfonts]
+            for r in records:  # the same ids as the FluidR3 renderings of demo/train
+                r.id = f"{r.id}.{r.meta.get('soundfont', 'sf')}"
+                if r.id in seen:
+                    raise ValueError(f"--fonts {seen[r.id]} and {corpus} both hold {r.id}: "
+                                     "give each soundfont's clips once")
+                seen[r.id] = corpus
+            data["fonts/train"] += records
     return data
 
 
@@ -244,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sfx", type=Path, required=True)
     parser.add_argument("--demo", type=Path, required=True)
-    parser.add_argument("--fonts", type=Path)
+    parser.add_argument("--fonts", type=Path, action="append", default=[],
+                        help="a demo corpus built with --train-soundfonts (repeatable)")
     parser.add_argument("--n-fonts", type=int, default=None,
                         help="the first N training clips of --fonts (default: as many as the "
                              "demo corpus's training split holds)")
@@ -278,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--val-xfont: {args.demo / 'val-xfont.jsonl'} does not exist; build the "
                      "demo corpus with --val-soundfont")
     kept = None if args.fonts_soundfonts is None else set(args.fonts_soundfonts.split(","))
-    data = load_data(args.sfx, args.demo, args.fonts, n_fonts, kept, args.val_xfont)
+    try:
+        data = load_data(args.sfx, args.demo, args.fonts, n_fonts, kept, args.val_xfont)
+    except ValueError as err:
+        parser.error(str(err))
     (args.out / "manifests").mkdir(parents=True, exist_ok=True)
     for key, records in data.items():
         write_manifest(args.out / "manifests" / f"{key.replace('/', '-')}.jsonl", records)

@@ -27,6 +27,20 @@ def two_corpora(tiny_corpus: Path, tmp_path: Path) -> tuple[Path, Path]:
     return tiny_corpus, sfx
 
 
+def fonts_copy(tiny: Path, folder: Path, soundfonts: tuple[str, ...]) -> list:
+    """A stand-in for the demo corpus built with --train-soundfonts: the tiny corpus's
+    manifests, its training clips labelled with `soundfonts` in turn."""
+    folder.mkdir()
+    (folder / "audio").symlink_to(tiny / "audio", target_is_directory=True)
+    for split in ("train", "val", "test", "test-xfont"):
+        (folder / f"{split}.jsonl").write_text((tiny / f"{split}.jsonl").read_text())
+    drawn = read_manifest(folder / "train.jsonl").records
+    for i, r in enumerate(drawn):
+        r.meta["soundfont"] = soundfonts[i % len(soundfonts)]
+    write_manifest(folder / "train.jsonl", drawn)
+    return drawn
+
+
 def test_manifests_only_writes_the_joint_data_and_trains_nothing(load_script, two_corpora,
                                                                  tmp_path):
     study = load_script("sfx_study")
@@ -57,8 +71,9 @@ def test_the_fonts_arm_adds_the_first_n_clips_in_other_soundfonts(load_script, t
     again, standing in): its first --n-fonts training clips join under their own ids."""
     study = load_script("sfx_study")
     demo, sfx = two_corpora
+    fonts_copy(demo, tmp_path / "fonts", ("musescore",))
     out = tmp_path / "study"
-    assert study.main(["--sfx", str(sfx), "--demo", str(demo), "--fonts", str(demo),
+    assert study.main(["--sfx", str(sfx), "--demo", str(demo), "--fonts", str(tmp_path / "fonts"),
                        "--n-fonts", "5", "--out", str(out), "--arms", "joint-fonts-r1",
                        "--manifests-only"]) == 0
     demo_train = read_manifest(demo / "train.jsonl").records
@@ -92,15 +107,8 @@ def test_fonts_can_leave_out_a_soundfont_and_validation_can_hear_one(load_script
     study = load_script("sfx_study")
     tiny, sfx = two_corpora
     demo, fonts = tmp_path / "demo", tmp_path / "fonts"
-    for folder in (demo, fonts):
-        folder.mkdir()
-        (folder / "audio").symlink_to(tiny / "audio", target_is_directory=True)
-        for split in ("train", "val", "test", "test-xfont"):
-            (folder / f"{split}.jsonl").write_text((tiny / f"{split}.jsonl").read_text())
-    drawn = read_manifest(fonts / "train.jsonl").records
-    for i, r in enumerate(drawn):
-        r.meta["soundfont"] = ("musescore", "opl3", "fluidr3mono")[i % 3]
-    write_manifest(fonts / "train.jsonl", drawn)
+    fonts_copy(tiny, demo, ("fluidr3",))
+    drawn = fonts_copy(tiny, fonts, ("musescore", "opl3", "fluidr3mono"))
     args = ["--sfx", str(sfx), "--demo", str(demo), "--fonts", str(fonts), "--n-fonts", "9",
             "--fonts-soundfonts", "musescore,fluidr3mono", "--arms", "joint-fonts-r1",
             "--manifests-only", "--val-xfont"]
@@ -125,3 +133,28 @@ def test_fonts_can_leave_out_a_soundfont_and_validation_can_hear_one(load_script
                                    + [f"sfx-{r.id}" for r in
                                       read_manifest(tiny / "test.jsonl").records[6:9]])
     assert all(Path(r.audio).is_file() for r in val)
+
+
+def test_several_fonts_corpora_add_their_clips_but_never_fluidr3_or_twice(load_script,
+                                                                          two_corpora, tmp_path):
+    """Two --fonts corpora (e.g. one built with freepats, whose clips it lacks stay FluidR3):
+    both add their clips; FluidR3 renderings, demo/train's own, are left out; a soundfont's
+    clips given twice are refused by name, with nothing written."""
+    study = load_script("sfx_study")
+    demo, sfx = two_corpora
+    first = fonts_copy(demo, tmp_path / "sf", ("musescore", "opl3"))
+    second = fonts_copy(demo, tmp_path / "fp", ("freepats", "fluidr3"))
+    args = ["--sfx", str(sfx), "--demo", str(demo), "--n-fonts", "6", "--arms",
+            "joint-fonts-r1", "--manifests-only"]
+    out = tmp_path / "study"
+    assert study.main([*args, "--fonts", str(tmp_path / "sf"), "--fonts", str(tmp_path / "fp"),
+                       "--out", str(out)]) == 0
+    demo_train = read_manifest(demo / "train.jsonl").records
+    joint = read_manifest(out / "joint-fonts-r1" / "train.jsonl").records
+    added = [r.id for r in joint[len(demo_train):len(joint) - 6]]
+    assert added == ([f"{r.id}.{r.meta['soundfont']}" for r in first[:6]]
+                     + [f"{r.id}.freepats" for r in second[:6:2]])
+    with pytest.raises(SystemExit):
+        study.main([*args, "--fonts", str(tmp_path / "sf"), "--fonts", str(tmp_path / "sf"),
+                    "--out", str(tmp_path / "twice")])
+    assert not (tmp_path / "twice").exists()
