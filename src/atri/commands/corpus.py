@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     build.add_argument("--train-soundfonts", default="fluidr3", metavar="A,B,...",
                        help="soundfonts the train clips are rendered with, one drawn per "
-                            "clip: fluidr3, musescore, fluidr3mono, opl3 (default fluidr3)")
+                            "clip among those that have its sounds: fluidr3, musescore, "
+                            "fluidr3mono, opl3, freepats (default fluidr3)")
     build.add_argument("--val-soundfont", default=None, metavar="NAME",
                        help="also render the val clips with NAME, a soundfont no train clip "
                             "uses, as the val-xfont split (validation for cross-soundfont "
