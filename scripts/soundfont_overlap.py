@@ -5,6 +5,11 @@ of every freepats patch are searched, byte for byte, in each soundfont's raw sam
     python scripts/soundfont_overlap.py --out docs/results/soundfont-overlap.json
 
 A converted copy (resampled, re-scaled, re-encoded) is not found by this; an exact one is.
+So the script also renders one note (middle C, 0.75 s) of each instrument the corpus plays
+with freepats in every soundfont and reports the peak normalised cross-correlation of the
+waveforms: two renderings of one recording score near 1 (FluidR3 against FluidR3Mono, its
+re-edit, is the control), different recordings of a tone lower, though simple, nearly
+sinusoidal tones (harp, guitar) score high whatever their source.
 """
 
 from __future__ import annotations
@@ -60,6 +65,43 @@ def patch_waves(path: Path) -> list[np.ndarray]:
     return waves
 
 
+PAIRS = (("freepats", "timgm6mb"), ("freepats", "fluidr3"), ("timgm6mb", "fluidr3"),
+         ("fluidr3", "fluidr3mono"))
+
+
+def peak_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """max over lags of |a ⋆ b| / (|a| |b|), means removed."""
+    a, b = a - a.mean(), b - b.mean()
+    n = len(a) + len(b) - 1
+    full = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    return float(np.abs(full).max() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def rendered_similarity() -> dict[str, dict[str, float]]:
+    """instrument -> "a~b" -> peak correlation of one note rendered with soundfonts a and b."""
+    from atri.training.corpus.render import MELODY_CH, open_renderer
+
+    names = sorted({name for pair in PAIRS for name in pair})
+    renderers = {name: open_renderer(name) for name in names}
+    table = {}
+    try:
+        for instrument, program in INSTRUMENTS.items():
+            if instrument in SOUNDFONTS["freepats"].lacks:
+                continue
+            notes = {}
+            for name, renderer in renderers.items():
+                renderer._select(MELODY_CH, 0, program)
+                notes[name] = renderer._play(
+                    [(0.05, 1, MELODY_CH, 60, 100), (0.8, 0, MELODY_CH, 60, 0)], 1.0
+                ).astype(np.float64)
+            table[instrument] = {f"{a}~{b}": round(peak_correlation(notes[a], notes[b]), 3)
+                                 for a, b in PAIRS}
+    finally:
+        for renderer in renderers.values():
+            renderer.close()
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -82,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = {name: {"patches_with_a_copied_wave": [r["patch"] for r in rows
                                                     if r["found_in"][name]],
                       "waves_found": sum(r["found_in"][name] for r in rows)} for name in SF2}
+    rendered = rendered_similarity()
     report = {"window": WINDOW, "patches": len(rows), "waves": sum(r["waves"] for r in rows),
-              "summary": summary, "rows": rows}
+              "summary": summary, "rows": rows, "rendered_middle_c": rendered}
     atomic_write_text(args.out, json.dumps(report, indent=1))
     print(f"{report['patches']} freepats patches, {report['waves']} waveforms")
     print("| soundfont | waveforms found | patches | of them the corpus plays |")
@@ -93,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         plays = [r["patch"] for r in rows if r["found_in"][name] and r["corpus_uses"]]
         print(f"| {name} | {summary[name]['waves_found']} | {', '.join(hits) or 'none'} | "
               f"{', '.join(plays) or 'none'} |")
+    pairs = [f"{a}~{b}" for a, b in PAIRS]
+    print("\n| instrument (middle C) | " + " | ".join(pairs) + " |")
+    print("|---|" + "---:|" * len(pairs))
+    for instrument, row in rendered.items():
+        print(f"| {instrument} | " + " | ".join(f"{row[p]:.2f}" for p in pairs) + " |")
+    medians = {p: float(np.median([row[p] for row in rendered.values()])) for p in pairs}
+    print("| median | " + " | ".join(f"{medians[p]:.2f}" for p in pairs) + " |")
     return 0
 
 

@@ -43,3 +43,15 @@ def test_copies_are_found_in_the_sf2_that_holds_them(load_script, tmp_path: Path
     assert report["patches"] == len(report["rows"]) > 100
     # TimGM6mb holds freepats's ocarina byte for byte (a copy the search must find)
     assert "Tone_000/079_Ocarina.pat" in report["summary"]["timgm6mb"]["patches_with_a_copied_wave"]
+
+
+def test_renderings_of_one_recording_correlate_more_than_of_different_ones(load_script):
+    overlap = load_script("soundfont_overlap")
+    rng = np.random.default_rng(0)
+    tone = rng.standard_normal(4000)
+    assert overlap.peak_correlation(tone, np.concatenate([np.zeros(300), 0.5 * tone])) > 0.99
+    assert overlap.peak_correlation(tone, rng.standard_normal(4000)) < 0.1
+    table = overlap.rendered_similarity()  # real renderings, both engines
+    assert "vibraphone" not in table and len(table) == 13
+    control = [row["fluidr3~fluidr3mono"] for row in table.values()]
+    assert np.median(control) > 0.85  # FluidR3Mono re-edits FluidR3's recordings
