@@ -129,7 +129,8 @@ def test_build_renders_train_clips_with_the_drawn_soundfonts(tiny_corpus: Path,
     ("csound", ("fluidr3",), "'csound' is refused"),
     ("fluidr3", ("fluidr3",), "'fluidr3' also renders training clips"),
     ("opl3", ("fluidr3", "opl3"), "'opl3' also renders training clips"),
-    ("nope", ("fluidr3",), "unknown soundfont 'nope'; choose among musescore"),
+    ("nope", ("fluidr3",), "unknown soundfont 'nope'; choose among musescore, fluidr3mono, "
+                           "opl3$"),
     ("freepats", ("fluidr3",), "'freepats' lacks applause, birdsong, choir"),
 ])
 def test_bad_val_soundfonts_are_refused_by_name(name: str, train: tuple[str, ...],
