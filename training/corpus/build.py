@@ -189,7 +189,7 @@ def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
     """Build the corpus into out_dir; returns its statistics. A finished corpus with the
     same size, seed, soundfonts and builder version is not rendered again; one an older
     builder version finished gets only the splits added since (ADDED_IN), one that
-    differs only in its val-xfont split gets only that split."""
+    differs only in its training soundfonts or its val-xfont split gets only that split."""
     out_dir = Path(out_dir)
     stamp: dict = {"builder_version": BUILDER_VERSION, "size": size, "seed": seed}
     if tuple(train_soundfonts) != DEFAULT_TRAIN_SOUNDFONTS:  # default: stamps as before
@@ -222,16 +222,20 @@ def build(out_dir: Path, size: str = "small", seed: int = 0, workers: int = 2,
 
 def _missing_splits(old: dict | None, stamp: dict) -> set[str]:
     """The splits to render: all, unless `old` is the stamp of a finished corpus that
-    differs only in an older builder version or in its val-xfont soundfont, whose other
-    clips are then still valid."""
+    differs only in an older builder version, its training soundfonts (train only: the
+    other splits do not depend on them) or its val-xfont soundfont, whose other clips are
+    then still valid."""
     every = {*SPLITS, VAL_XFONT} if "val_soundfont" in stamp else set(SPLITS)
     if old is None:
         return every
+    own = ("builder_version", "train_soundfonts", "val_soundfont")
     def rest(s: dict) -> dict:
-        return {k: v for k, v in s.items() if k not in ("builder_version", "val_soundfont")}
+        return {k: v for k, v in s.items() if k not in own}
     if rest(old) != rest(stamp):
         return every
     missing = {split for split, version in ADDED_IN.items() if version > old["builder_version"]}
+    if old.get("train_soundfonts") != stamp.get("train_soundfonts"):
+        missing.add("train")
     if "val_soundfont" in stamp and old.get("val_soundfont") != stamp["val_soundfont"]:
         missing.add(VAL_XFONT)
     return missing

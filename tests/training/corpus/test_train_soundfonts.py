@@ -185,3 +185,30 @@ def test_val_xfont_is_added_to_a_built_corpus_and_taken_away(tiny_corpus: Path,
     assert not (out / "val-xfont.jsonl").exists()
     assert "val_soundfont" not in json.loads((out / "corpus.json").read_text())["stamp"]
     assert train_audio.stat().st_mtime_ns == before
+
+
+def test_changing_the_training_soundfonts_renders_only_train(tiny_corpus: Path,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, out)
+    val_audio = out / read_manifest(out / "val.jsonl").records[0].audio
+    before = val_audio.stat().st_mtime_ns
+    fonts = ("fluidr3", "freepats")
+    assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "1",
+                      "--train-soundfonts", ",".join(fonts)]) == 0
+    assert val_audio.stat().st_mtime_ns == before  # val, test, test-xfont: not rendered again
+    assert json.loads((out / "corpus.json").read_text())["stamp"]["train_soundfonts"] == list(fonts)
+    train = read_manifest(out / "train.jsonl").records
+    plans = {p.id: p for p in plan_corpus("tiny", 0, fonts)["train"]}
+    assert [r.meta["soundfont"] for r in train] == [plans[r.id].soundfont for r in train]
+    drawn = [r for r in train if r.meta["soundfont"] == "freepats"]
+    assert drawn and not np.array_equal(read_int16(out / drawn[0].audio),
+                                        read_int16(tiny_corpus / drawn[0].audio))
+
+    # back to FluidR3 only: train is the default corpus's again, sample for sample
+    assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "1"]) == 0
+    assert val_audio.stat().st_mtime_ns == before
+    assert (out / "train.jsonl").read_text() == (tiny_corpus / "train.jsonl").read_text()
+    for record in drawn[:3]:
+        assert np.array_equal(read_int16(out / record.audio),
+                              read_int16(tiny_corpus / record.audio))
