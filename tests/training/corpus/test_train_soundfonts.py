@@ -159,12 +159,18 @@ def test_cli_refuses_a_val_soundfont_that_trains(tmp_path: Path, capsys) -> None
     assert not out.exists()
 
 
-def test_val_xfont_is_added_to_a_built_corpus_and_taken_away(tiny_corpus: Path,
-                                                             tmp_path: Path) -> None:
+def copied_corpus(tiny_corpus: Path, tmp_path: Path, split: str) -> tuple[Path, Path, int]:
+    """A copy of the tiny corpus, one clip of `split` and its mtime: a rebuild that renders
+    `split` again changes the mtime."""
     out = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, out)
-    train_audio = out / read_manifest(out / "train.jsonl").records[0].audio
-    before = train_audio.stat().st_mtime_ns
+    audio = out / read_manifest(out / f"{split}.jsonl").records[0].audio
+    return out, audio, audio.stat().st_mtime_ns
+
+
+def test_val_xfont_is_added_to_a_built_corpus_and_taken_away(tiny_corpus: Path,
+                                                             tmp_path: Path) -> None:
+    out, train_audio, before = copied_corpus(tiny_corpus, tmp_path, "train")
     assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "1",
                       "--val-soundfont", "opl3"]) == 0
     corpus = json.loads((out / "corpus.json").read_text())
@@ -189,10 +195,7 @@ def test_val_xfont_is_added_to_a_built_corpus_and_taken_away(tiny_corpus: Path,
 
 def test_changing_the_training_soundfonts_renders_only_train(tiny_corpus: Path,
                                                             tmp_path: Path) -> None:
-    out = tmp_path / "corpus"
-    shutil.copytree(tiny_corpus, out)
-    val_audio = out / read_manifest(out / "val.jsonl").records[0].audio
-    before = val_audio.stat().st_mtime_ns
+    out, val_audio, before = copied_corpus(tiny_corpus, tmp_path, "val")
     fonts = ("fluidr3", "freepats")
     assert atri_main(["corpus", "build", str(out), "--size", "tiny", "--workers", "1",
                       "--train-soundfonts", ",".join(fonts)]) == 0
