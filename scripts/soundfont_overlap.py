@@ -79,10 +79,10 @@ def peak_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def rendered_similarity() -> dict[str, dict[str, float]]:
     """instrument -> "a~b" -> peak correlation of one note rendered with soundfonts a and b."""
-    from atri.training.corpus.render import MELODY_CH, open_renderer
+    from atri.training.corpus.render import MELODY_CH, Renderer
 
     names = sorted({name for pair in PAIRS for name in pair})
-    renderers = {name: open_renderer(name) for name in names}
+    renderers = {name: Renderer(name) for name in names}
     table = {}
     try:
         for instrument, program in INSTRUMENTS.items():

@@ -12,8 +12,8 @@ fixed order (identical in every worker): a clip takes one of POOL_VARIANTS recor
 per background and a window of it at an offset drawn from its seed. Rendering every
 background anew would double the cost of the corpus for no audible gain.
 
-A soundfont with engine "timidity" (freepats) renders through TiMidity++ instead
-(timidity.py), with the same events, levels and mixing.
+A soundfont with engine "timidity" (freepats) plays its events through TiMidity++ instead
+(timidity.py); melodies, backgrounds, levels and mixing are the same.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import soundfile as sf
 from atri.training.corpus.plan import ClipPlan
 from atri.training.corpus.schema import BACKGROUNDS, INSTRUMENTS
 from atri.training.corpus.soundfonts import SOUNDFONTS
+from atri.training.corpus.timidity import TimidityEngine
 from atri.training.fileio import atomic_write
 
 SAMPLE_RATE = 44100  # serves CED (16 kHz after resampling) and aisfx (up to 22 kHz)
@@ -40,8 +41,11 @@ POOL_SECONDS = 8.0
 _pools: dict[str, dict[str, np.ndarray]] = {}  # soundfont -> background -> (V, N); per process
 
 
-class Renderer:
-    """One synth for one shard: a fresh instance per shard keeps rendering deterministic."""
+Events = list[tuple[float, int, int, int, int]]  # (time s, 1=on/0=off, channel, key, velocity)
+
+
+class FluidEngine:
+    """A FluidSynth synth with one soundfont loaded, chorus and reverb off."""
 
     def __init__(self, soundfont: str) -> None:
         import fluidsynth  # imported here: only corpus building needs the C library
@@ -57,7 +61,6 @@ class Renderer:
         if font.lazy:
             settings["synth.dynamic-sample-loading"] = 1
         self.synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=SAMPLE_RATE, **settings)
-        self.soundfont = soundfont
         self.sfid = self.synth.sfload(path)
         if self.sfid < 0:
             raise RuntimeError(f"FluidSynth could not load {path}")
@@ -65,13 +68,11 @@ class Renderer:
     def close(self) -> None:
         self.synth.delete()
 
-    def _select(self, chan: int, bank: int, program: int) -> None:
+    def select(self, chan: int, bank: int, program: int) -> None:
         self.synth.program_select(chan, self.sfid, bank, program)
 
-    def _play(
-        self, events: list[tuple[float, int, int, int, int]], seconds: float = CLIP_SECONDS
-    ) -> np.ndarray:
-        """events: (time s, kind 1=on/0=off, channel, key, velocity) -> (N,) float32 mono."""
+    def play(self, events: Events, seconds: float) -> np.ndarray:
+        """The events as (N,) float32 mono."""
         total = int(seconds * SAMPLE_RATE)
         chunks, pos = [], 0
         for t, kind, chan, key, vel in sorted(events):
@@ -90,6 +91,29 @@ class Renderer:
             self.synth.all_sounds_off(chan)
         self.synth.get_samples(256)
         return stereo.mean(axis=1)
+
+
+class Renderer:
+    """One synth for one shard: a fresh instance per shard keeps rendering deterministic.
+    The soundfont's engine plays the events: FluidSynth, or TiMidity++ for freepats."""
+
+    def __init__(self, soundfont: str) -> None:
+        self.soundfont = soundfont
+        self.engine: FluidEngine | TimidityEngine
+        if SOUNDFONTS[soundfont].engine == "timidity":
+            self.engine = TimidityEngine(SOUNDFONTS[soundfont], SAMPLE_RATE, DRUM_CH)
+        else:
+            self.engine = FluidEngine(soundfont)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def _select(self, chan: int, bank: int, program: int) -> None:
+        self.engine.select(chan, bank, program)
+
+    def _play(self, events: Events, seconds: float = CLIP_SECONDS) -> np.ndarray:
+        """events: (time s, kind 1=on/0=off, channel, key, velocity) -> (N,) float32 mono."""
+        return self.engine.play(events, seconds)
 
     def melody(self, plan: ClipPlan) -> np.ndarray:
         self._select(MELODY_CH, 0, INSTRUMENTS[plan.attrs.instrument])
@@ -128,20 +152,11 @@ class Renderer:
         return wave
 
 
-def open_renderer(soundfont: str) -> Renderer:
-    """A fresh renderer for `soundfont`, with the engine that plays it."""
-    if SOUNDFONTS[soundfont].engine == "timidity":
-        from atri.training.corpus.timidity import TimidityRenderer  # it subclasses Renderer
-
-        return TimidityRenderer(soundfont)
-    return Renderer(soundfont)
-
-
 def background_pool(soundfont: str) -> dict[str, np.ndarray]:
     """Every background recorded POOL_VARIANTS times, (V, N) each: the same in every
     process, since a fresh synth renders it in a fixed order from fixed seeds."""
     if soundfont not in _pools:
-        recorder = open_renderer(soundfont)
+        recorder = Renderer(soundfont)
         try:
             _pools[soundfont] = {
                 name: np.stack([
@@ -211,7 +226,7 @@ def render_shard(args: tuple[list[ClipPlan], str]) -> list[str]:
     plans, out_dir = args
     if len({p.soundfont for p in plans}) != 1:
         raise ValueError("a shard renders with one soundfont (build.render_all groups them)")
-    renderer = open_renderer(plans[0].soundfont)
+    renderer = Renderer(plans[0].soundfont)
     try:
         for plan in plans:
             write_flac(Path(out_dir) / audio_relpath(plan), renderer.render(plan))

@@ -1,10 +1,11 @@
-"""Rendering with TiMidity++ for patch sets FluidSynth cannot load (freepats: GUS patches).
+"""Playing events with TiMidity++ for patch sets FluidSynth cannot load (freepats: GUS
+patches), for render.Renderer.
 
-The renderer takes the same events as the FluidSynth one; each call writes them as a
-MIDI file and runs `timidity` on it, so a clip depends on its events only. TiMidity++
+The engine takes the same events as the FluidSynth one; each call writes them as a MIDI
+file and runs `timidity` on it, so a recording depends on its events only. TiMidity++
 always reads the system's /etc/timidity/timidity.cfg as well (on Debian it maps every
 program to FluidR3), and a program the patch set lacks would quietly play from there: the
-renderer therefore refuses any program or drum key its own config does not map.
+engine therefore refuses any program or drum key its own config does not map.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from atri.training.corpus.render import CLIP_SECONDS, DRUM_CH, SAMPLE_RATE, Renderer
-from atri.training.corpus.soundfonts import SOUNDFONTS
+from atri.training.corpus.soundfonts import Soundfont
 
 # TiMidity++'s --volume at which freepats plays the corpus's instruments at FluidR3's level
 # under render.SYNTH_GAIN (median RMS ratio over the 13 instruments both have: 1.02)
@@ -47,19 +47,18 @@ def read_config(path: str | Path) -> tuple[frozenset[int], frozenset[int]]:
     return frozenset(tones), frozenset(drums)
 
 
-class TimidityRenderer(Renderer):
-    """Renderer's interface over TiMidity++: one fresh process per recording."""
+class TimidityEngine:
+    """render.Renderer's engine over TiMidity++: one fresh process per recording."""
 
-    def __init__(self, soundfont: str) -> None:  # no Renderer.__init__: no synth to open
-        font = SOUNDFONTS[soundfont]
+    def __init__(self, font: Soundfont, sample_rate: int, drum_channel: int) -> None:
         if shutil.which("timidity") is None:
             raise FileNotFoundError("timidity not found: install the Debian package timidity "
-                                    f"(scripts/install.sh installs it) to render {soundfont}")
+                                    f"(scripts/install.sh installs it) to play {font.package}")
         if not Path(font.path).is_file():
             raise FileNotFoundError(f"{font.path} not found: install the Debian package "
                                     f"{font.package} (scripts/install.sh installs it)")
-        self.soundfont = soundfont
         self.config = font.path
+        self.sample_rate, self.drum_channel = sample_rate, drum_channel
         self.tones, self.drums = read_config(font.path)
         self.programs: dict[int, int] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="atri-timidity-")
@@ -67,23 +66,22 @@ class TimidityRenderer(Renderer):
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def _select(self, chan: int, bank: int, program: int) -> None:
-        if chan == DRUM_CH:
+    def select(self, chan: int, bank: int, program: int) -> None:
+        if chan == self.drum_channel:
             if (bank, program) != (128, 0):
                 raise ValueError(f"{self.config}: only the standard drum set plays on the "
                                  f"drum channel, not bank {bank} program {program}")
         elif bank != 0 or program not in self.tones:
             raise ValueError(f"{self.config} maps no bank {bank} program {program}: TiMidity++ "
                              "would play it from the system's default configuration")
-        self.programs[chan] = 0 if chan == DRUM_CH else program
+        self.programs[chan] = 0 if chan == self.drum_channel else program
 
-    def _play(
-        self, events: list[tuple[float, int, int, int, int]], seconds: float = CLIP_SECONDS
-    ) -> np.ndarray:
+    def play(self, events: list[tuple[float, int, int, int, int]], seconds: float) -> np.ndarray:
+        """The events as (N,) float32 mono."""
         import mido  # imported here: only corpus building writes MIDI
 
         missing = sorted({key for _, _, chan, key, _ in events
-                          if chan == DRUM_CH and key not in self.drums})
+                          if chan == self.drum_channel and key not in self.drums})
         if missing:
             raise ValueError(f"{self.config}'s drum set maps no key {missing}")
         song = mido.MidiFile(ticks_per_beat=TICKS_PER_SECOND // 2)
@@ -103,16 +101,16 @@ class TimidityRenderer(Renderer):
         track.append(mido.MetaMessage("end_of_track", time=max(end - now, 0)))
         mid, wav = Path(self._tmp.name) / "events.mid", Path(self._tmp.name) / "out.wav"
         song.save(mid)
-        cmd = ["timidity", "-c", self.config, "-s", str(SAMPLE_RATE), "-Ow", "--output-mono",
+        cmd = ["timidity", "-c", self.config, "-s", str(self.sample_rate), "-Ow", "--output-mono",
                "--output-16bit", f"--volume={VOLUME}", "--preserve-silence",
                "-EFreverb=0", "-EFchorus=0", "-o", str(wav), str(mid)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"timidity failed ({done.returncode}) on {self.soundfont}: "
+            raise RuntimeError(f"timidity failed ({done.returncode}) with {self.config}: "
                                f"{(done.stderr or done.stdout).strip()[-500:]}")
         wave, rate = sf.read(wav, dtype="float32")
         wav.unlink()
-        if rate != SAMPLE_RATE:
-            raise RuntimeError(f"timidity wrote {rate} Hz, asked for {SAMPLE_RATE}")
-        total = int(seconds * SAMPLE_RATE)  # a release past the end is cut, as FluidSynth's is
+        if rate != self.sample_rate:
+            raise RuntimeError(f"timidity wrote {rate} Hz, asked for {self.sample_rate}")
+        total = int(seconds * self.sample_rate)  # a release past the end is cut, as FluidSynth's is
         return np.pad(wave[:total], (0, max(total - len(wave), 0)))

@@ -17,11 +17,10 @@ from atri.training.corpus.render import (
     MELODY_CH,
     SAMPLE_RATE,
     Renderer,
-    open_renderer,
 )
 from atri.training.corpus.schema import BACKGROUNDS, INSTRUMENTS
 from atri.training.corpus.soundfonts import SOUNDFONTS, assign_train_soundfonts, covers
-from atri.training.corpus.timidity import TimidityRenderer, read_config
+from atri.training.corpus.timidity import TimidityEngine, read_config
 
 FREEPATS = SOUNDFONTS["freepats"]
 
@@ -43,7 +42,7 @@ def test_read_config_takes_bank_0_and_drum_set_0_only(tmp_path: Path) -> None:
 
 
 def test_programs_the_patches_lack_are_refused_not_borrowed() -> None:
-    renderer = TimidityRenderer("freepats")
+    renderer = Renderer("freepats")
     try:
         with pytest.raises(ValueError, match="maps no bank 0 program 11"):
             renderer._select(MELODY_CH, 0, INSTRUMENTS["vibraphone"])
@@ -59,7 +58,7 @@ def test_programs_the_patches_lack_are_refused_not_borrowed() -> None:
 def test_missing_timidity_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(FileNotFoundError, match="install the Debian package timidity"):
-        open_renderer("freepats")
+        Renderer("freepats")
 
 
 def test_clips_draw_only_soundfonts_that_have_their_sounds() -> None:
@@ -80,7 +79,8 @@ def test_freepats_renders_its_own_recording_of_a_planned_clip() -> None:
     plans = [p for p in plan_corpus("tiny", 0, ("freepats",))["train"]
              if p.soundfont == "freepats" and p.attrs.background == "drum beat"][:2]
     assert plans
-    first, again, fluid = open_renderer("freepats"), open_renderer("freepats"), Renderer("fluidr3")
+    first, again, fluid = Renderer("freepats"), Renderer("freepats"), Renderer("fluidr3")
+    assert isinstance(first.engine, TimidityEngine)
     try:
         for plan in plans:
             wave = first.render(plan)
@@ -97,7 +97,7 @@ def test_freepats_renders_its_own_recording_of_a_planned_clip() -> None:
 
 def test_a_note_sounds_when_its_event_says() -> None:
     """TiMidity++ drops leading silence unless told not to: a late note must stay late."""
-    renderer = TimidityRenderer("freepats")
+    renderer = Renderer("freepats")
     try:
         renderer._select(MELODY_CH, 0, INSTRUMENTS["piano"])
         wave = renderer._play([(1.0, 1, MELODY_CH, 60, 100), (1.5, 0, MELODY_CH, 60, 0)], 2.0)
